@@ -1,0 +1,45 @@
+"""gradscope: gradient-flow diagnostics for PyTorch.
+
+The public names are loaded lazily so that ``import gradscope`` (and ``gradscope --help``) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .errors import ConfigError, GradscopeError, ModelLoadError, ProbeError
+    from .loading import load
+    from .results import Report
+    from .scanner import scan
+
+__all__ = [
+    "__version__",
+    "scan",
+    "load",
+    "Report",
+    "GradscopeError",
+    "ModelLoadError",
+    "ProbeError",
+    "ConfigError",
+]
+
+_LAZY = {
+    "scan": "gradscope.scanner",
+    "load": "gradscope.loading",
+    "Report": "gradscope.results",
+    "GradscopeError": "gradscope.errors",
+    "ModelLoadError": "gradscope.errors",
+    "ProbeError": "gradscope.errors",
+    "ConfigError": "gradscope.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gradscope' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,458 @@
+"""Rules: recorded numbers → per-layer status, findings and a summary. Every threshold comes from ``DiagnoseConfig``.
+
+Vanishing and exploding are judged scale-free: each trainable layer's gradient RMS is divided by the model's own
+reference, the median gradient RMS of the output-side layers (``reference_layers``). A loss twice as large, or a
+learning-rate-free rescaling of the whole model, changes no verdict. A separate absolute floor catches underflow:
+a gradient RMS below the smallest normal number of its dtype has lost precision whatever the reference says.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .config import DiagnoseConfig
+from .recorder import EMBEDDINGS, RECTIFYING, SATURATING, LayerRecord
+from .results import STATUS_PRIORITY, Finding, LayerStats, Severity, Spread, Status, Summary
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    layers: tuple[LayerStats, ...]
+    findings: tuple[Finding, ...]
+    summary: Summary
+    nonfinite_origin: str | None
+    forward_collapse: bool
+
+
+def diagnose(records: Sequence[LayerRecord], config: DiagnoseConfig,
+             nonfinite_culprit: tuple[str, str] | None = None) -> Diagnosis:
+    """``nonfinite_culprit``: (name, type) of the first module of any kind whose output was non-finite, when the
+    scan looked for it (a module without parameters, such as a custom op, is not a layer but can be the cause)."""
+    stats = [_stats(index, record) for index, record in enumerate(records)]
+    reference = _reference(stats, config.reference_layers)
+    statuses = [_statuses(s, r, reference, config) for s, r in zip(stats, records, strict=True)]
+    _underflowed_zeros(stats, statuses, reference, config)
+    layers = tuple(
+        _with_status(s, min(found, key=STATUS_PRIORITY.index)) for s, found in zip(stats, statuses, strict=True)
+    )
+    findings: list[Finding] = []
+    origin = _nonfinite(layers, findings, nonfinite_culprit)
+    spread_ratio = _forward_spread_ratio(layers, config.reference_layers)
+    collapse = spread_ratio is not None and spread_ratio < config.collapse_ratio
+    if origin is None:
+        if collapse:
+            assert spread_ratio is not None
+            _forward_collapse(layers, spread_ratio, config, findings)
+        _attenuation(layers, reference, config, collapse, findings)
+        _saturation(layers, records, config, findings)
+        _dead_units(layers, findings)
+        _underflow(layers, records, config, findings)
+    _zero_and_disconnected(layers, records, findings)
+    summary = _summary(layers, reference, spread_ratio)
+    return Diagnosis(layers, tuple(findings), summary, origin, collapse)
+
+
+# -- per layer ---------------------------------------------------------------------------------------------------
+def _stats(index: int, r: LayerRecord) -> LayerStats:
+    def median(values: list[float]) -> float | None:
+        spread = Spread.of(values)
+        return None if spread is None else spread.median
+
+    return LayerStats(
+        index=index,
+        name=r.name,
+        type=r.type_name,
+        depth=0 if not r.name else r.name.count(".") + 1,
+        output_shape=r.output_shape,
+        parameters=sum(p.numel() for p in r.params),
+        trainable=bool(r.trainable),
+        grad_rms=Spread.of(r.grad_rms),
+        signal_rms=Spread.of(r.signal_rms),
+        activation_rms=Spread.of(r.activation_rms),
+        activation_std=Spread.of(r.activation_std),
+        weight_rms=r.weight_rms,
+        saturated_fraction=median(r.saturated_fraction),
+        dead_fraction=median(r.dead_fraction),
+        shares_parameters_with=r.shares_parameters_with,
+    )
+
+
+def _usable(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value > 0
+
+
+def _reference(stats: Sequence[LayerStats], count: int) -> float | None:
+    """Median grad RMS of the ``count`` output-side trainable layers: the scale the model's own head trains at."""
+    values = [s.grad_rms.median for s in stats if s.grad_rms is not None and _usable(s.grad_rms.median)]
+    if not values:
+        return None
+    tail = sorted(values[-count:])
+    mid = len(tail) // 2
+    return tail[mid] if len(tail) % 2 else math.sqrt(tail[mid - 1] * tail[mid])
+
+
+def _nonfinite_spread(s: Spread | None) -> bool:
+    return s is not None and not (math.isfinite(s.median) and math.isfinite(s.min) and math.isfinite(s.max))
+
+
+def _statuses(s: LayerStats, r: LayerRecord, reference: float | None, c: DiagnoseConfig) -> list[Status]:
+    found = [Status.OK]
+    if any(_nonfinite_spread(x) for x in (s.grad_rms, s.signal_rms, s.activation_rms)):
+        found.append(Status.NONFINITE)
+    if r.params and not r.trainable:
+        found.append(Status.FROZEN)
+    if r.trainable and not r.grad_rms:
+        found.append(Status.DISCONNECTED)
+    if not r.params and not r.shares_parameters_with and r.order < 0:
+        found.append(Status.DISCONNECTED)  # an activation module that never ran
+    if r.is_activation and r.output_needs_grad and not r.signal_rms:
+        found.append(Status.DISCONNECTED)
+    grad = s.grad_rms.median if s.grad_rms is not None else None
+    if grad == 0.0 or (r.is_activation and s.signal_rms is not None and s.signal_rms.median == 0.0):
+        found.append(Status.ZERO)
+    dtype = r.grad_dtype if grad is not None else r.signal_dtype
+    value = grad if grad is not None else (s.signal_rms.median if s.signal_rms is not None else None)
+    if _usable(value) and dtype is not None and value < _tiny(dtype) * c.underflow_margin:  # type: ignore[operator]
+        found.append(Status.UNDERFLOW)
+    if _usable(grad) and _usable(reference):
+        ratio = grad / reference  # type: ignore[operator]
+        if ratio < c.vanishing_warning:
+            found.append(Status.VANISHING)
+        elif ratio > c.exploding_warning:
+            found.append(Status.EXPLODING)
+    if s.saturated_fraction is not None and s.saturated_fraction > c.saturated_units:
+        found.append(Status.SATURATED)
+    if s.dead_fraction is not None and s.dead_fraction > c.dead_units:
+        found.append(Status.DEAD)
+    return found
+
+
+def _underflowed_zeros(stats: Sequence[LayerStats], statuses: list[list[Status]], reference: float | None,
+                       c: DiagnoseConfig) -> None:
+    """An exactly-zero gradient upstream of a vanishing layer is the vanishing gradient rounded to zero: the
+    float range ran out (underflow), which is not the same as a zero-valued path."""
+    downstream_vanishing = False
+    for s, found in zip(reversed(stats), reversed(statuses), strict=True):
+        grad = s.grad_rms.median if s.grad_rms is not None else None
+        if Status.ZERO in found and downstream_vanishing:
+            found.remove(Status.ZERO)
+            found.append(Status.UNDERFLOW)
+        elif _usable(grad) and _usable(reference):
+            downstream_vanishing = grad / reference < c.vanishing_warning  # type: ignore[operator]
+
+
+def _tiny(dtype: torch.dtype) -> float:
+    return float(torch.finfo(dtype).tiny) if dtype.is_floating_point else 0.0
+
+
+def _with_status(s: LayerStats, status: Status) -> LayerStats:
+    from dataclasses import replace
+
+    return replace(s, status=status)
+
+
+# -- rules -------------------------------------------------------------------------------------------------------
+def _names(layers: Sequence[LayerStats]) -> tuple[str, ...]:
+    return tuple(layer.name for layer in layers)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2g}"
+
+
+def _nonfinite(layers: Sequence[LayerStats], findings: list[Finding],
+               culprit: tuple[str, str] | None) -> str | None:
+    bad = [layer for layer in layers if layer.status is Status.NONFINITE]
+    if not bad:
+        return None
+    forward = [layer for layer in bad if _nonfinite_spread(layer.activation_rms)]
+    if forward and culprit is not None:
+        name, kind = culprit
+        findings.append(Finding(
+            rule="nonfinite", severity=Severity.ERROR, layers=_names(bad),
+            message=(f"non-finite values (NaN/Inf) first appear in the output of '{name}' ({kind}) in the forward "
+                     f"pass; {len(bad)} layer(s) after it are affected"),
+            evidence={"first_layer": name, "first_layer_type": kind, "pass": "forward", "layers_affected": len(bad)},
+        ))
+        return name
+    if forward:
+        origin, where = forward[0], "forward pass (its output)"
+    else:
+        backward = [layer for layer in bad if _nonfinite_spread(layer.signal_rms)]
+        origin = backward[-1] if backward else bad[0]
+        where = "backward pass (the gradient of its output)" if backward else "parameter gradients"
+    findings.append(
+        Finding(
+            rule="nonfinite",
+            severity=Severity.ERROR,
+            layers=_names(bad),
+            message=(
+                f"non-finite values (NaN/Inf) first appear in '{origin.name}' ({origin.type}) in the {where}; "
+                f"{len(bad)} layer(s) are affected after it"
+            ),
+            evidence={"first_layer": origin.name, "first_layer_type": origin.type,
+                      "pass": "forward" if forward else "backward",
+                      "layers_affected": len(bad)},
+        )
+    )
+    return origin.name
+
+
+def _forward_spread(layer: LayerStats) -> float | None:
+    """Between-sample spread relative to the activation's size: scale-free, 1 for centred diverse outputs."""
+    if layer.activation_std is None or layer.activation_rms is None:
+        return None
+    rms = layer.activation_rms.median
+    return layer.activation_std.median / rms if rms > 0 else 0.0
+
+
+def _forward_spread_ratio(layers: Sequence[LayerStats], count: int) -> float | None:
+    """Relative spread of the deepest parametric layers over that of the first one."""
+    spreads = [
+        (layer, v) for layer in layers
+        if layer.is_parametric and (v := _forward_spread(layer)) is not None and math.isfinite(v)
+    ]
+    if len(spreads) < 2 or spreads[0][1] <= 0:
+        return None
+    tail = sorted(v for _, v in spreads[-count:])
+    return tail[len(tail) // 2] / spreads[0][1]
+
+
+def _forward_collapse(layers: Sequence[LayerStats], ratio: float, c: DiagnoseConfig,
+                      findings: list[Finding]) -> None:
+    spreads = [(layer, _forward_spread(layer)) for layer in layers if layer.is_parametric]
+    first = next(layer for layer, v in spreads if v is not None)
+    base = _forward_spread(first) or 1.0
+    collapsed = [layer for layer, v in spreads if v is not None and v / base < c.collapse_ratio]
+    start = collapsed[0].name if collapsed else layers[-1].name
+    findings.append(
+        Finding(
+            rule="forward_collapse",
+            severity=Severity.ERROR,
+            layers=_names(collapsed),
+            message=(
+                f"the forward signal collapses: from '{start}' on, outputs barely differ between samples "
+                f"(spread {ratio:.2g}× that of the first layer '{first.name}'); later layers see one input, and "
+                f"no backward-only fix can restore that"
+            ),
+            evidence={"spread_ratio": ratio, "first_layer": first.name, "first_collapsed_layer": start,
+                      "threshold": c.collapse_ratio},
+        )
+    )
+
+
+def _attenuation(layers: Sequence[LayerStats], reference: float | None, c: DiagnoseConfig, collapse: bool,
+                 findings: list[Finding]) -> None:
+    if not _usable(reference):
+        return
+    assert reference is not None
+    decay = _decay_per_layer(layers)
+    for status, rule, error_at, word in (
+        (Status.VANISHING, "vanishing_gradient", c.vanishing_error, "vanish"),
+        (Status.EXPLODING, "exploding_gradient", c.exploding_error, "explode"),
+    ):
+        hit = [layer for layer in layers if layer.status is status]
+        if not hit:
+            continue
+        ratios = [layer.grad_rms.median / reference for layer in hit if layer.grad_rms is not None]
+        worst_i = min(range(len(hit)), key=lambda i: ratios[i]) if status is Status.VANISHING else max(
+            range(len(hit)), key=lambda i: ratios[i])
+        worst, worst_ratio = hit[worst_i], ratios[worst_i]
+        failing = worst_ratio < error_at if status is Status.VANISHING else worst_ratio > error_at
+        orders = abs(math.log10(worst_ratio))
+        cause = (" — a consequence of the forward collapse above" if collapse and status is Status.VANISHING
+                 else " in the backward pass while the forward signal keeps its spread" if not collapse else "")
+        findings.append(
+            Finding(
+                rule=rule,
+                severity=Severity.ERROR if failing else Severity.WARNING,
+                layers=_names(hit),
+                message=(
+                    f"gradients {word} toward the input{cause}: {len(hit)} layer(s) are more than "
+                    f"{_orders(c.vanishing_warning if status is Status.VANISHING else c.exploding_warning)} "
+                    f"orders of magnitude off the output-side reference ({reference:.2g}); worst is "
+                    f"'{worst.name}' at {worst_ratio:.2g}× ({orders:.1f} orders)"
+                    + (f", {abs(decay):.2f} orders of magnitude per layer" if decay is not None else "")
+                ),
+                evidence={"reference_grad_rms": reference, "worst_layer": worst.name, "worst_ratio": worst_ratio,
+                          "decay_per_layer": decay, "threshold": error_at,
+                          "kind": "after_forward_collapse" if collapse else "backward_only"},
+            )
+        )
+
+
+def _orders(ratio: float) -> str:
+    return f"{abs(math.log10(ratio)):g}"
+
+
+def _decay_per_layer(layers: Sequence[LayerStats]) -> float | None:
+    """Least-squares slope of log10(grad RMS) over trainable layers in forward order: orders of magnitude the
+    gradient loses per layer going from the output back toward the input (negative: it grows)."""
+    ys = [math.log10(layer.grad_rms.median) for layer in layers
+          if layer.grad_rms is not None and _usable(layer.grad_rms.median)]
+    n = len(ys)
+    if n < 3:
+        return None
+    mean_x, mean_y = (n - 1) / 2, sum(ys) / n
+    var = sum((i - mean_x) ** 2 for i in range(n))
+    return sum((i - mean_x) * (y - mean_y) for i, y in enumerate(ys)) / var
+
+
+def preceding_parametric(layers: Sequence[LayerStats], index: int) -> LayerStats | None:
+    """The nearest trainable layer that runs before ``layers[index]`` — the one whose weights feed it."""
+    for layer in reversed(layers[:index]):
+        if layer.is_parametric and layer.trainable:
+            return layer
+    return None
+
+
+def fan_in(module: torch.nn.Module) -> int | None:
+    if isinstance(module, torch.nn.Linear):
+        return module.in_features
+    if isinstance(module, torch.nn.modules.conv._ConvNd):
+        return module.in_channels // module.groups * math.prod(module.kernel_size)
+    return None
+
+
+def _saturation(layers: Sequence[LayerStats], records: Sequence[LayerRecord], c: DiagnoseConfig,
+                findings: list[Finding]) -> None:
+    hit = [layer for layer in layers if layer.status is Status.SATURATED]
+    if not hit:
+        return
+    by_name = {r.name: r for r in records}
+    feeding: dict[str, float] = {}
+    for layer in hit:
+        source = preceding_parametric(layers, layer.index)
+        if source is None or source.weight_rms is None:
+            continue
+        fan = fan_in(by_name[source.name].module)
+        if fan is not None:
+            feeding[source.name] = source.weight_rms * math.sqrt(fan)
+    large = {name: gain for name, gain in feeding.items() if gain > c.large_weight_gain}
+    worst = max(hit, key=lambda layer: layer.saturated_fraction or 0.0)
+    cause = (
+        f"the weights feeding them are large (weight RMS × √fan-in up to {max(large.values()):.3g}, "
+        f"above {c.large_weight_gain:g})" if large else "their inputs are large although the weights are not"
+    )
+    findings.append(
+        Finding(
+            rule="saturation",
+            severity=Severity.ERROR,
+            layers=_names(hit),
+            message=(
+                f"{len(hit)} activation layer(s) are saturated: up to {worst.saturated_fraction:.0%} of outputs of "
+                f"'{worst.name}' sit where the slope is below {c.saturation_derivative:.0%} of its peak; {cause}"
+            ),
+            evidence={"worst_layer": worst.name, "worst_fraction": worst.saturated_fraction,
+                      "large_weight_layers": dict(large), "weight_gain": dict(feeding),
+                      "threshold": c.saturated_units},
+        )
+    )
+
+
+def _dead_units(layers: Sequence[LayerStats], findings: list[Finding]) -> None:
+    hit = [layer for layer in layers if layer.status is Status.DEAD]
+    if not hit:
+        return
+    worst = max(hit, key=lambda layer: layer.dead_fraction or 0.0)
+    everything = (worst.dead_fraction or 0.0) >= 0.999
+    findings.append(
+        Finding(
+            rule="dead_units",
+            severity=Severity.ERROR if everything else Severity.WARNING,
+            layers=_names(hit),
+            message=(
+                f"{len(hit)} rectifier layer(s) have mostly dead units: {worst.dead_fraction:.0%} of the outputs "
+                f"of '{worst.name}' are zero for every probe sample, so no gradient passes them"
+            ),
+            evidence={"worst_layer": worst.name, "worst_fraction": worst.dead_fraction},
+        )
+    )
+
+
+def _underflow(layers: Sequence[LayerStats], records: Sequence[LayerRecord], c: DiagnoseConfig,
+               findings: list[Finding]) -> None:
+    hit = [(layer, r) for layer, r in zip(layers, records, strict=True) if layer.status is Status.UNDERFLOW]
+    if not hit:
+        return
+    dtypes = sorted({str(r.grad_dtype or r.signal_dtype).replace("torch.", "") for _, r in hit})
+    # float16 has a narrow exponent range that loss scaling widens; float32/bfloat16 only run out of range when
+    # the gradient has already vanished by tens of orders of magnitude, and then the vanishing is the thing to fix.
+    advice = ("use torch.amp.GradScaler, or bfloat16/float32 gradients" if "float16" in dtypes
+              else "this is the vanishing gradient running out of float range: fix the vanishing and it goes")
+    findings.append(
+        Finding(
+            rule="underflow",
+            severity=Severity.ERROR,
+            layers=tuple(layer.name for layer, _ in hit),
+            message=(
+                f"gradients of {len(hit)} layer(s) are below the smallest normal {'/'.join(dtypes)} number or "
+                f"rounded to exactly zero: precision is lost before any update ({advice})"
+            ),
+            evidence={"dtypes": dtypes, "margin": c.underflow_margin},
+        )
+    )
+
+
+def _zero_and_disconnected(layers: Sequence[LayerStats], records: Sequence[LayerRecord],
+                           findings: list[Finding]) -> None:
+    frozen = [layer for layer in layers if layer.status is Status.FROZEN]
+    if frozen:
+        findings.append(Finding(
+            rule="frozen", severity=Severity.INFO, layers=_names(frozen),
+            message=f"{len(frozen)} layer(s) are frozen (requires_grad=False) and are not judged",
+            evidence={"parameters": sum(layer.parameters for layer in frozen)},
+        ))
+    gone = [layer for layer in layers if layer.status is Status.DISCONNECTED and layer.is_parametric]
+    if gone:
+        findings.append(Finding(
+            rule="disconnected", severity=Severity.WARNING, layers=_names(gone),
+            message=(
+                f"no gradient reaches {len(gone)} trainable layer(s) ({', '.join(_names(gone)[:3])}"
+                f"{', ...' if len(gone) > 3 else ''}): they are unused in forward or cut from the loss "
+                f"(detach, no_grad, an unused output), so they will never train"
+            ),
+            evidence={"parameters": sum(layer.parameters for layer in gone)},
+        ))
+    zero = [layer for layer in layers if layer.status is Status.ZERO and layer.is_parametric]
+    if zero:
+        zero_weight = [layer for layer in layers if layer.weight_rms == 0.0 and layer.trainable]
+        explained = bool(zero_weight) and zero_weight[-1].index > zero[0].index
+        because = (f"'{zero_weight[-1].name}' has all-zero weights, which blocks the gradient at initialisation "
+                   f"(zero-init by design is fine: it gets a gradient itself and opens after the first steps)"
+                   if explained else "the gradient reaching them is exactly zero (a multiplication by zero, a "
+                   "mask, or a zero-valued path)")
+        findings.append(Finding(
+            rule="zero_gradient", severity=Severity.INFO if explained else Severity.WARNING,
+            layers=_names(zero),
+            message=f"{len(zero)} layer(s) receive an exactly-zero gradient: {because}",
+            evidence={"zero_weight_layer": zero_weight[-1].name if explained else None},
+        ))
+    del records
+
+
+def _summary(layers: Sequence[LayerStats], reference: float | None, spread_ratio: float | None) -> Summary:
+    worst: LayerStats | None = None
+    worst_ratio: float | None = None
+    if _usable(reference):
+        assert reference is not None
+        for layer in layers:
+            if layer.grad_rms is None or not _usable(layer.grad_rms.median):
+                continue
+            ratio = layer.grad_rms.median / reference
+            if worst_ratio is None or abs(math.log10(ratio)) > abs(math.log10(worst_ratio)):
+                worst, worst_ratio = layer, ratio
+    return Summary(
+        reference_grad_rms=reference,
+        worst_layer=None if worst is None else worst.name,
+        worst_ratio=worst_ratio,
+        decay_per_layer=_decay_per_layer(layers),
+        forward_spread_ratio=spread_ratio,
+    )
+
+
+__all__ = ["Diagnosis", "diagnose", "fan_in", "preceding_parametric", "EMBEDDINGS", "RECTIFYING", "SATURATING"]

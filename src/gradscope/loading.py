@@ -1,0 +1,430 @@
+"""Model targets → ``nn.Module``, plus the optional probe/loss hooks found next to the model.
+
+A target is ``path/to/file.py``, ``path/to/file.py:NAME`` or ``package.module:NAME`` (README,
+"Model targets"). Every failure is a ``ModelLoadError`` with one line that names the file or option and
+says what to do.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import itertools
+import os
+import sys
+import types
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .errors import ModelLoadError
+
+FACTORY_NAMES: tuple[str, ...] = ("build_model", "create_model", "get_model")
+HOOK_NAMES: tuple[str, ...] = ("example_inputs", "probe_batches", "loss_fn", "dataset")
+
+# Import names whose pip distribution is called something else; the rest are suggested as-is.
+_PIP_NAMES = {
+    "sklearn": "scikit-learn",
+    "cv2": "opencv-python",
+    "PIL": "pillow",
+    "yaml": "pyyaml",
+    "skimage": "scikit-image",
+}
+
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class ModelFileHooks:
+    """Optional functions found in the model file (or a separate ``--probe`` file)."""
+
+    example_inputs: Callable[[], Any] | None = None  # -> one batch: Tensor | tuple (positional) | dict (kw)
+    probe_batches: Callable[[int, int], Iterable[Any]] | None = None  # (n, seed) -> n batches
+    loss_fn: Callable[[Any, Any], Any] | None = None  # (output, batch) -> scalar tensor
+    dataset: Callable[[], Any] | None = None  # used later by `trial`
+    source: str | None = None  # the file (or module) they came from
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    module: nn.Module
+    target: str  # the target string as the user gave it
+    name: str  # what was picked, e.g. "DeepTanh" or "build_model"
+    hooks: ModelFileHooks
+
+
+def load(
+    target: str,
+    *,
+    model_kwargs: Mapping[str, Any] | None = None,
+    probe_file: str | None = None,
+) -> LoadedModel:
+    """Resolve ``target`` to a module, construct it with ``model_kwargs`` and collect the hooks.
+
+    Hooks come from the model file (or, for ``package.module:NAME``, from that module); those in
+    ``probe_file`` take precedence one by one.
+    """
+    kwargs = dict(model_kwargs or {})
+    where, name = _split_target(target)
+    is_file = _looks_like_path(where)
+    namespace = import_file(where) if is_file else _import_package_module(where, target)
+    if name is None:  # only files get here: _split_target requires NAME for package.module targets
+        module, picked = _discover(namespace, where, kwargs)
+    else:
+        module, picked = _instantiate(_get_attribute(namespace, name, where), name, kwargs, where), name
+
+    hooks = _hooks_from(namespace, where)
+    if probe_file is not None:
+        hooks = _merge_hooks(_load_probe_hooks(probe_file), hooks)
+    return LoadedModel(module=module, target=target, name=picked, hooks=hooks)
+
+
+# -- targets -------------------------------------------------------------------------------------------------
+
+
+def _split_target(target: str) -> tuple[str, str | None]:
+    """``(file_or_module, NAME or None)``. A colon inside a path (``C:\\x\\m.py``) is not a NAME separator."""
+    text = target.strip()
+    if not text:
+        raise ModelLoadError("TARGET is empty; pass path/to/model.py, model.py:NAME or package.module:NAME")
+    head, sep, tail = text.rpartition(":")
+    if sep and head and tail and not any(ch in tail for ch in "/\\") and not tail.endswith(".py"):
+        return head, tail
+    if text.endswith(".py"):
+        return text, None
+    if os.path.exists(text) or any(ch in text for ch in "/\\"):
+        kind = "a directory" if os.path.isdir(text) else "not a .py file"
+        raise ModelLoadError(f"{text}: {kind}; pass a Python model file (model.py) or package.module:NAME")
+    raise ModelLoadError(
+        f"{text}: not a model target; pass path/to/model.py, path/to/model.py:NAME or package.module:NAME"
+    )
+
+
+def _looks_like_path(where: str) -> bool:
+    return where.endswith(".py") or any(ch in where for ch in "/\\") or os.path.exists(where)
+
+
+def import_file(path: str) -> types.ModuleType:
+    """Execute a Python file as a module under a private, unique name and hand the module object back.
+
+    The caller's interpreter state is left as it was found:
+
+    * the file's directory is on ``sys.path`` only while the file executes (so it can import helper modules
+      that sit next to it), and ``sys.path`` is restored exactly afterwards;
+    * ``sys.argv`` is ``[path]`` while the file executes, so it never parses gradscope's own arguments;
+    * the private module name is removed from ``sys.modules`` afterwards, and so is every module newly
+      imported *from the file's directory* (helpers that sit next to it), so a second model file with a helper
+      of the same name gets its own. Newly imported third-party packages stay in ``sys.modules``: removing a
+      package with C extensions and importing it again breaks it.
+
+    ``if __name__ == "__main__":`` blocks do not run. ``KeyboardInterrupt`` propagates; every other failure
+    becomes a ``ModelLoadError`` naming the file.
+    """
+    file = Path(path)
+    if not file.exists():
+        raise ModelLoadError(f"{path}: file not found; check the path to the model file")
+    if file.is_dir():
+        raise ModelLoadError(f"{path}: is a directory; pass a Python file such as {path.rstrip('/')}/m.py")
+    if file.suffix != ".py":
+        raise ModelLoadError(f"{path}: not a .py file; pass a Python model file or package.module:NAME")
+    resolved = file.resolve()
+    directory = str(resolved.parent)
+    module_name = f"_gradscope_model_{os.getpid()}_{next(_counter)}"
+    spec = importlib.util.spec_from_file_location(module_name, resolved)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py path always has a source loader
+        raise ModelLoadError(f"{path}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+
+    saved_path = list(sys.path)
+    saved_argv = sys.argv
+    before = set(sys.modules)
+    sys.path.insert(0, directory)
+    sys.argv = [path]
+    # Registered while it runs: dataclasses, typing and pickle look a class's module up by name.
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SystemExit as exc:
+        raise ModelLoadError(
+            f"{path}: exited during import (sys.exit({exc.code!r})); "
+            "guard module-level code with if __name__ == '__main__'"
+        ) from None
+    except SyntaxError as exc:
+        where = exc.filename if exc.filename and Path(exc.filename).resolve() != resolved else path
+        raise ModelLoadError(f"{where}: syntax error at line {exc.lineno}: {exc.msg}") from None
+    except ImportError as exc:
+        raise ModelLoadError(_import_error_message(path, exc)) from None
+    except Exception as exc:
+        raise ModelLoadError(f"{path} failed at import: {_describe(exc)}") from None
+    finally:
+        import_path = list(sys.path)  # what the file saw, including entries it added itself
+        sys.path[:] = saved_path
+        sys.argv = saved_argv
+        sys.modules.pop(module_name, None)
+        _forget_local_modules(before, directory, import_path)
+    return module
+
+
+def _forget_local_modules(before: set[str], directory: str, search_path: list[str]) -> None:
+    """Drop modules imported from ``directory`` during the import.
+
+    A module belongs to the longest ``sys.path`` entry that holds it, so a virtualenv inside the project
+    directory is not mistaken for a helper.
+    """
+    roots = sorted({os.path.abspath(p or os.curdir) for p in search_path}, key=len, reverse=True)
+    for name in set(sys.modules) - before:
+        mod = sys.modules.get(name)
+        locations = [getattr(mod, "__file__", None), *list(getattr(mod, "__path__", None) or [])]
+        for location in locations:
+            if not isinstance(location, str):
+                continue
+            owner = next((r for r in roots if _is_within(os.path.abspath(location), r)), None)
+            if owner == directory:
+                sys.modules.pop(name, None)
+                break
+
+
+def _is_within(location: str, root: str) -> bool:
+    return location == root or location.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _import_error_message(path: str, exc: ImportError) -> str:
+    missing = exc.name
+    if isinstance(exc, ModuleNotFoundError) and missing:
+        top = missing.split(".")[0]
+        pip_name = _PIP_NAMES.get(top, top)
+        return (
+            f"{path}: imports module {missing!r}, which is not installed; "
+            f"pip install {pip_name} (or put {top}.py next to the model file)"
+        )
+    if missing:
+        top = missing.split(".")[0]
+        return (
+            f"{path}: {_first_line(exc)}; check that {top!r} is installed and up to date "
+            f"(pip install -U {_PIP_NAMES.get(top, top)})"
+        )
+    return f"{path}: import failed: {_first_line(exc)}"
+
+
+def _import_package_module(module_name: str, target: str) -> types.ModuleType:
+    """Import ``package.module`` normally (it stays imported). The working directory is searched last, so a
+    project's own package works with the ``gradscope`` script too, without shadowing installed packages."""
+    if not module_name.replace(".", "").replace("_", "").isalnum():
+        raise ModelLoadError(
+            f"{target}: {module_name!r} is neither a .py file nor a module name; "
+            "pass path/to/model.py[:NAME] or package.module:NAME"
+        )
+    saved_path = list(sys.path)
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            top = exc.name.split(".")[0]
+            raise ModelLoadError(
+                f"{target}: cannot import module {exc.name!r}; check the spelling or pip install "
+                f"{_PIP_NAMES.get(top, top)}"
+            ) from None
+        raise ModelLoadError(_import_error_message(module_name, exc)) from None
+    except ImportError as exc:
+        raise ModelLoadError(_import_error_message(module_name, exc)) from None
+    except SystemExit as exc:
+        raise ModelLoadError(
+            f"{module_name}: exited during import (sys.exit({exc.code!r})); "
+            "guard module-level code with if __name__ == '__main__'"
+        ) from None
+    except SyntaxError as exc:
+        where = exc.filename or module_name
+        raise ModelLoadError(f"{where}: syntax error at line {exc.lineno}: {exc.msg}") from None
+    except Exception as exc:
+        raise ModelLoadError(f"{module_name} failed at import: {_describe(exc)}") from None
+    finally:
+        sys.path[:] = saved_path
+
+
+def _get_attribute(namespace: types.ModuleType, name: str, where: str) -> Any:
+    obj: Any = namespace
+    for part in name.split("."):  # NAME may be dotted: Zoo.resnet
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            found = ", ".join(_candidates(namespace)) or "none"
+            raise ModelLoadError(f"{where}: no attribute {name!r} (model candidates: {found})") from None
+    return obj
+
+
+# -- discovery and construction ------------------------------------------------------------------------------
+
+
+def _discover(namespace: types.ModuleType, path: str, kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
+    """Factory, then an instance named ``model``, then the single constructible subclass in the file."""
+    for factory in FACTORY_NAMES:
+        obj = getattr(namespace, factory, None)
+        if callable(obj):
+            return _instantiate(obj, factory, kwargs, path), factory
+
+    instance = getattr(namespace, "model", None)
+    if isinstance(instance, nn.Module):
+        return _instantiate(instance, "model", kwargs, path), "model"
+
+    classes = _defined_classes(namespace)
+    usable = [cls for cls in classes if _unsatisfied(cls, kwargs) == ([], [])]
+    if len(usable) == 1:
+        cls = usable[0]
+        return _instantiate(cls, cls.__name__, kwargs, path), cls.__name__
+    if len(usable) > 1:
+        names = ", ".join(cls.__name__ for cls in usable)
+        raise ModelLoadError(
+            f"{path}: several model classes could be built ({names}); "
+            f"pick one with {path}:{usable[0].__name__}"
+        )
+    if len(classes) == 1:  # the only class needs arguments: say which
+        cls = classes[0]
+        return _instantiate(cls, cls.__name__, kwargs, path), cls.__name__
+    candidates = _candidates(namespace)
+    if candidates:
+        example = candidates[0].split(" ")[0]
+        raise ModelLoadError(
+            f"{path}: no model found by discovery (candidates: {', '.join(candidates)}); "
+            f"pick one with {path}:{example}"
+        )
+    raise ModelLoadError(
+        f"{path}: no nn.Module found; define build_model(), a module-level 'model' instance or an nn.Module "
+        f"subclass, or point at one with {path}:NAME"
+    )
+
+
+def _defined_classes(namespace: types.ModuleType) -> list[type[nn.Module]]:
+    seen: dict[int, type[nn.Module]] = {}
+    for obj in vars(namespace).values():
+        if (
+            isinstance(obj, type)
+            and issubclass(obj, nn.Module)
+            and obj.__module__ == namespace.__name__  # imported classes (nn.Linear, helpers) don't count
+            and not inspect.isabstract(obj)
+        ):
+            seen.setdefault(id(obj), obj)
+    return list(seen.values())
+
+
+def _candidates(namespace: types.ModuleType) -> list[str]:
+    """Everything a user could name after the colon, described, for error messages."""
+    found: list[str] = []
+    for name, obj in vars(namespace).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(obj, nn.Module):
+            found.append(f"{name} ({type(obj).__name__} instance)")
+        elif isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == namespace.__name__:
+            missing, _ = _unsatisfied(obj, {})
+            found.append(f"{name} (class, needs {', '.join(missing)})" if missing else f"{name} (class)")
+        elif name in FACTORY_NAMES and callable(obj):
+            found.append(f"{name} (factory)")
+    return found
+
+
+def _unsatisfied(obj: Callable[..., Any], kwargs: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """``(required args not given, given args not accepted)``; both empty when the signature is unknown."""
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return [], []
+    params = signature.parameters.values()
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    accepted = {
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    missing = [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        and p.name not in kwargs
+    ]
+    unknown = [] if takes_any else [k for k in kwargs if k not in accepted]
+    return missing, unknown
+
+
+def _instantiate(obj: Any, name: str, kwargs: dict[str, Any], where: str) -> nn.Module:
+    if isinstance(obj, nn.Module):
+        if kwargs:
+            raise ModelLoadError(
+                f"{where}:{name} is an nn.Module instance, so --model-kwargs cannot be applied; "
+                "point at its class or a factory instead"
+            )
+        return obj
+    if not callable(obj):
+        raise ModelLoadError(
+            f"{where}:{name} is a {type(obj).__name__}, not an nn.Module class, factory or instance"
+        )
+    missing, unknown = _unsatisfied(obj, kwargs)
+    if missing:
+        example = ", ".join(f'"{arg}": <value>' for arg in missing)
+        raise ModelLoadError(
+            f"{where}:{name} needs argument(s) {', '.join(missing)}; "
+            f"pass them with --model-kwargs '{{{example}}}'"
+        )
+    if unknown:
+        raise ModelLoadError(
+            f"{where}:{name} does not take argument(s) {', '.join(unknown)} given in --model-kwargs"
+        )
+    try:
+        result = obj(**kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"{where}: {name}() raised {_describe(exc)}") from None
+    if not isinstance(result, nn.Module):
+        raise ModelLoadError(
+            f"{where}: {name}() returned {type(result).__name__}, not an nn.Module; return the model itself"
+        )
+    return result
+
+
+# -- hooks ---------------------------------------------------------------------------------------------------
+
+
+def _hooks_from(namespace: types.ModuleType, source: str) -> ModelFileHooks:
+    # Non-callables under these names (``dataset = [...]``) are ordinary variables, not hooks: ignored.
+    found = {
+        hook: obj
+        for hook in HOOK_NAMES
+        if callable(obj := getattr(namespace, hook, None)) and not isinstance(obj, types.ModuleType)
+    }
+    return ModelFileHooks(**found, source=source if found else None)
+
+
+def _load_probe_hooks(probe_file: str) -> ModelFileHooks:
+    if not probe_file.endswith(".py"):
+        raise ModelLoadError(f"--probe {probe_file}: not a .py file; pass a .py file with example_inputs()")
+    hooks = _hooks_from(import_file(probe_file), probe_file)
+    if hooks.source is None:
+        hooks_list = ", ".join(n + "()" for n in HOOK_NAMES)
+        raise ModelLoadError(f"--probe {probe_file}: defines none of {hooks_list}")
+    return hooks
+
+
+def _merge_hooks(preferred: ModelFileHooks, fallback: ModelFileHooks) -> ModelFileHooks:
+    merged = {hook: getattr(preferred, hook) or getattr(fallback, hook) for hook in HOOK_NAMES}
+    sources = [s for s in (preferred.source, fallback.source) if s is not None]
+    return ModelFileHooks(**merged, source=", ".join(dict.fromkeys(sources)) or None)
+
+
+# -- messages ------------------------------------------------------------------------------------------------
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _describe(exc: BaseException) -> str:
+    line = _first_line(exc)
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+

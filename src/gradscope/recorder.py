@@ -1,0 +1,344 @@
+"""The hook context manager: per-layer gradient and activation statistics with one host sync per batch.
+
+What counts as a layer:
+- every module that owns parameters directly (``parameters(recurse=False)``), including modules that also have
+  children (``nn.MultiheadAttention`` owns ``in_proj_weight`` and has ``out_proj``); a parameter shared by several
+  modules (tied weights) is counted once, under the first owner in ``named_modules()`` order;
+- every elementwise activation module (``nn.Tanh``, ``nn.ReLU``, ...): they own nothing, but their outputs show where
+  the signal dies (saturation, dead units) and the backward signal passing through them.
+
+Hooks keep numbers, never tensors: each hook reduces what it sees to 0-d float32 tensors on the model's device and
+appends them to one flat list; ``end_batch`` stacks that list and copies it to the host once. No ``.item()`` in a
+hook. Handles are registered inside ``try`` and all removed in ``finally``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+SATURATING = (nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Softsign, nn.Hardsigmoid)  # Hardtanh covers ReLU6
+RECTIFYING = (nn.ReLU, nn.ReLU6)
+ACTIVATIONS = (
+    nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Softsign, nn.Hardsigmoid, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU,
+    nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Hardswish, nn.LogSigmoid, nn.Tanhshrink,
+)
+EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
+
+
+@dataclass
+class LayerRecord:
+    """What the recorder knows of one layer; per-batch lists are filled on the host by ``end_batch``."""
+
+    name: str
+    module: nn.Module
+    params: list[nn.Parameter]  # own parameters counted here (tied ones only at their first owner)
+    trainable: list[nn.Parameter]
+    shares_parameters_with: str | None
+    order: int = -1  # first forward call in batch 0; -1 when it never ran
+    output_shape: tuple[int, ...] | None = None
+    weight_rms: float | None = None
+    grad_rms: list[float] = field(default_factory=list)
+    signal_rms: list[float] = field(default_factory=list)
+    activation_rms: list[float] = field(default_factory=list)
+    activation_std: list[float] = field(default_factory=list)
+    saturated_fraction: list[float] = field(default_factory=list)
+    dead_fraction: list[float] = field(default_factory=list)
+    grad_missing: int = 0  # batches where trainable parameters had no .grad after backward
+    signal_missing: int = 0  # batches where the output needed a gradient and none arrived
+    output_needs_grad: bool = False
+    grad_dtype: torch.dtype | None = None
+    signal_dtype: torch.dtype | None = None
+
+    @property
+    def type_name(self) -> str:
+        return type(self.module).__name__
+
+    @property
+    def is_activation(self) -> bool:
+        return not self.params and not self.shares_parameters_with
+
+
+# One entry of the flat per-batch list: which layer, which statistic, and the host-side numbers needed to turn the
+# device value into the statistic (element counts are known from shapes without a sync).
+@dataclass(frozen=True)
+class _Entry:
+    layer: int
+    stat: str
+    numel: float = 1.0
+
+
+class Recorder:
+    """``with Recorder(model) as rec:`` then per batch ``rec.start_batch()``, forward, backward, ``rec.end_batch()``."""
+
+    def __init__(self, model: nn.Module, *, saturation_derivative: float = 0.05) -> None:
+        self.model = model
+        self.saturation_derivative = saturation_derivative
+        self.layers = self._discover(model)
+        self._handles: list[Any] = []
+        self._values: list[torch.Tensor] = []
+        self._entries: list[_Entry] = []
+        self._expects_signal: set[int] = set()  # layers whose output needed a gradient in this batch
+        self._batch = -1
+        self._calls = 0
+        self._batch_size: int | None = None
+        self._device: torch.device | None = None
+        self.batches_recorded = 0
+        self.losses: list[float] = []
+
+    # -- discovery ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _discover(model: nn.Module) -> list[LayerRecord]:
+        owner: dict[int, str] = {}
+        layers: list[LayerRecord] = []
+        for name, module in model.named_modules():
+            direct = list(module.parameters(recurse=False))
+            own = [p for p in direct if id(p) not in owner]
+            shared = [owner[id(p)] for p in direct if id(p) in owner]
+            for p in own:
+                owner[id(p)] = name
+            if direct or isinstance(module, ACTIVATIONS):
+                layers.append(
+                    LayerRecord(
+                        name=name,
+                        module=module,
+                        params=own,
+                        trainable=[p for p in own if p.requires_grad],
+                        shares_parameters_with=shared[0] if shared and not own else None,
+                    )
+                )
+        return layers
+
+    # -- context manager ---------------------------------------------------------------------------------------
+    def __enter__(self) -> Recorder:
+        try:
+            for index, layer in enumerate(self.layers):
+                self._handles.append(layer.module.register_forward_hook(self._forward_hook(index)))
+        except BaseException:
+            self.close()
+            raise
+        self._compute_weight_rms()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._values.clear()
+        self._entries.clear()
+
+    # -- per batch ---------------------------------------------------------------------------------------------
+    def start_batch(self, batch_size: int | None) -> None:
+        self._batch += 1
+        self._batch_size = batch_size
+        self._expects_signal.clear()
+        self._values.clear()
+        self._entries.clear()
+
+    def add_loss(self, loss: torch.Tensor) -> None:
+        self._append(-1, "loss", loss.detach().float())
+
+    def end_batch(self) -> None:
+        """Reduce parameter gradients, then read every statistic of this batch from the device in one copy."""
+        self._record_param_grads()
+        host: list[float] = []
+        if self._values:
+            host = torch.stack(self._values).cpu().tolist()  # the one host sync of the batch
+        self._accumulate(host)
+        self._values.clear()
+        self._entries.clear()
+        self.batches_recorded += 1
+
+    # -- hooks -------------------------------------------------------------------------------------------------
+    def _forward_hook(self, index: int) -> Callable[..., None]:
+        layer = self.layers[index]
+        saturating = isinstance(layer.module, SATURATING)
+        rectifying = isinstance(layer.module, RECTIFYING)
+
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            out = _first_float_tensor(output)
+            if self._batch == 0 and layer.order < 0:
+                layer.order = self._calls
+                self._calls += 1
+                layer.output_shape = tuple(out.shape) if out is not None else None
+            if out is None:
+                return
+            if self._device is None:
+                self._device = out.device
+            detached = out.detach()
+            numel = float(detached.numel())
+            self._append(index, "act_sq", _sumsq(detached), numel)
+            batch_dim = self._batch_dim(detached)
+            if batch_dim is not None:
+                std = torch.std(detached, dim=batch_dim, correction=0).mean()
+                self._append(index, "act_std", std.float())
+            if saturating:
+                self._append(index, "saturated", self._saturated_count(module, detached), numel)
+            elif rectifying and batch_dim is not None:
+                alive = (detached > 0).any(dim=batch_dim).sum()
+                self._append(index, "alive", alive.float(), numel / detached.shape[batch_dim])
+            if out.requires_grad:
+                layer.output_needs_grad = True
+                layer.signal_dtype = out.dtype
+                self._expects_signal.add(index)
+                out.register_hook(self._signal_hook(index, numel))
+
+        return hook
+
+    def _signal_hook(self, index: int, numel: float) -> Callable[[torch.Tensor], None]:
+        def hook(grad: torch.Tensor) -> None:
+            self._append(index, "signal_sq", _sumsq(grad.detach()), numel)
+
+        return hook
+
+    def _saturated_count(self, module: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        """Count outputs whose local derivative is below ``saturation_derivative`` of the function's peak slope."""
+        d = self.saturation_derivative
+        if isinstance(module, nn.Tanh):  # tanh' = 1 - y²
+            mask = y.abs() > math.sqrt(1.0 - d)
+        elif isinstance(module, nn.Sigmoid):  # σ' = y(1-y), peak 1/4
+            mask = (y - 0.5).abs() > 0.5 * math.sqrt(1.0 - d)
+        elif isinstance(module, nn.Softsign):  # softsign' = (1-|y|)²
+            mask = y.abs() > 1.0 - math.sqrt(d)
+        elif isinstance(module, nn.Hardtanh):  # flat outside [min_val, max_val]
+            mask = (y <= module.min_val) | (y >= module.max_val)
+        else:  # Hardsigmoid: flat at 0 and 1
+            mask = (y <= 0) | (y >= 1)
+        return mask.sum().float()
+
+    def _batch_dim(self, t: torch.Tensor) -> int | None:
+        """The dimension that indexes samples: the first of the batch's size; None when the spread is undefined."""
+        b = self._batch_size
+        if b is None or b < 2 or t.dim() == 0:
+            return None
+        for dim, size in enumerate(t.shape[:2]):
+            if size == b:
+                return dim
+        return None
+
+    # -- parameters --------------------------------------------------------------------------------------------
+    def _compute_weight_rms(self) -> None:
+        owners = [layer for layer in self.layers if layer.params and not any(p.is_meta for p in layer.params)]
+        if not owners:
+            return
+        device = owners[0].params[0].device
+        with torch.no_grad():
+            values = [sum(_sumsq(p.detach()).to(device) for p in layer.params) for layer in owners]
+            host = torch.stack(values).cpu().tolist()  # once per scan: weights do not change while probing
+        if host:
+            for layer, sq in zip(owners, host, strict=True):
+                layer.weight_rms = math.sqrt(sq / sum(p.numel() for p in layer.params))
+
+    def _record_param_grads(self) -> None:
+        for index, layer in enumerate(self.layers):
+            grads = [p.grad for p in layer.trainable]
+            if not layer.trainable:
+                continue
+            present = [g for g in grads if g is not None]
+            if len(present) < len(grads):
+                layer.grad_missing += 1
+            if not present:
+                continue
+            layer.grad_dtype = present[0].dtype
+            dense = [g.coalesce().values() if g.is_sparse else g for g in present]
+            sq = torch.stack([_sumsq(g) for g in dense]).sum()
+            self._append(index, "grad_sq", sq, float(sum(g.numel() for g in dense)))
+            if isinstance(layer.module, EMBEDDINGS) and not present[0].is_sparse:
+                # Rows of tokens absent from the batch get no gradient: count only touched rows, so a large
+                # vocabulary does not read as "vanishing" (README, "Embeddings").
+                weight_grad = present[0]
+                touched = torch.count_nonzero(torch.linalg.vector_norm(weight_grad, dim=1))
+                self._append(index, "grad_rows", touched.float(), float(weight_grad.shape[1]))
+
+    def _append(self, layer: int, stat: str, value: torch.Tensor, numel: float = 1.0) -> None:
+        if self._device is not None and value.device != self._device:
+            value = value.to(self._device)
+        elif self._device is None:
+            self._device = value.device
+        self._entries.append(_Entry(layer, stat, numel))
+        self._values.append(value)
+
+    # -- host side ---------------------------------------------------------------------------------------------
+    def _accumulate(self, host: list[float]) -> None:
+        sums: dict[tuple[int, str], list[float]] = {}
+        for entry, value in zip(self._entries, host, strict=True):
+            acc = sums.setdefault((entry.layer, entry.stat), [0.0, 0.0, 0.0])
+            acc[0] += value
+            acc[1] += entry.numel
+            acc[2] += 1
+        for key, (total, _, _) in sums.items():
+            if key == (-1, "loss"):
+                self.losses.append(total)
+        for index, layer in enumerate(self.layers):
+            act = sums.get((index, "act_sq"))
+            if act is not None:
+                layer.activation_rms.append(math.sqrt(act[0] / act[1]))
+            std = sums.get((index, "act_std"))
+            if std is not None:
+                layer.activation_std.append(std[0] / std[2])
+            sat = sums.get((index, "saturated"))
+            if sat is not None:
+                layer.saturated_fraction.append(sat[0] / sat[1])
+            alive = sums.get((index, "alive"))
+            if alive is not None:
+                layer.dead_fraction.append(1.0 - alive[0] / alive[1])
+            signal = sums.get((index, "signal_sq"))
+            if signal is not None:
+                layer.signal_rms.append(math.sqrt(signal[0] / signal[1]))
+            elif index in self._expects_signal:
+                layer.signal_missing += 1
+            grad = sums.get((index, "grad_sq"))
+            if grad is not None:
+                count = grad[1]
+                rows = sums.get((index, "grad_rows"))
+                if rows is not None:  # embedding: touched rows × embedding dim, plus any other own params
+                    weight = layer.trainable[0]
+                    count = count - weight.numel() + rows[0] * rows[1]
+                layer.grad_rms.append(math.sqrt(grad[0] / count) if count > 0 else 0.0)
+
+    def ordered(self) -> Iterator[LayerRecord]:
+        """Layers in forward execution order; layers that never ran follow their nearest ancestor that did."""
+        ran = sorted((layer for layer in self.layers if layer.order >= 0), key=lambda layer: layer.order)
+        idle = [layer for layer in self.layers if layer.order < 0]
+        result = list(ran)
+        for layer in idle:
+            position = len(result)
+            parts = layer.name.split(".")
+            for cut in range(len(parts) - 1, -1, -1):
+                ancestor = ".".join(parts[:cut])
+                hits = [i for i, other in enumerate(result) if other.name == ancestor
+                        or other.name.startswith(ancestor + ".") and ancestor]
+                if hits:
+                    position = hits[-1] + 1
+                    break
+            result.insert(position, layer)
+        return iter(result)
+
+
+def _sumsq(t: torch.Tensor) -> torch.Tensor:
+    """Σx² in float32 without materialising x² (a norm kernel) — no overflow for half types, no extra memory."""
+    return torch.linalg.vector_norm(t, dtype=torch.float32).square()
+
+
+def _first_float_tensor(output: Any) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output if output.is_floating_point() else None
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            found = _first_float_tensor(item)
+            if found is not None:
+                return found
+    if isinstance(output, dict):
+        for item in output.values():
+            found = _first_float_tensor(item)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,257 @@
+"""``scan``: the one library call. Probe batches through the model with hooks, diagnose, suggest, return a Report.
+
+It never prints and leaves the model as it found it: parameters, buffers (BatchNorm running statistics), ``.grad``,
+``requires_grad``, training mode, hooks, and the global RNG state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import probes
+from .advice import suggest
+from .config import Config
+from .diagnose import diagnose
+from .errors import ProbeError
+from .recorder import Recorder
+from .results import ModelInfo, ProbeInfo, Report
+
+LossFn = Callable[[Any, Any], torch.Tensor]
+Progress = Callable[[int, int], None]
+
+
+def scan(
+    model: nn.Module,
+    batches: Sequence[Any],
+    *,
+    loss_fn: LossFn | None = None,
+    config: Config | None = None,
+    target: str | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Probe ``model`` with ``batches`` and return its gradient-flow Report.
+
+    ``batches``: each a Tensor (one positional input), a tuple (positional inputs) or a dict (keyword inputs).
+    ``loss_fn(output, batch)``: a scalar; default ``probes.default_loss`` (README, "The default loss").
+    Raises ``GradscopeError`` subclasses only.
+    """
+    config = config or Config()
+    started = time.perf_counter()
+    _check_model(model)
+    batches = list(batches)
+    if not batches:
+        raise ProbeError("no probe batches: pass at least one batch (--batches must be >= 1)")
+    device = _device_of(model)
+    with preserved(model), _rng(device, config.probe.seed), Recorder(
+        model, saturation_derivative=config.diagnose.saturation_derivative
+    ) as recorder:
+        model.train(config.probe.mode == "train")
+        for i, batch in enumerate(batches):
+            _probe_once(model, recorder, probes.to_device(batch, device), i, loss_fn, config.probe.seed)
+            if progress is not None:
+                progress(i + 1, len(batches))
+        records = list(recorder.ordered())
+        losses = list(recorder.losses)
+        culprit = None
+        if any(not math.isfinite(v) for r in records for v in r.activation_rms):
+            culprit = locate_nonfinite(model, [probes.to_device(b, device) for b in batches])
+    diagnosis = diagnose(records, config.diagnose, culprit)
+    if any(not math.isfinite(v) for v in losses) and diagnosis.nonfinite_origin is None:
+        raise ProbeError(
+            "the loss is not finite although every layer's output is: check loss_fn in the model file "
+            "(log of zero? division by zero?)" if loss_fn is not None else
+            "the loss is not finite although every layer's output is: check the model's final operation"
+        )
+    suggestions = suggest(diagnosis, records, config)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return Report(
+        model=ModelInfo(target or type(model).__name__, type(model).__name__, n_params, n_trainable),
+        probe=ProbeInfo(
+            batches=len(batches),
+            batch_size=probes.batch_size_of(batches[0]),
+            seed=config.probe.seed,
+            loss=_loss_name(loss_fn),
+            device=str(device),
+            dtype=str(dtype).replace("torch.", ""),
+        ),
+        layers=diagnosis.layers,
+        findings=diagnosis.findings,
+        suggestions=suggestions,
+        summary=diagnosis.summary,
+        timing={"seconds": round(time.perf_counter() - started, 3)},
+    )
+
+
+def _probe_once(model: nn.Module, recorder: Recorder, batch: Any, index: int, loss_fn: LossFn | None,
+                seed: int) -> None:
+    for p in model.parameters():
+        p.grad = None
+    recorder.start_batch(probes.batch_size_of(batch))
+    try:
+        output = probes.call_model(model, batch)
+    except (KeyboardInterrupt, ProbeError):
+        raise
+    except Exception as exc:  # the user's forward failed: say in which layer
+        where = locate_failure(model, batch)
+        place = f" in layer '{where[0]}' ({where[1]})" if where else ""
+        raise ProbeError(
+            f"forward failed{place} on probe batch {index}: {_first_line(exc)}; check --input-shape or the "
+            f"model file's example_inputs()"
+        ) from exc
+    if loss_fn is None:
+        loss = probes.default_loss(probes.select_output(output), seed, index)
+    else:
+        try:
+            loss = loss_fn(output, batch)
+        except Exception as exc:
+            raise ProbeError(f"loss_fn failed on probe batch {index}: {type(exc).__name__}: {_first_line(exc)}") \
+                from exc
+        _check_loss(loss)
+    recorder.add_loss(loss)
+    try:
+        loss.backward()
+    except Exception as exc:
+        raise ProbeError(f"backward failed on probe batch {index}: {_first_line(exc)}") from exc
+    recorder.end_batch()
+
+
+def _check_loss(loss: Any) -> None:
+    if not isinstance(loss, torch.Tensor):
+        raise ProbeError(f"loss_fn returned {type(loss).__name__}; it must return a scalar tensor")
+    if loss.numel() != 1:
+        raise ProbeError(f"loss_fn returned a tensor of shape {tuple(loss.shape)}; it must return a scalar")
+    if not loss.is_floating_point():
+        raise ProbeError(f"loss_fn returned a {loss.dtype} tensor; it must be floating point")
+    if not loss.requires_grad:
+        raise ProbeError("loss_fn returned a tensor that does not depend on the model's trainable parameters")
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise ProbeError(f"scan needs a torch.nn.Module, got {type(model).__name__}")
+    params = list(model.parameters())
+    if not params:
+        raise ProbeError(f"{type(model).__name__} has no parameters: there is no gradient to measure")
+    if any(p.is_meta for p in params):
+        raise ProbeError(f"{type(model).__name__} has parameters on the meta device (no data): materialise them "
+                         "first (e.g. model.to_empty(device='cpu') and initialise, or load a checkpoint)")
+    if not any(p.requires_grad for p in params):
+        raise ProbeError(f"{type(model).__name__} has no trainable parameters (all {len(params)} have "
+                         "requires_grad=False): nothing to diagnose")
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _loss_name(loss_fn: LossFn | None) -> str:
+    if loss_fn is None:
+        return probes.DEFAULT_LOSS_NAME
+    return getattr(loss_fn, "__name__", type(loss_fn).__name__)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+@contextlib.contextmanager
+def _rng(device: torch.device, seed: int) -> Iterator[None]:
+    """Dropout and friends draw from the global RNG: seed it for the scan, and put the caller's state back."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module) -> Iterator[None]:
+    """Restore what a probe run changes: grads, training flags, requires_grad, buffers (BatchNorm statistics)."""
+    params = list(model.parameters())
+    grads = [p.grad for p in params]
+    requires = [p.requires_grad for p in params]
+    training = [(m, m.training) for m in model.modules()]
+    with torch.no_grad():
+        buffers = [(b, b.clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        for p, grad, flag in zip(params, grads, requires, strict=True):
+            p.grad = grad
+            p.requires_grad_(flag)
+        for module, flag in training:
+            module.training = flag
+
+
+def locate_failure(model: nn.Module, batch: Any) -> tuple[str, str] | None:
+    """Run forward again with a module stack and return the innermost module that was running when it failed."""
+    names = {module: name for name, module in model.named_modules()}
+    stack: list[nn.Module] = []
+    handles = []
+    try:
+        for module in names:
+            handles.append(module.register_forward_pre_hook(lambda m, _i: stack.append(m)))
+            handles.append(module.register_forward_hook(lambda _m, _i, _o: stack.pop()))
+        with torch.no_grad():
+            probes.call_model(model, batch)
+    except Exception:
+        if stack:
+            culprit = stack[-1]
+            return names[culprit] or "(root)", type(culprit).__name__
+    finally:
+        for handle in handles:
+            handle.remove()
+    return None
+
+
+def locate_nonfinite(model: nn.Module, batches: Sequence[Any]) -> tuple[str, str] | None:
+    """The first module, of any kind, whose output is non-finite while its inputs are finite (error path only:
+    it hooks every module, which the normal scan does not pay for)."""
+    names = {module: name for name, module in model.named_modules()}
+    found: list[nn.Module] = []
+
+    def check(module: nn.Module, inputs: Any, output: Any) -> None:
+        if found:
+            return
+        outs = [t for t in _tensors(output) if t.is_floating_point()]
+        ins = [t for t in _tensors(inputs) if t.is_floating_point()]
+        if any(not bool(torch.isfinite(t).all()) for t in outs) and all(bool(torch.isfinite(t).all()) for t in ins):
+            found.append(module)
+
+    handles = [module.register_forward_hook(check) for module in names]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                with contextlib.suppress(Exception):
+                    probes.call_model(model, batch)
+                if found:
+                    break
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not found:
+        return None
+    return names[found[0]] or "(root)", type(found[0]).__name__
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for item in obj:
+            yield from _tensors(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _tensors(item)
