@@ -75,8 +75,8 @@ def make_report() -> Callable[..., Report]:
         **probe: Any,
     ) -> Report:
         total = sum(layer.parameters for layer in layers) if parameters is None else parameters
-        probe_info = {"batches": 4, "batch_size": 16, "seed": 0, "loss": "cross_entropy", "device": "cpu"}
-        probe_info |= {"dtype": "float32"} | probe
+        probe_info: dict[str, Any] = {"batches": 4, "batch_size": 16, "seed": 0, "loss": "cross_entropy"}
+        probe_info |= {"device": "cpu", "dtype": "float32"} | probe
         return Report(
             model=ModelInfo(
                 target=target,

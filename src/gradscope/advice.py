@@ -32,8 +32,9 @@ def suggest(diagnosis: Diagnosis, records: Sequence[LayerRecord], config: Config
         out += _forward_fixes(layers, modules, ("forward_collapse", *_also(findings, "vanishing_gradient")))
     elif "vanishing_gradient" in findings:
         out += _backward_fixes(layers, modules, findings["vanishing_gradient"], diagnosis, config)
-    if "exploding_gradient" in findings:
-        out += _exploding_fixes(layers, modules, findings["exploding_gradient"], config, diagnosis)
+    exploding = _also(findings, "forward_explosion", "exploding_gradient")
+    if exploding:
+        out += _exploding_fixes(layers, modules, exploding)
     if "saturation" in findings:
         out += _saturation_fixes(layers, modules, findings["saturation"], config)
     if "dead_units" in findings:
@@ -163,9 +164,8 @@ def _backward_fixes(layers: Sequence[LayerStats], modules: dict[str, nn.Module],
     return out
 
 
-def _exploding_fixes(layers: Sequence[LayerStats], modules: dict[str, nn.Module], finding: Finding,
-                     config: Config, diagnosis: Diagnosis) -> list[Suggestion]:
-    rules = ("exploding_gradient",)
+def _exploding_fixes(layers: Sequence[LayerStats], modules: dict[str, nn.Module],
+                     rules: tuple[str, ...]) -> list[Suggestion]:
     weighted = _weighted(layers, modules)
     kind = _activation_kind(layers, modules)
     init = _init_params(kind)
@@ -182,7 +182,6 @@ def _exploding_fixes(layers: Sequence[LayerStats], modules: dict[str, nn.Module]
             "clip the global gradient norm before each step (torch.nn.utils.clip_grad_norm_(model.parameters(), "
             "1.0)) as a safety net while the cause is fixed", rules),
     ]
-    del finding, config, diagnosis
     return out
 
 

@@ -34,7 +34,8 @@ def diagnose(records: Sequence[LayerRecord], config: DiagnoseConfig,
     scan looked for it (a module without parameters, such as a custom op, is not a layer but can be the cause)."""
     stats = [_stats(index, record) for index, record in enumerate(records)]
     reference = _reference(stats, config.reference_layers)
-    statuses = [_statuses(s, r, reference, config) for s, r in zip(stats, records, strict=True)]
+    growth = _forward_growth(stats, records, config.reference_layers)
+    statuses = [_statuses(s, r, reference, growth, config) for s, r in zip(stats, records, strict=True)]
     _underflowed_zeros(stats, statuses, reference, config)
     layers = tuple(
         _with_status(s, min(found, key=STATUS_PRIORITY.index)) for s, found in zip(stats, statuses, strict=True)
@@ -47,6 +48,8 @@ def diagnose(records: Sequence[LayerRecord], config: DiagnoseConfig,
         if collapse:
             assert spread_ratio is not None
             _forward_collapse(layers, spread_ratio, config, findings)
+        if growth is not None and growth.ratio > config.exploding_warning:
+            _forward_explosion(layers, growth, config, findings)
         _attenuation(layers, reference, config, collapse, findings)
         _saturation(layers, records, config, findings)
         _dead_units(layers, findings)
@@ -99,7 +102,8 @@ def _nonfinite_spread(s: Spread | None) -> bool:
     return s is not None and not (math.isfinite(s.median) and math.isfinite(s.min) and math.isfinite(s.max))
 
 
-def _statuses(s: LayerStats, r: LayerRecord, reference: float | None, c: DiagnoseConfig) -> list[Status]:
+def _statuses(s: LayerStats, r: LayerRecord, reference: float | None, growth: Growth | None,
+              c: DiagnoseConfig) -> list[Status]:
     found = [Status.OK]
     if any(_nonfinite_spread(x) for x in (s.grad_rms, s.signal_rms, s.activation_rms)):
         found.append(Status.NONFINITE)
@@ -124,6 +128,8 @@ def _statuses(s: LayerStats, r: LayerRecord, reference: float | None, c: Diagnos
             found.append(Status.VANISHING)
         elif ratio > c.exploding_warning:
             found.append(Status.EXPLODING)
+    if growth is not None and growth.ratio > c.exploding_warning and s.index in growth.exploding(c.exploding_warning):
+        found.append(Status.EXPLODING)
     if s.saturated_fraction is not None and s.saturated_fraction > c.saturated_units:
         found.append(Status.SATURATED)
     if s.dead_fraction is not None and s.dead_fraction > c.dead_units:
@@ -245,6 +251,45 @@ def _forward_collapse(layers: Sequence[LayerStats], ratio: float, c: DiagnoseCon
     )
 
 
+@dataclass(frozen=True)
+class Growth:
+    """Forward growth: activation RMS of the deepest weighted layers (Linear/Conv) over the first one's.
+
+    Weighted layers only: an embedding table's scale is arbitrary (GPT-style 0.02) and norm layers reset it, so
+    neither says whether the weights amplify the signal layer after layer."""
+
+    ratio: float
+    first: str
+    sizes: tuple[tuple[int, float], ...]  # (layer index, activation RMS) of the weighted layers
+
+    def exploding(self, threshold: float) -> set[int]:
+        base = self.sizes[0][1]
+        return {index for index, size in self.sizes if size / base > threshold}
+
+
+def _forward_growth(stats: Sequence[LayerStats], records: Sequence[LayerRecord], count: int) -> Growth | None:
+    sizes = [(s, s.activation_rms.median) for s, r in zip(stats, records, strict=True)
+             if fan_in(r.module) is not None and s.activation_rms is not None and _usable(s.activation_rms.median)]
+    if len(sizes) < 2:
+        return None
+    tail = sorted(size for _, size in sizes[-count:])
+    return Growth(tail[len(tail) // 2] / sizes[0][1], sizes[0][0].name, tuple((s.index, v) for s, v in sizes))
+
+
+def _forward_explosion(layers: Sequence[LayerStats], growth: Growth, c: DiagnoseConfig,
+                       findings: list[Finding]) -> None:
+    grown = growth.exploding(c.exploding_warning)
+    findings.append(Finding(
+        rule="forward_explosion",
+        severity=Severity.ERROR if growth.ratio > c.exploding_error else Severity.WARNING,
+        layers=tuple(layer.name for layer in layers if layer.index in grown),
+        message=(f"the forward signal grows with depth: the deepest layers' outputs are {growth.ratio:.2g}× the "
+                 f"size of the first layer's ('{growth.first}'); the weights amplify the signal at every layer, and "
+                 f"the backward signal grows toward the input the same way"),
+        evidence={"growth": growth.ratio, "first_layer": growth.first, "threshold": c.exploding_error},
+    ))
+
+
 def _attenuation(layers: Sequence[LayerStats], reference: float | None, c: DiagnoseConfig, collapse: bool,
                  findings: list[Finding]) -> None:
     if not _usable(reference):
@@ -255,10 +300,13 @@ def _attenuation(layers: Sequence[LayerStats], reference: float | None, c: Diagn
         (Status.VANISHING, "vanishing_gradient", c.vanishing_error, "vanish"),
         (Status.EXPLODING, "exploding_gradient", c.exploding_error, "explode"),
     ):
-        hit = [layer for layer in layers if layer.status is status]
+        hit = [layer for layer in layers if layer.status is status and layer.grad_rms is not None
+               and _usable(layer.grad_rms.median) and (layer.grad_rms.median / reference < c.vanishing_warning
+                                                        if status is Status.VANISHING else
+                                                        layer.grad_rms.median / reference > c.exploding_warning)]
         if not hit:
             continue
-        ratios = [layer.grad_rms.median / reference for layer in hit if layer.grad_rms is not None]
+        ratios = [layer.grad_rms.median / reference for layer in hit]  # type: ignore[union-attr]
         worst_i = min(range(len(hit)), key=lambda i: ratios[i]) if status is Status.VANISHING else max(
             range(len(hit)), key=lambda i: ratios[i])
         worst, worst_ratio = hit[worst_i], ratios[worst_i]

@@ -22,7 +22,7 @@ __all__ = ["render_terminal", "render_markdown", "render_json", "write_atomic"]
 def write_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` completely or not at all; on failure an old file keeps its content.
 
-    Special files (``/dev/stdout``, a pipe, a device) cannot be replaced atomically: they are opened and written.
+    Special files (``/dev/stdout``, pipes, devices) cannot be replaced atomically; they are written in place.
     Raises ``OutputError("cannot write PATH: reason")`` on any OS failure.
     """
     target = Path(path)

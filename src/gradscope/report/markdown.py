@@ -1,7 +1,8 @@
 """The markdown report (tabulate "github"): fit for a CI step summary or a pull-request comment.
 
 Plain GitHub-flavoured markdown only: a title with the verdict, a summary table, the layer table, then
-findings, suggestions and the fix. Long layer tables fold into ``<details>`` so the verdict stays on the first screen.
+findings, suggestions and the fix. Long layer tables fold into ``<details>`` so the verdict stays on the
+first screen.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _code(text: str) -> str:
 
 def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
     cells = [[_cell(c) for c in row] for row in rows]
-    return tabulate(cells, headers=list(headers), tablefmt="github", disable_numparse=True)
+    return str(tabulate(cells, headers=list(headers), tablefmt="github", disable_numparse=True))
 
 
 def _status(status: Status | None) -> str:

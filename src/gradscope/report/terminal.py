@@ -16,7 +16,10 @@ from rich.text import Text
 from ..results import Finding, Report, Severity, Status, Suggestion
 from . import _format as fmt
 
-BAR_WIDTH = 20
+BAR_WIDTH = 20  # widest bar; narrower consoles get narrower bars before numbers get cut
+MIN_BAR_WIDTH = 6
+TEXT_CAPS = (40, 18, 20)  # widest Layer, Type and Output shape cells before an ellipsis
+MIN_TEXT_WIDTH = 6
 
 STATUS_STYLE: dict[Status, str] = {
     Status.OK: "green",
@@ -47,7 +50,11 @@ SEVERITY_LABEL: dict[Severity, str] = {
 
 def render_terminal(report: Report, console: Console) -> None:
     """Print the whole report; sections without content (no findings, no fix) are left out."""
-    sections: list[RenderableType] = [_header(report), _layer_table(report), _summary_panel(report)]
+    sections: list[RenderableType] = [
+        _header(report),
+        _layer_table(report, console.width),
+        _summary_panel(report),
+    ]
     if report.findings:
         sections.append(_findings(report.findings))
     if report.suggestions:
@@ -55,7 +62,7 @@ def render_terminal(report: Report, console: Console) -> None:
     if report.fix is not None:
         sections.append(_fix(report))
     for i, section in enumerate(sections):
-        if i > 1:  # the table brings its own blank line after the header
+        if i:
             console.print()
         console.print(section)
 
@@ -75,57 +82,97 @@ def _header(report: Report) -> Text:
     m = report.model
     text = Text()
     text.append(m.class_name, style="bold")
-    text.append(f"  {m.target}", style="cyan")
+    if m.target != m.class_name:  # an in-memory model's target is just its class name
+        text.append(f"  {m.target}", style="cyan")
     text.append(f"  ·  {fmt.params_text(report)}\n")
     text.append(f"probe  {fmt.probe_text(report)}", style="dim")
     return text
 
 
-def _layer_table(report: Report) -> Table:
+def _layer_table(report: Report, console_width: int) -> Group:
     grad = fmt.grad_scale(report)
     signal = fmt.signal_scale(report)
     # Two kinds of bar on two scales: each spans its own min..max, so decay along the depth is what you see.
-    bar_header = Text("log₁₀ grad RMS")
     caption = [] if grad is None else [f"█ grad RMS over {grad.label()}"]
     if signal is not None:
-        bar_header.append("  ░ signal", style="dim")
         caption.append(f"░ signal RMS (parameter-free layers) over {signal.label()}")
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        header_style="bold",
-        pad_edge=False,
-        caption=("log bars: " + "; ".join(caption)) if caption else None,
-        caption_style="dim",
-        caption_justify="left",
-    )
-    table.add_column("Layer", no_wrap=True, overflow="ellipsis", max_width=40)
-    table.add_column("Type", no_wrap=True, overflow="ellipsis", max_width=18)
-    table.add_column("Output shape", no_wrap=True, overflow="ellipsis", max_width=20)
-    table.add_column("Grad RMS", justify="right", no_wrap=True)
-    table.add_column("Signal RMS", justify="right", no_wrap=True)
-    table.add_column(bar_header, no_wrap=True, min_width=BAR_WIDTH)
-    table.add_column("Status", no_wrap=True)
+    table = _table()
+    rows: list[tuple[Text, ...]] = []
+    bars: list[tuple[float | None, fmt.LogScale | None, bool]] = []  # drawn once the bar width is known
     for row in fmt.tree_rows(report.layers):
         indent = "  " * row.level
         layer = row.layer
         if layer is None:
-            table.add_row(Text(indent + row.label, style="dim"))
+            rows.append((Text(indent + row.label, style="dim"),))
+            bars.append((None, None, False))
             continue
-        if layer.is_parametric:
-            bar = Text("" if grad is None else grad.bar(fmt.median(layer.grad_rms), BAR_WIDTH), style="blue")
-        else:
-            value = fmt.median(layer.signal_rms)
-            bar = Text("" if signal is None else signal.bar(value, BAR_WIDTH).replace("█", "░"), style="dim")
-        table.add_row(
-            Text(indent + row.label, style="" if layer.is_parametric else "dim"),
-            Text(layer.type),
-            Text(fmt.shape(layer.output_shape)),
-            _num(fmt.median(layer.grad_rms)),
-            _num(fmt.median(layer.signal_rms)),
-            bar,
-            _status(layer.status),
+        rows.append(
+            (
+                Text(indent + row.label, style="" if layer.is_parametric else "dim"),
+                Text(layer.type),
+                Text(fmt.shape(layer.output_shape)),
+                _num(fmt.median(layer.grad_rms)),
+                _num(fmt.median(layer.signal_rms)),
+                _status(layer.status),
+            )
         )
-    return table
+        if layer.is_parametric:
+            bars.append((fmt.median(layer.grad_rms), grad, True))
+        else:
+            bars.append((fmt.median(layer.signal_rms), signal, False))
+
+    headers = ("Layer", "Type", "Output shape", "Grad RMS", "Signal RMS", "Status")
+    widths = [max([len(h), *(r[i].cell_len for r in rows if len(r) > i)]) for i, h in enumerate(headers)]
+    widths[:3] = [min(w, cap) for w, cap in zip(widths[:3], TEXT_CAPS, strict=True)]
+    # Numbers and statuses never shrink. Names, types and shapes give way (with an ellipsis) only as far as
+    # needed for the shortest bar; the bar then takes what is left, up to its full width.
+    gaps = 2 * len(headers)  # 2 cells between columns, the bar making the 7th
+    widths[:3] = _squeeze(widths[:3], sum(widths) + gaps + MIN_BAR_WIDTH - console_width)
+    bar_width = min(max(console_width - sum(widths) - gaps, MIN_BAR_WIDTH), BAR_WIDTH)
+    bar_header = next(h for h in ("log₁₀ grad RMS", "log₁₀ RMS", "log₁₀", "log") if len(h) <= bar_width)
+    table.add_column("Layer", no_wrap=True, overflow="ellipsis", width=widths[0])
+    table.add_column("Type", no_wrap=True, overflow="ellipsis", width=widths[1])
+    table.add_column(
+        "Output shape" if widths[2] >= 12 else "Shape", no_wrap=True, overflow="ellipsis", width=widths[2]
+    )
+    table.add_column("Grad RMS", justify="right", no_wrap=True, width=widths[3])
+    table.add_column("Signal RMS", justify="right", no_wrap=True, width=widths[4])
+    table.add_column(bar_header, no_wrap=True, overflow="crop", width=bar_width)
+    table.add_column("Status", no_wrap=True, width=widths[5])
+    for cells, (value, scale, own) in zip(rows, bars, strict=True):
+        if len(cells) == 1:  # a container row
+            table.add_row(cells[0])
+            continue
+        drawn = "" if scale is None else scale.bar(value, bar_width)
+        bar = Text(drawn, style="blue") if own else Text(drawn.replace("█", "░"), style="dim")
+        table.add_row(*cells[:5], bar, cells[5])
+    legend = Text(("log bars: " + "; ".join(caption)) if caption else "", style="dim")
+    return Group(table, legend) if caption else Group(table)
+
+
+def _table() -> Table:
+    # No outer edge and collapsed padding: 2 cells between columns, as in torchinfo; the rule under the header
+    # is the only line.
+    return Table(
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+        header_style="bold",
+    )
+
+
+def _squeeze(widths: list[int], excess: int) -> list[int]:
+    """Take ``excess`` cells from the widest columns first, none below ``MIN_TEXT_WIDTH``."""
+    widths = list(widths)
+    while excess > 0:
+        widest = max(range(len(widths)), key=lambda i: widths[i])
+        if widths[widest] <= MIN_TEXT_WIDTH:
+            break  # a console this narrow gets rich's own squeezing
+        widths[widest] -= 1
+        excess -= 1
+    return widths
 
 
 def _verdict(report: Report) -> Text:
@@ -205,7 +252,7 @@ def _suggestions(title: str, suggestions: tuple[Suggestion, ...]) -> Group:
 def _fix(report: Report) -> Group:
     assert report.fix is not None
     after = report.fix.report
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, title_justify="left")
+    table = _table()
     table.add_column("Layer", no_wrap=True, overflow="ellipsis", max_width=40)
     table.add_column("Grad RMS before", justify="right", no_wrap=True)
     table.add_column("after", justify="right", no_wrap=True)
@@ -230,19 +277,11 @@ def _fix(report: Report) -> Group:
     head = Text("Fix", style="bold")
     head.append(f" — applied {fmt.plural(len(report.fix.applied), 'suggestion')}, re-scanned: ")
     head.append_text(_verdict(after))
-    decay = _key_value_grid(
-        [
-            (
-                "decay",
-                Text(fmt.decay_change_text(report.summary.decay_per_layer, after.summary.decay_per_layer)),
-            )
-        ]
-    )
+    decay = fmt.decay_change_text(report.summary.decay_per_layer, after.summary.decay_per_layer)
     return Group(
         head,
-        table,
-        decay,
-        Text(""),
-        Text("Applied", style="bold"),
+        Padding(table, (1, 0)),  # Group puts no blank lines of its own between parts
+        _key_value_grid([("decay", Text(decay))]),
+        Padding(Text("Applied", style="bold"), (1, 0, 0, 0)),
         Padding(_suggestion_grid(report.fix.applied), (0, 0, 0, 2)),
     )

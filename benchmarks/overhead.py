@@ -1,0 +1,391 @@
+"""What does ``gradscope.scan`` cost over a plain forward+backward? Time and peak memory, printed as one table.
+
+Models (CPU-sized, ~50-300 ms per forward+backward on one thread; ``--quick`` shrinks them for a smoke test):
+  mlp          20 × [Linear(512, 512) → Tanh] → Linear(512, 10), batch 256 × 512 (saturation statistics on)
+  cnn          ResNet-ish: conv stem → 3 stages × 2 BasicBlocks (32/64/128 channels, BatchNorm, ReLU) → pool → fc;
+               batch 8 × 3 × 32 × 32 (dead-unit statistics on)
+  transformer  Embedding(1000, 256) + learned positions → 4 pre-norm TransformerEncoderLayers (d_model 256,
+               4 heads, FFN 1024, GELU, dropout 0.1) → LayerNorm → Linear(256, 1000); batch 2 × 128 tokens
+
+Both modes see the SAME batches (``Config().probe.batches`` of them, the CLI's default count) and the same loss:
+  plain   for each batch i: every ``p.grad = None``; ``out = model(batch)``;
+          ``probes.default_loss(probes.select_output(out), seed, i).backward()`` — train mode, as scan's default
+  scan    ``gradscope.scan(model, batches)`` — the whole library call: hooks, the per-batch host sync, restoring the
+          model, diagnosis and suggestions. Its per-batch time is the call's time divided by the batch count, so the
+          fixed costs (diagnose, restoring buffers) are spread over that many batches, as a user pays them.
+
+Time: ``torch.set_num_threads(--threads)`` (default 1: with one thread the numbers are the least disturbed by other
+work on the machine; pass ``--threads 2`` etc. to see the ratio when the compute gets faster). One warm-up run of
+each mode, then ``--rounds`` rounds; each round times both modes, plain first in even rounds and scan first in odd
+ones. Reported: the median per-batch time of each mode and the ratio of the medians.
+
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated()`` minus ``memory_allocated()`` right before the run (after
+``reset_peak_memory_stats``). On CPU there is no torch peak counter and ``tracemalloc`` does not see torch's
+allocations, so each (model, mode) runs in a fresh subprocess that:
+  1. builds the model and batches, and runs one warm-up of BOTH modes (so lazy initialisations, the allocator's
+     caches and the library's imports are in place in both measurements);
+  2. resets the kernel's high-water mark by writing "5" to ``/proc/self/clear_refs`` (Linux >= 4.0), reads
+     ``VmRSS`` from ``/proc/self/status``, runs the mode once, reads ``VmHWM``;
+  3. reports ``VmHWM - VmRSS_before`` (the peak resident memory the run added), the median of ``--memory-rounds``.
+The subprocess runs with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 128 KiB (which also turns off glibc's dynamic
+threshold): every tensor buffer above that size is its own mapping and goes back to the kernel when freed, so the
+resident set follows the bytes in use instead of what glibc keeps cached from the warm-up. Without it the warm-up
+leaves the working set cached and both deltas read as nearly zero. Where ``clear_refs`` cannot be written, the
+fallback is ``ru_maxrss`` (``getrusage``) after the run minus ``VmRSS`` before, with a warm-up of the measured
+mode only (a warm-up of the other mode could have set the high-water mark).
+"Peak MB" is therefore the memory a forward+backward (or a scan) needs on top of the model and its batches.
+
+Usage: python benchmarks/overhead.py [--quick] [--rounds N] [--threads T] [--models mlp,cnn,transformer]
+Targets (issue): time ≤ 1.10×, memory ≤ 1.05×.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+import gradscope
+from gradscope import probes
+from gradscope.config import Config
+
+TIME_TARGET = 1.10
+MEMORY_TARGET = 1.05
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+
+# -- models ----------------------------------------------------------------------------------------------------
+
+
+def mlp(depth: int, width: int) -> nn.Module:
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.Tanh()]
+    layers.append(nn.Linear(width, 10))
+    return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu2 = nn.ReLU()
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu1(self.bn1(self.conv1(x)))
+        return self.relu2(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+def cnn(width: int) -> nn.Module:
+    w = width
+    return nn.Sequential(
+        nn.Conv2d(3, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
+        BasicBlock(w, w, 1), BasicBlock(w, w, 1),
+        BasicBlock(w, 2 * w, 2), BasicBlock(2 * w, 2 * w, 1),
+        BasicBlock(2 * w, 4 * w, 2), BasicBlock(4 * w, 4 * w, 1),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 10),
+    )
+
+
+class Transformer(nn.Module):
+    def __init__(self, vocab: int, d_model: int, layers: int, heads: int, seq_len: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d_model)
+        self.position = nn.Parameter(torch.randn(seq_len, d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(d_model, heads, 4 * d_model, dropout=0.1, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens) + self.position[: tokens.shape[1]]
+        return self.head(self.norm(self.encoder(x)))
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Callable[[], nn.Module]
+    make_batch: Callable[[torch.Generator], torch.Tensor]
+    batch: str  # for the table
+
+
+def cases(quick: bool) -> dict[str, Case]:
+    if quick:
+        m_depth, m_width, m_b = 8, 128, 64
+        c_width, c_b = 8, 4
+        t_d, t_layers, t_seq, t_b = 64, 2, 32, 2
+    else:
+        m_depth, m_width, m_b = 20, 512, 256
+        c_width, c_b = 32, 8
+        t_d, t_layers, t_seq, t_b = 256, 4, 128, 2
+    vocab = 1000
+    return {
+        "mlp": Case("mlp", lambda: mlp(m_depth, m_width),
+                    lambda g: torch.randn(m_b, m_width, generator=g), f"{m_b}×{m_width}"),
+        "cnn": Case("cnn", lambda: cnn(c_width),
+                    lambda g: torch.randn(c_b, 3, 32, 32, generator=g), f"{c_b}×3×32×32"),
+        "transformer": Case("transformer", lambda: Transformer(vocab, t_d, t_layers, 4, t_seq),
+                            lambda g: torch.randint(0, vocab, (t_b, t_seq), generator=g), f"{t_b}×{t_seq} tok"),
+    }
+
+
+def setup(case: Case, device: torch.device) -> tuple[nn.Module, list[torch.Tensor]]:
+    torch.manual_seed(0)
+    model = case.build().to(device)
+    generator = torch.Generator().manual_seed(1)
+    batches = [case.make_batch(generator).to(device) for _ in range(Config().probe.batches)]
+    return model, batches
+
+
+# -- the two modes ---------------------------------------------------------------------------------------------
+
+
+def run_plain(model: nn.Module, batches: list[torch.Tensor]) -> None:
+    seed = Config().probe.seed
+    model.train(Config().probe.mode == "train")
+    params = list(model.parameters())
+    for i, batch in enumerate(batches):
+        for p in params:
+            p.grad = None
+        out = probes.call_model(model, batch)
+        probes.default_loss(probes.select_output(out), seed, i).backward()
+    for p in params:  # scan puts the caller's (absent) grads back: end in the same state
+        p.grad = None
+
+
+def run_scan(model: nn.Module, batches: list[torch.Tensor]) -> None:
+    gradscope.scan(model, batches)
+
+
+MODES: dict[str, Callable[[nn.Module, list[torch.Tensor]], None]] = {"plain": run_plain, "scan": run_scan}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- time ------------------------------------------------------------------------------------------------------
+
+
+def measure_time(case: Case, device: torch.device, rounds: int) -> tuple[float, float, float, float]:
+    """Median and minimum seconds per batch, plain and scan."""
+    model, batches = setup(case, device)
+    for mode in MODES.values():  # warm-up
+        mode(model, batches)
+    sync(device)
+    times: dict[str, list[float]] = {"plain": [], "scan": []}
+    for r in range(rounds):
+        order = ("plain", "scan") if r % 2 == 0 else ("scan", "plain")
+        for name in order:
+            gc.collect()
+            sync(device)
+            start = time.perf_counter()
+            MODES[name](model, batches)
+            sync(device)
+            times[name].append((time.perf_counter() - start) / len(batches))
+    return (statistics.median(times["plain"]), statistics.median(times["scan"]),
+            min(times["plain"]), min(times["scan"]))
+
+
+# -- memory ----------------------------------------------------------------------------------------------------
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        match = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"/proc/self/status has no {field}")
+    return int(match.group(1))
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def memory_child(name: str, mode: str, quick: bool, rounds: int) -> dict[str, Any]:
+    """Runs in a fresh process: peak resident bytes that one run of ``mode`` adds (median of ``rounds``)."""
+    import resource
+
+    device = torch.device("cpu")
+    case = cases(quick)[name]
+    model, batches = setup(case, device)
+    resettable = _reset_hwm()
+    warm = MODES.values() if resettable else [MODES[mode]]
+    for run in warm:
+        run(model, batches)
+    deltas = []
+    for _ in range(rounds if resettable else 1):
+        gc.collect()
+        if resettable:
+            _reset_hwm()
+        before = _status_kib("VmRSS")
+        MODES[mode](model, batches)
+        if resettable:
+            peak = _status_kib("VmHWM")
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        deltas.append((peak - before) * 1024)
+    return {"peak_bytes": statistics.median(deltas), "all": deltas, "method": "VmHWM" if resettable else "ru_maxrss",
+            "profiler_bytes": profiler_peak(MODES[mode], model, batches)}
+
+
+def profiler_peak(run: Callable[[nn.Module, list[torch.Tensor]], None], model: nn.Module,
+                  batches: list[torch.Tensor]) -> float:
+    """Cross-check: the peak of torch's own CPU allocations, from ``torch.profiler(profile_memory=True)``.
+
+    Each op's allocations (net of what it frees) count at its start; frees outside ops come as "[memory]" events.
+    The running sum over time is the bytes torch holds; its maximum is the peak (no page or allocator effects).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run(model, batches)
+    points = []
+    for event in prof.events():
+        if event.name == "[memory]":
+            points.append((event.time_range.start, event.cpu_memory_usage))
+        elif event.self_cpu_memory_usage:
+            points.append((event.time_range.start, event.self_cpu_memory_usage))
+    points.sort(key=lambda p: p[0])
+    held = peak = 0
+    for _, change in points:
+        held += change
+        peak = max(peak, held)
+    return float(peak)
+
+
+def measure_memory_cpu(name: str, mode: str, quick: bool, rounds: int, threads: int) -> dict[str, Any]:
+    command = [sys.executable, os.path.abspath(__file__), "--memory-child", name, mode, "--threads", str(threads),
+               "--memory-rounds", str(rounds)] + (["--quick"] if quick else [])
+    env = {**os.environ, **MALLOC_ENV}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory subprocess for {name}/{mode} failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure_memory_cuda(case: Case, device: torch.device, mode: str) -> float:
+    model, batches = setup(case, device)
+    for run in MODES.values():
+        run(model, batches)
+    gc.collect()
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    MODES[mode](model, batches)
+    sync(device)
+    return float(torch.cuda.max_memory_allocated(device) - before)
+
+
+# -- table -----------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small models and few rounds (smoke test, ~30 s)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per model (default 9; quick 3)")
+    parser.add_argument("--memory-rounds", type=int, default=None, help="memory runs per subprocess (default 3)")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    parser.add_argument("--models", default="mlp,cnn,transformer", help="comma-separated subset")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    memory_rounds = args.memory_rounds or (1 if args.quick else 3)
+
+    if args.memory_child:
+        name, mode = args.memory_child
+        print(json.dumps(memory_child(name, mode, args.quick, memory_rounds)))
+        return
+
+    rounds = args.rounds or (3 if args.quick else 9)
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    all_cases = cases(args.quick)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in all_cases]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(all_cases)}")
+
+    header = ["model", "params", "batch", "plain ms/batch", "scan ms/batch", "time ×",
+              "plain peak MB", "scan peak MB", "memory ×"]
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    started = time.perf_counter()
+    for name in names:
+        case = all_cases[name]
+        model, _ = setup(case, device)
+        n_params = sum(p.numel() for p in model.parameters())
+        del model
+        plain_s, scan_s, plain_min, scan_min = measure_time(case, device, rounds)
+        if device.type == "cuda":
+            plain_mem = measure_memory_cuda(case, device, "plain")
+            scan_mem = measure_memory_cuda(case, device, "scan")
+            method = "cuda.max_memory_allocated"
+        else:
+            plain_res = measure_memory_cpu(name, "plain", args.quick, memory_rounds, args.threads)
+            scan_res = measure_memory_cpu(name, "scan", args.quick, memory_rounds, args.threads)
+            plain_mem, scan_mem = plain_res["peak_bytes"], scan_res["peak_bytes"]
+            method = plain_res["method"]
+            notes.append(f"{name}: peak MB per run, plain {_mbs(plain_res['all'])}, scan {_mbs(scan_res['all'])}; "
+                         f"cross-check, torch's own allocations (profiler): plain "
+                         f"{plain_res['profiler_bytes'] / 2**20:.1f}, scan {scan_res['profiler_bytes'] / 2**20:.1f}")
+        notes.append(f"{name}: min-based time × {scan_min / plain_min:.3f} "
+                     f"(plain {plain_min * 1e3:.1f} ms, scan {scan_min * 1e3:.1f} ms)")
+        rows.append([
+            name, f"{n_params / 1e6:.2f}M", case.batch,
+            f"{plain_s * 1e3:.1f}", f"{scan_s * 1e3:.1f}", f"{scan_s / plain_s:.3f}",
+            f"{plain_mem / 2**20:.1f}", f"{scan_mem / 2**20:.1f}",
+            f"{scan_mem / plain_mem:.3f}" if plain_mem > 0 else "n/a",
+        ])
+        print(f"# {name} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |")
+    print()
+    print(f"device {device}, torch {torch.__version__}, threads {args.threads}, {Config().probe.batches} batches "
+          f"per scan, {rounds} timed rounds (medians), memory: {method}"
+          + ("" if device.type == "cuda" else f" in a subprocess per model and mode, median of {memory_rounds}")
+          + f"; targets: time ≤ {TIME_TARGET:.2f}×, memory ≤ {MEMORY_TARGET:.2f}×")
+    for note in notes:
+        print(f"  {note}")
+
+
+def _mbs(values: list[float]) -> str:
+    return "/".join(f"{v / 2**20:.1f}" for v in values)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+"""The library call: verdicts on the fixture zoo, correctness of every number, and leaving the model as it was."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fixtures import models as M
+from gradscope import probes
+from gradscope.config import Config
+from gradscope.errors import ProbeError
+from gradscope.loading import ModelFileHooks
+from gradscope.recorder import Recorder
+from gradscope.results import Severity, Status
+from gradscope.scanner import scan
+
+UNHEALTHY = {Status.VANISHING, Status.EXPLODING, Status.NONFINITE}
+
+
+def batches_for(model: nn.Module, name: str, n: int = 2, batch_size: int = 8) -> list[object]:
+    make = getattr(M, "INPUTS", {}).get(name)
+    if make is not None:
+        return [make(batch_size) for _ in range(n)]
+    return probes.build_batches(model, ModelFileHooks(), n=n, batch_size=batch_size, seed=0,
+                                device=torch.device("cpu"))
+
+
+def scan_fixture(cls: type[nn.Module], **kwargs: object):  # type: ignore[no-untyped-def]
+    model = cls()
+    return model, scan(model, batches_for(model, cls.__name__), **kwargs)  # type: ignore[arg-type]
+
+
+def rules(report) -> dict[str, Severity]:  # type: ignore[no-untyped-def]
+    return {f.rule: f.severity for f in report.findings}
+
+
+# -- verdicts ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [c for c in M.ALL if c.EXPECT == "healthy"], ids=lambda c: c.__name__)
+def test_healthy_models_raise_no_alarm(cls: type[nn.Module]) -> None:
+    _, report = scan_fixture(cls)
+    assert report.healthy, [f.message for f in report.findings]
+    assert not [layer.name for layer in report.layers if layer.status in UNHEALTHY]
+    assert all(f.severity is not Severity.ERROR for f in report.findings)
+
+
+@pytest.mark.parametrize("cls", [c for c in M.ALL if c.EXPECT == "vanishing"], ids=lambda c: c.__name__)
+def test_vanishing_models_are_caught(cls: type[nn.Module]) -> None:
+    _, report = scan_fixture(cls)
+    assert not report.healthy
+    assert rules(report).get("vanishing_gradient") is Severity.ERROR
+    first = next(layer for layer in report.layers if layer.trainable)
+    assert first.status in {Status.VANISHING, Status.UNDERFLOW}
+    assert report.summary.decay_per_layer is not None and report.summary.decay_per_layer > 0.1
+    assert report.suggestions, "a vanishing model gets advice"
+
+
+@pytest.mark.parametrize("cls", [c for c in M.ALL if c.EXPECT == "exploding"], ids=lambda c: c.__name__)
+def test_exploding_models_are_caught(cls: type[nn.Module]) -> None:
+    _, report = scan_fixture(cls)
+    found = rules(report)
+    assert Severity.ERROR in (found.get("exploding_gradient"), found.get("forward_explosion"))
+    assert any(layer.status is Status.EXPLODING for layer in report.layers)
+    assert {s.remedy.value for s in report.suggestions} >= {"init", "clip"}
+
+
+def test_nan_model_names_the_module_that_produced_it() -> None:
+    model, report = scan_fixture(M.NaNModel)
+    finding = next(f for f in report.findings if f.rule == "nonfinite")
+    assert finding.severity is Severity.ERROR
+    producer = next(name for name, m in model.named_modules() if isinstance(m, M.NaNProducer))
+    assert finding.evidence["first_layer"] == producer
+    assert finding.evidence["pass"] == "forward"
+    assert report.suggestions[0].remedy.value == "inspect"
+    # layers before the producer are finite and say so
+    assert report.layers[0].status is not Status.NONFINITE
+
+
+def test_large_weights_saturate_and_get_regularization() -> None:
+    _, report = scan_fixture(M.LargeWeightTanhMLP)
+    assert rules(report).get("saturation") is Severity.ERROR
+    assert any(layer.status is Status.SATURATED for layer in report.layers)
+    reg = next(s for s in report.suggestions if s.remedy.value == "regularize")
+    assert reg.params["lambda"] == Config().suggest.regularize_lambda
+    assert all(p.endswith(".weight") for p in reg.params["parameters"])
+
+
+def test_forward_collapse_is_told_apart_and_leads_with_forward_fixes() -> None:
+    _, report = scan_fixture(M.DeepSigmoidMLP)
+    assert "forward_collapse" in rules(report)
+    remedies = [s.remedy.value for s in report.suggestions]
+    assert remedies[0] in {"normalization", "init"}
+    assert "pseudo_norm" not in remedies and "rescale" not in remedies
+    assert "backward-only" in report.suggestions[0].reason
+
+
+def test_backward_only_attenuation_gets_pseudo_norm_and_rescale() -> None:
+    # Bias-free tanh with a small Xavier gain: every layer scales the signal by ~0.7 in both directions, so the
+    # between-sample spread survives (relative to its size) while the gradient loses 4+ orders of magnitude.
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(40):
+        linear = nn.Linear(32, 32)
+        nn.init.xavier_uniform_(linear.weight, gain=0.7)
+        nn.init.zeros_(linear.bias)
+        layers += [linear, nn.Tanh()]
+    model = nn.Sequential(*layers, nn.Linear(32, 10))
+    report = scan(model, [torch.randn(16, 32) for _ in range(2)])
+    assert "forward_collapse" not in rules(report)
+    vanishing = next(f for f in report.findings if f.rule == "vanishing_gradient")
+    assert vanishing.evidence["kind"] == "backward_only"
+    pseudo = next(s for s in report.suggestions if s.remedy.value == "pseudo_norm")
+    names = dict(model.named_modules())
+    assert pseudo.layers and all(name in names for name in pseudo.layers)
+    assert pseudo.params["predicted_min_ratio"] >= Config().suggest.pseudo_norm_min_ratio
+    rescale = next(s for s in report.suggestions if s.remedy.value == "rescale")
+    assert all(1 < g <= Config().suggest.rescale_max_gain for g in rescale.params["gains"].values())
+
+
+def test_tied_frozen_unused_are_reported_as_what_they_are() -> None:
+    model, report = scan_fixture(M.TiedFrozenUnused)
+    statuses = {layer.name: layer.status for layer in report.layers}
+    assert Status.FROZEN in statuses.values()
+    assert Status.DISCONNECTED in statuses.values()
+    assert Status.VANISHING not in statuses.values()
+    assert rules(report)["frozen"] is Severity.INFO
+    assert rules(report)["disconnected"] is Severity.WARNING
+    tied = [layer for layer in report.layers if layer.shares_parameters_with]
+    assert tied and tied[0].grad_rms is None and tied[0].parameters == 0
+    # every parameter counted exactly once
+    assert sum(layer.parameters for layer in report.layers) == sum(p.numel() for p in model.parameters())
+
+
+def test_zero_init_head_is_zero_not_vanishing() -> None:
+    _, report = scan_fixture(M.ZeroInitHead)
+    assert report.healthy
+    zero = [layer for layer in report.layers if layer.status is Status.ZERO]
+    assert any(layer.is_parametric for layer in zero)
+    assert rules(report)["zero_gradient"] is Severity.INFO
+
+
+def test_empty_and_all_frozen_models_are_errors() -> None:
+    with pytest.raises(ProbeError, match="no parameters"):
+        scan(M.EmptyModule(), [torch.randn(4, 8)])
+    with pytest.raises(ProbeError, match="no trainable parameters"):
+        scan_fixture(M.AllFrozen)
+
+
+# -- the numbers -------------------------------------------------------------------------------------------------
+def test_numbers_match_a_manual_computation() -> None:
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(12, 20), nn.Tanh(), nn.Linear(20, 5))
+    x = torch.randn(8, 12)
+    report = scan(model, [x])
+
+    outs: list[torch.Tensor] = []
+
+    def keep(_m: nn.Module, _i: object, o: torch.Tensor) -> None:
+        o.retain_grad()
+        outs.append(o)
+
+    handles = [m.register_forward_hook(keep) for m in model]
+    out = model(x)
+    probes.default_loss(out, 0, 0).backward()
+    for h in handles:
+        h.remove()
+
+    def rms(t: torch.Tensor) -> float:
+        return float(t.detach().pow(2).mean().sqrt())
+
+    first, act, last = report.layers
+    assert [layer.name for layer in report.layers] == ["0", "1", "2"]
+    w, b = model[0].weight, model[0].bias
+    expected_grad = math.sqrt((w.grad.pow(2).sum() + b.grad.pow(2).sum()) / (w.numel() + b.numel()))
+    assert first.grad_rms.median == pytest.approx(expected_grad, rel=1e-5)
+    assert first.signal_rms.median == pytest.approx(rms(outs[0].grad), rel=1e-5)
+    assert act.signal_rms.median == pytest.approx(rms(outs[1].grad), rel=1e-5)
+    assert first.activation_rms.median == pytest.approx(rms(outs[0]), rel=1e-5)
+    assert first.activation_std.median == pytest.approx(float(outs[0].std(0, correction=0).mean()), rel=1e-5)
+    expected_w = math.sqrt((w.pow(2).sum() + b.pow(2).sum()) / (w.numel() + b.numel()))
+    assert first.weight_rms == pytest.approx(expected_w, rel=1e-5)
+    assert last.output_shape == (8, 5)
+    assert act.grad_rms is None and act.parameters == 0
+    sat = float(((outs[1].abs() > math.sqrt(1 - 0.05))).float().mean())
+    assert act.saturated_fraction == pytest.approx(sat)
+
+
+def test_embedding_grad_counts_only_rows_the_batch_touched() -> None:
+    model = nn.Sequential(nn.Embedding(10_000, 8), nn.Flatten(), nn.Linear(8 * 4, 3))
+    tokens = torch.tensor([[1, 2, 3, 4], [1, 5, 6, 7]])
+    report = scan(model, [tokens])
+    model(tokens)
+    out = model(tokens)
+    probes.default_loss(out, 0, 0).backward()
+    g = model[0].weight.grad
+    touched = g[g.abs().sum(1) > 0]
+    assert touched.shape[0] == 7
+    assert report.layers[0].grad_rms.median == pytest.approx(float(touched.pow(2).mean().sqrt()), rel=1e-5)
+
+
+def test_median_and_range_over_batches() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    batches = [torch.randn(8, 4) * scale for scale in (1.0, 10.0, 100.0)]
+    layer = scan(model, batches).layers[1]
+    assert layer.grad_rms.min < layer.grad_rms.median < layer.grad_rms.max
+
+
+def test_verdicts_are_scale_free() -> None:
+    model = M.DeepTanhMLP()
+    data = batches_for(model, "DeepTanhMLP")
+
+    def loss(scale: float):  # type: ignore[no-untyped-def]
+        return lambda out, _batch: probes.default_loss(out, 0, 0) * scale
+
+    small, large = (scan(model, data, loss_fn=loss(s)) for s in (1e-3, 1e3))
+    assert [layer.status for layer in small.layers] == [layer.status for layer in large.layers]
+    assert small.summary.worst_ratio == pytest.approx(large.summary.worst_ratio, rel=1e-3)
+
+
+def test_forward_execution_order_not_definition_order() -> None:
+    class Backwards(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.last = nn.Linear(8, 2)
+            self.middle = nn.Linear(8, 8)
+            self.first = nn.Linear(4, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.last(torch.relu(self.middle(self.first(x))))
+
+    report = scan(Backwards(), [torch.randn(4, 4)])
+    assert [layer.name for layer in report.layers] == ["first", "middle", "last"]
+    assert [layer.index for layer in report.layers] == [0, 1, 2]
+
+
+def test_multihead_attention_owns_parameters_and_has_children() -> None:
+    _, report = scan_fixture(M.MHABlock)
+    names = [layer.name for layer in report.layers]
+    attn = next(n for n in names if n.endswith("attn"))
+    out_proj = f"{attn}.out_proj"
+    assert out_proj in names and names.index(out_proj) == names.index(attn) + 1
+    assert report.layer(out_proj).grad_rms is not None  # its weight is used functionally, never via forward()
+
+
+def test_inplace_relu_residual_dict_output() -> None:
+    _, report = scan_fixture(M.InplaceResidualDict)
+    relus = [layer for layer in report.layers if layer.type == "ReLU"]
+    assert relus and all(layer.signal_rms is not None for layer in relus)
+
+
+def test_deterministic_for_a_seed() -> None:
+    model = M.PreLNTransformerLM()
+    data = batches_for(model, "PreLNTransformerLM")
+    a, b = (scan(model, data).to_dict() for _ in range(2))
+    a.pop("timing")
+    b.pop("timing")
+    assert a == b
+
+
+# -- leaving the model as it was ---------------------------------------------------------------------------------
+def _snapshot(model: nn.Module) -> dict[str, object]:
+    return {
+        "params": {n: p.detach().clone() for n, p in model.named_parameters()},
+        "grads": {n: p.grad for n, p in model.named_parameters()},
+        "grad_values": {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "buffers": {n: b.clone() for n, b in model.named_buffers()},
+        "training": {n: m.training for n, m in model.named_modules()},
+        "hooks": {n: (dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
+                  for n, m in model.named_modules()},
+        "rng": (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()),
+    }
+
+
+def _assert_same(before: dict, after: dict) -> None:  # type: ignore[type-arg]
+    for name, value in before["params"].items():
+        assert torch.equal(value, after["params"][name]), name
+    for name, grad in before["grads"].items():
+        assert after["grads"][name] is grad, name
+        if grad is not None:
+            assert torch.equal(before["grad_values"][name], after["grad_values"][name]), name
+    for name, value in before["buffers"].items():
+        assert torch.equal(value, after["buffers"][name]), name
+    assert before["requires_grad"] == after["requires_grad"]
+    assert before["training"] == after["training"]
+    assert before["hooks"] == after["hooks"]
+    assert torch.equal(before["rng"][0], after["rng"][0])
+    assert before["rng"][1] == after["rng"][1]
+    assert (before["rng"][2] == after["rng"][2]).all()
+
+
+@pytest.mark.parametrize("cls", [M.ResNetBN, M.TiedFrozenUnused, M.PreLNTransformerLM], ids=lambda c: c.__name__)
+def test_model_left_exactly_as_found(cls: type[nn.Module]) -> None:
+    model = cls()
+    model.eval()  # a mode the scan changes (it probes in train mode)
+    data = batches_for(model, cls.__name__)
+    out = probes.select_output(probes.call_model(model, data[0]))
+    out.float().sum().backward()  # the user has gradients of their own
+    before = _snapshot(model)
+    scan(model, data)
+    _assert_same(before, _snapshot(model))
+
+
+def test_model_left_as_found_when_forward_fails_midway() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    data = [torch.randn(8, 4), torch.randn(8, 4), torch.randn(8, 5)]
+    before = _snapshot(model)
+    with pytest.raises(ProbeError, match=r"layer '0' \(Linear\)"):
+        scan(model, data)
+    _assert_same(before, _snapshot(model))
+
+
+# -- hooks keep numbers, one host read per batch -----------------------------------------------------------------
+def test_one_host_read_per_batch_and_no_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = M.DeepTanhMLP()
+    data = batches_for(model, "DeepTanhMLP", n=3)
+    counts = {"cpu": 0, "item": 0}
+    real_cpu, real_item = torch.Tensor.cpu, torch.Tensor.item
+
+    def cpu(self: torch.Tensor, *a: object, **k: object) -> torch.Tensor:
+        counts["cpu"] += 1
+        return real_cpu(self, *a, **k)
+
+    def item(self: torch.Tensor) -> object:
+        counts["item"] += 1
+        return real_item(self)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", cpu)
+    monkeypatch.setattr(torch.Tensor, "item", item)
+    scan(model, data)
+    assert counts == {"cpu": len(data) + 1, "item": 0}  # one per batch, plus the weights once per scan
+
+
+def test_recorder_keeps_numbers_not_tensors() -> None:
+    model = M.HealthyReluMLP()
+    data = batches_for(model, "HealthyReluMLP", n=3)
+    with Recorder(model) as recorder:
+        for batch in data:
+            recorder.start_batch(8)
+            probes.default_loss(model(batch), 0, 0).backward()
+            recorder.end_batch()
+        assert not recorder._values and not recorder._entries
+        for layer in recorder.layers:
+            for values in (layer.grad_rms, layer.signal_rms, layer.activation_rms, layer.activation_std):
+                assert all(type(v) is float for v in values)
+                assert len(values) in (0, len(data))
+    assert all(not m._forward_hooks for m in model.modules())
