@@ -514,8 +514,6 @@ def _run_in_pty(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, s
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
-@pytest.mark.xfail(strict=True, reason="bug: cli._stdout_console() relies on rich's NO_COLOR handling, which "
-                   "drops colours only; bold/dim escape sequences still reach a terminal under NO_COLOR")
 def test_no_color_in_a_terminal_gives_plain_text(models: Path) -> None:
     code, text = _run_in_pty([sys.executable, "-m", "gradscope", "scan", "unused.py", *FAST], models,
                              clean_env(NO_COLOR="1"))

@@ -117,8 +117,8 @@ def test_pseudonorm_zero_gradient_stays_zero_and_nan_is_not_hidden() -> None:
     assert torch.isfinite(got).all()
     assert torch.equal(got[0], torch.zeros(5)) and torch.equal(got[2], torch.zeros(5))
     for per_sample in (True, False):
-        assert torch.equal(backward_through(PseudoNorm(per_sample=per_sample), torch.ones(2, 2), torch.zeros(2, 2)),
-                           torch.zeros(2, 2))
+        got = backward_through(PseudoNorm(per_sample=per_sample), torch.ones(2, 2), torch.zeros(2, 2))
+        assert torch.equal(got, torch.zeros(2, 2))
     bad = torch.tensor([[float("nan"), 1.0]])
     assert torch.isnan(backward_through(PseudoNorm(), torch.zeros(1, 2), bad)).all()
 
@@ -140,7 +140,7 @@ def test_pseudonorm_under_autocast_bf16() -> None:
     assert out.dtype == torch.bfloat16
     out.float().pow(2).sum().backward()
     ref(x).pow(2).sum().backward()
-    for p, q in zip(model.parameters(), ref.parameters()):
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         assert p.grad is not None and q.grad is not None and torch.isfinite(p.grad).all()
         torch.testing.assert_close(p.grad, q.grad, rtol=5e-2, atol=5e-2)
 
@@ -167,7 +167,7 @@ def test_pseudonorm_compiles_without_graph_breaks() -> None:
     assert explained.graph_break_count == 0 and explained.graph_count == 1
     out.pow(2).sum().backward()
     ref(x).pow(2).sum().backward()
-    for p, q in zip(model.parameters(), ref.parameters()):
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         assert p.grad is not None and q.grad is not None
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6)
 
@@ -255,7 +255,8 @@ def test_rescale_bias_and_layers_by_name() -> None:
     before = model(x).detach()
     rescale_layers(model, {"0": 2.0, "2": 0.5})
     apply_rescale(model[0], 4.0, name="bias")
-    assert rescale_gain(model[0]) == 2.0 and rescale_gain(model[0], "bias") == 4.0 and rescale_gain(model[1]) is None
+    assert rescale_gain(model[0]) == 2.0 and rescale_gain(model[0], "bias") == 4.0
+    assert rescale_gain(model[1]) is None
     assert torch.equal(model(x).detach(), before)
     with pytest.raises(ConfigError, match="nope"):
         rescale_layers(model, {"nope": 2.0, "0": 3.0})
@@ -304,8 +305,9 @@ def test_weight_penalty_inputs_sharing_and_rescale() -> None:
     torch.testing.assert_close(weight_penalty(tied, 0.5), expect)  # a shared weight counts once
     torch.testing.assert_close(weight_penalty([lin, lin], 0.5), expect)
     torch.testing.assert_close(weight_penalty(lin.weight, 0.5), expect)
-    torch.testing.assert_close(weight_penalty([lin.bias], 0.5), 0.5 * lin.bias.pow(2).sum())  # chosen explicitly
-    # A rescaled layer is penalised through its effective weight, so the value does not move when it is applied.
+    # Tensors passed by hand are penalised whatever they are.
+    torch.testing.assert_close(weight_penalty([lin.bias], 0.5), 0.5 * lin.bias.pow(2).sum())
+    # A rescaled layer is penalised through its effective weight, so the value stays put when it is applied.
     apply_rescale(lin, 3.0)
     torch.testing.assert_close(weight_penalty(tied, 0.5), expect)
     weight_penalty(tied, 0.5).backward()

@@ -180,7 +180,7 @@ def test_numbers_match_a_manual_computation() -> None:
     assert first.signal_rms.median == pytest.approx(rms(outs[0].grad), rel=1e-5)
     assert act.signal_rms.median == pytest.approx(rms(outs[1].grad), rel=1e-5)
     assert first.activation_rms.median == pytest.approx(rms(outs[0]), rel=1e-5)
-    assert first.activation_std.median == pytest.approx(float(outs[0].std(0, correction=0).mean()), rel=1e-5)
+    assert first.activation_std.median == pytest.approx(float(outs[0].detach().std(0, correction=0).mean()), rel=1e-5)
     expected_w = math.sqrt((w.pow(2).sum() + b.pow(2).sum()) / (w.numel() + b.numel()))
     assert first.weight_rms == pytest.approx(expected_w, rel=1e-5)
     assert last.output_shape == (8, 5)
@@ -349,3 +349,20 @@ def test_recorder_keeps_numbers_not_tensors() -> None:
                 assert all(type(v) is float for v in values)
                 assert len(values) in (0, len(data))
     assert all(not m._forward_hooks for m in model.modules())
+
+
+# -- golden: the rendered report of real scans -------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [M.DeepSigmoidMLP, M.TiedFrozenUnused, M.NaNModel], ids=lambda c: c.__name__)
+def test_rendered_report_of_a_real_scan(cls: type[nn.Module], golden) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from rich.console import Console
+
+    from gradscope.report import render_markdown, render_terminal
+
+    _, report = scan_fixture(cls)
+    console = Console(file=io.StringIO(), width=120, color_system=None, force_terminal=False)
+    render_terminal(report, console)
+    text = "\n".join(line.rstrip() for line in console.file.getvalue().splitlines()) + "\n"  # type: ignore[attr-defined]
+    golden(f"scan_{cls.__name__}.txt", text)
+    golden(f"scan_{cls.__name__}.md", render_markdown(report))

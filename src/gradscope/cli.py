@@ -172,13 +172,18 @@ def _terminal_text(report: Report, draw: Callable[[Console], None]) -> str:
 
 
 def _stdout_console() -> Console:
-    # Plain text when piped or NO_COLOR is set (rich honours both); a wide page when not a terminal.
+    # Plain text when piped (rich's own check) or when NO_COLOR is set; a wide page when not a terminal.
     width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "120"))
-    return Console(width=width, highlight=False)
+    return Console(width=width, highlight=False, color_system=_color_system())
 
 
 def _stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, color_system=_color_system())
+
+
+def _color_system() -> str | None:
+    # rich's NO_COLOR support drops colours but keeps bold/dim codes; no-color.org asks for plain text.
+    return None if os.environ.get("NO_COLOR") else "auto"
 
 
 @contextmanager

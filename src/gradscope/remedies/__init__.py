@@ -1,9 +1,16 @@
-"""Remedies gradscope can suggest and apply: the operators themselves (placement and patching live beside them)."""
+"""The remedy operators gradscope suggests and applies (where they go is decided in ``placement``)."""
 
 from __future__ import annotations
 
 from .pseudonorm import PseudoNorm, pseudo_norm
-from .rescale import Rescale, apply_rescale, remove_rescale, rescale_gain, rescale_layers, weight_penalty
+from .rescale import (
+    Rescale,
+    apply_rescale,
+    remove_rescale,
+    rescale_gain,
+    rescale_layers,
+    weight_penalty,
+)
 
 __all__ = [
     "PseudoNorm",

@@ -65,9 +65,11 @@ def _check(per_sample: bool, eps: float, scale: float) -> None:
 def pseudo_norm(
     x: Tensor, per_sample: bool = DEFAULT_PER_SAMPLE, eps: float = DEFAULT_EPS, scale: float = DEFAULT_SCALE
 ) -> Tensor:
-    """Functional :class:`PseudoNorm`: returns ``x`` unchanged; its gradient becomes ``g·scale/(rms(g)+eps)``."""
+    """Functional :class:`PseudoNorm`: returns ``x`` as is; its gradient becomes ``g·scale/(rms(g)+eps)``."""
     _check(per_sample, eps, scale)
-    return _PseudoNormFn.apply(x, per_sample, float(eps), float(scale))  # type: ignore[no-untyped-call,no-any-return]
+    return _PseudoNormFn.apply(  # type: ignore[no-untyped-call,no-any-return]
+        x, per_sample, float(eps), float(scale)
+    )
 
 
 class PseudoNorm(nn.Module):
@@ -76,8 +78,8 @@ class PseudoNorm(nn.Module):
 
     ``per_sample=True`` takes the RMS over the non-batch dimensions of each sample (dim 0 is the batch), so
     every sample's gradient is restored to RMS ``scale``; ``per_sample=False`` takes one RMS over the whole
-    tensor. 0-D and 1-D tensors are always normalised as a whole. Half-precision gradients are reduced in float32
-    and cast back. An exactly zero gradient stays zero. The module has no parameters and no buffers.
+    tensor. 0-D and 1-D tensors are always normalised as a whole. Half-precision gradients are reduced in
+    float32 and cast back. An exactly zero gradient stays zero. The module has no parameters and no buffers.
     """
 
     def __init__(

@@ -1,15 +1,15 @@
-"""Per-layer rescaling as a reparameterization, and the weight penalty (the two remedies of Ven & Lederer).
+"""Per-layer rescaling as a reparameterization, and the weight penalty (Ven & Lederer's two remedies).
 
 Rescaling
 ---------
-A *uniform* rescaled activation ``α·tanh(z/α)`` changes nothing that training cannot undo: it only rescales the input
-and the biases (research.md reports the null result). A *per-layer* gain is different. :func:`apply_rescale`
-re-expresses a layer's weight as
+A *uniform* rescaled activation ``α·tanh(z/α)`` changes nothing that training cannot undo: it only rescales
+the input and the biases (research.md reports the null result). A *per-layer* gain is different.
+:func:`apply_rescale` re-expresses a layer's weight as
 
     W = gain · raw,        raw initialised to W / gain,
 
-so the function the network computes is unchanged at the moment of application (bit for bit when ``gain`` is a
-power of two; otherwise within one float rounding of ``gain·(W/gain)``, i.e. a relative 2⁻²⁴ per element in
+so the function the network computes is unchanged at the moment of application (bit for bit when ``gain``
+is a power of two; otherwise within one float rounding of ``gain·(W/gain)``, a relative 2⁻²⁴ per element in
 float32). What changes is how the layer learns: by the chain rule
 
     ∂L/∂raw = gain · ∂L/∂W,
@@ -18,28 +18,29 @@ so one SGD step ``raw ← raw − lr·∂L/∂raw`` moves the effective weight b
 
     ΔW = gain · Δraw = −gain² · lr · ∂L/∂W,
 
-i.e. the layer's effective SGD learning rate is ``gain²·lr``. Adam divides by the gradient's own scale, so there
-``ΔW ≈ gain · Δraw`` with ``|Δraw| ≈ lr``: the effective step grows like ``gain``, not ``gain²``. A coupled L2
-term ``λ‖raw‖²`` equals ``(λ/gain²)‖W‖²``; decoupled weight decay (AdamW) shrinks ``raw`` and ``W`` alike. Ven and
-Lederer's rescaling ``W_k → (α_{k-1}/α_k)·W_k`` is this operator with ``gain = α_{k-1}/α_k`` on layer k.
+i.e. the layer's effective SGD learning rate is ``gain²·lr``. Adam divides by the gradient's own scale, so
+there ``|Δraw| ≈ lr`` and ``ΔW ≈ gain·Δraw``: the effective step grows like ``gain``, not ``gain²``. A coupled
+L2 term ``λ‖raw‖²`` equals ``(λ/gain²)‖W‖²``; decoupled weight decay (AdamW) shrinks ``raw`` and ``W`` alike.
+Ven and Lederer's ``W_k → (α_{k-1}/α_k)·W_k`` is this operator with ``gain = α_{k-1}/α_k`` on layer k.
 
-It uses :mod:`torch.nn.utils.parametrize`, which keeps the *same* ``nn.Parameter`` object (its storage now holds
-``raw``), so an optimizer built before :func:`apply_rescale` keeps stepping the right tensor; its moment buffers,
-however, were accumulated in units of W. The state-dict key moves from ``weight`` to
-``parametrizations.weight.original``; :func:`remove_rescale` bakes ``gain·raw`` back into a plain parameter (the same
-object again) under the original key.
+It uses :mod:`torch.nn.utils.parametrize`, which keeps the *same* ``nn.Parameter`` object (its storage now
+holds ``raw``), so an optimizer built before :func:`apply_rescale` keeps stepping the right tensor; its moment
+buffers, however, were accumulated in units of W. The state-dict key moves from ``weight`` to
+``parametrizations.weight.original``; :func:`remove_rescale` bakes ``gain·raw`` back into a plain parameter
+(the same object again) under the original key.
 
 Regularization
 --------------
 :func:`weight_penalty` is ``λ·Σ‖W‖²`` over weight matrices and kernels (not biases, not the 1-D gains of norm
-layers): it pulls saturated weights back to where ``φ'`` is of order one. The public replication in research.md
-found λ ≈ 0.01 best on a large-init tanh MLP and λ > 0.2 worse than none.
+layers): it pulls saturated weights back to where ``φ'`` is of order one. The public replication in
+research.md found λ ≈ 0.01 best on a large-init tanh MLP and λ > 0.2 worse than none.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -70,11 +71,16 @@ class Rescale(nn.Module):
         return f"gain={self.gain:g}"
 
 
+def _plist(module: nn.Module, name: str) -> nn.ModuleList:
+    """The ``ParametrizationList`` of ``module.<name>``; its ``original`` is the stored tensor."""
+    return cast(nn.ModuleList, cast(nn.ModuleDict, module.parametrizations)[name])
+
+
 def _rescales(module: nn.Module, name: str) -> list[nn.Module] | None:
     """The parametrizations on ``module.<name>``, or None when it has none."""
     if not parametrize.is_parametrized(module, name):
         return None
-    return list(module.parametrizations[name])  # type: ignore[union-attr,index,arg-type]
+    return list(_plist(module, name))
 
 
 def rescale_gain(module: nn.Module, name: str = "weight") -> float | None:
@@ -86,26 +92,26 @@ def rescale_gain(module: nn.Module, name: str = "weight") -> float | None:
 
 
 def apply_rescale(module: nn.Module, gain: float, name: str = "weight") -> nn.Module:
-    """Reparameterize ``module.<name>`` as ``gain · raw`` without changing the module's output; returns ``module``.
+    """Reparameterize ``module.<name>`` as ``gain · raw``, keeping the module's output; returns ``module``.
 
-    Applying it again to a rescaled tensor replaces the gain (the current effective weight is kept), so gains do not
-    silently compound. A tensor that carries another parametrization is refused: putting a gain on top of it would
-    change the forward function.
+    Applying it again to a rescaled tensor replaces the gain (the current effective weight is kept), so gains
+    do not silently compound. A tensor that carries another parametrization is refused: putting a gain on top
+    of it would change the forward function.
     """
     rescale = Rescale(gain)  # validates before anything is touched
     plist = _rescales(module, name)
     if plist is not None:
         if rescale_gain(module, name) is None:
             kinds = ", ".join(type(p).__name__ for p in plist)
-            raise ConfigError(f"{type(module).__name__}.{name} is already parametrized ({kinds}); rescale it first "
-                              f"or remove those parametrizations")
+            raise ConfigError(f"{type(module).__name__}.{name} is already parametrized ({kinds}); remove "
+                              f"those parametrizations before rescaling it")
         remove_rescale(module, name)
     tensor = getattr(module, name, None)
     if not isinstance(tensor, nn.Parameter):
         raise ConfigError(f"{type(module).__name__}.{name} is not a parameter (got {type(tensor).__name__}); "
                           f"only a module's own parameters can be rescaled")
     if not tensor.is_floating_point():
-        raise ConfigError(f"{type(module).__name__}.{name} has dtype {tensor.dtype}; rescaling needs a float tensor")
+        raise ConfigError(f"{type(module).__name__}.{name} has dtype {tensor.dtype}; rescaling needs floats")
     parametrize.register_parametrization(module, name, rescale)
     return module
 
@@ -119,7 +125,7 @@ def remove_rescale(module: nn.Module, name: str = "weight") -> nn.Module:
 
 
 def rescale_layers(model: nn.Module, gains: Mapping[str, float], name: str = "weight") -> nn.Module:
-    """:func:`apply_rescale` on each submodule named (as in ``named_modules()``) in ``gains``; returns ``model``.
+    """:func:`apply_rescale` on each submodule named (as ``named_modules()`` names it) in ``gains``.
 
     All names are checked before any layer is changed, so a typo leaves the model untouched.
     """
@@ -137,23 +143,24 @@ def _penalised(module: nn.Module) -> Iterable[tuple[int, Tensor]]:
     RNN ``weight_ih_l0`` too) with at least two dimensions (so not biases or norm-layer gains)."""
     names = [n for n, _ in module.named_parameters(recurse=False)]
     if parametrize.is_parametrized(module):
-        names += list(module.parametrizations.keys())  # type: ignore[union-attr,operator]
+        names += list(cast(nn.ModuleDict, module.parametrizations).keys())
     for n in names:
         if not n.startswith("weight"):
             continue
         tensor = getattr(module, n)  # a parametrized name evaluates to the effective weight, gain·raw
         if not isinstance(tensor, Tensor) or tensor.dim() < 2 or not tensor.is_floating_point():
             continue
-        key = module.parametrizations[n].original if parametrize.is_parametrized(module, n) else tensor  # type: ignore[union-attr,index]
+        # Tied weights are told apart by the stored tensor; a parametrized getattr builds a new one each time.
+        key = _plist(module, n).original if parametrize.is_parametrized(module, n) else tensor
         yield id(key), tensor
 
 
 def weight_penalty(modules_or_params: nn.Module | Iterable[nn.Module | Tensor], lam: float) -> Tensor:
     """``lam · Σ‖W‖²`` (squared Frobenius norms), differentiable, accumulated in at least float32.
 
-    A module (or modules) contributes every weight matrix/kernel in it — parameters named ``weight*`` with two or
-    more dimensions, rescaled ones through their effective weight — and never biases or 1-D norm gains. Tensors
-    passed directly are all penalised, since the caller chose them. A weight shared by several modules counts once.
+    A module (or modules) contributes every weight matrix/kernel in it — parameters named ``weight*`` with two
+    or more dimensions, rescaled ones through their effective weight — and never biases or 1-D norm gains.
+    Tensors passed directly are all penalised, since the caller chose them. A shared weight counts once.
     """
     if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
         raise ConfigError(f"weight_penalty lam must be a finite number >= 0, got {lam!r}")
