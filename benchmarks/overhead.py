@@ -27,13 +27,17 @@ allocations, so each (model, mode) runs in a fresh subprocess that:
   2. resets the kernel's high-water mark by writing "5" to ``/proc/self/clear_refs`` (Linux >= 4.0), reads
      ``VmRSS`` from ``/proc/self/status``, runs the mode once, reads ``VmHWM``;
   3. reports ``VmHWM - VmRSS_before`` (the peak resident memory the run added), the median of ``--memory-rounds``.
-The subprocess runs with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 128 KiB (which also turns off glibc's dynamic
-threshold): every tensor buffer above that size is its own mapping and goes back to the kernel when freed, so the
-resident set follows the bytes in use instead of what glibc keeps cached from the warm-up. Without it the warm-up
-leaves the working set cached and both deltas read as nearly zero. Where ``clear_refs`` cannot be written, the
-fallback is ``ru_maxrss`` (``getrusage``) after the run minus ``VmRSS`` before, with a warm-up of the measured
-mode only (a warm-up of the other mode could have set the high-water mark).
-"Peak MB" is therefore the memory a forward+backward (or a scan) needs on top of the model and its batches.
+The subprocess runs with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 4096 (one page; fixing it also turns off
+glibc's dynamic threshold): every buffer above a page is its own mapping and goes back to the kernel when freed, so
+the resident set follows the bytes in use instead of what glibc keeps cached from the warm-up. Without it the warm-up
+leaves much of the working set cached, and the deltas vary by 2-8× from run to run. Where ``clear_refs`` cannot be
+written, the fallback is ``ru_maxrss`` (``getrusage``) after the run minus ``VmRSS`` before, with a warm-up of the
+measured mode only (a warm-up of the other mode could have set the high-water mark).
+"Peak MB" is therefore the memory a forward+backward (or a scan) needs on top of the model and its batches, counted
+in pages and including anything that is not a tensor (the hooks' Python objects). As a cross-check (not with
+``--quick``), the same subprocess also reports the peak of torch's own CPU allocations, reconstructed from
+``torch.profiler(profile_memory=True)`` events; the two agree to within ~1 MB on the default models.
+The memory subprocesses run after all timing, ``--jobs`` (default 2) at a time: they measure bytes, not seconds.
 
 Usage: python benchmarks/overhead.py [--quick] [--rounds N] [--threads T] [--models mlp,cnn,transformer]
 Targets (issue): time ≤ 1.10×, memory ≤ 1.05×.
@@ -51,6 +55,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +68,7 @@ from gradscope.config import Config
 
 TIME_TARGET = 1.10
 MEMORY_TARGET = 1.05
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4096"}
 
 # -- models ----------------------------------------------------------------------------------------------------
 
@@ -252,7 +257,7 @@ def memory_child(name: str, mode: str, quick: bool, rounds: int) -> dict[str, An
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
         deltas.append((peak - before) * 1024)
     return {"peak_bytes": statistics.median(deltas), "all": deltas, "method": "VmHWM" if resettable else "ru_maxrss",
-            "profiler_bytes": profiler_peak(MODES[mode], model, batches)}
+            "profiler_bytes": None if quick else profiler_peak(MODES[mode], model, batches)}
 
 
 def profiler_peak(run: Callable[[nn.Module, list[torch.Tensor]], None], model: nn.Module,
@@ -313,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per model (default 9; quick 3)")
     parser.add_argument("--memory-rounds", type=int, default=None, help="memory runs per subprocess (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    parser.add_argument("--jobs", type=int, default=2, help="memory subprocesses run at once (default 2)")
     parser.add_argument("--models", default="mlp,cnn,transformer", help="comma-separated subset")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "MODE"), help=argparse.SUPPRESS)
@@ -336,38 +342,50 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(all_cases)}")
 
+    started = time.perf_counter()
+    times: dict[str, tuple[float, float, float, float]] = {}
+    for name in names:
+        times[name] = measure_time(all_cases[name], device, rounds)
+        print(f"# {name}: timed ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+
+    memory: dict[tuple[str, str], dict[str, Any]] = {}
+    if device.type == "cuda":
+        method = "cuda.max_memory_allocated"
+        for name in names:
+            for mode in MODES:
+                peak = measure_memory_cuda(all_cases[name], device, mode)
+                memory[name, mode] = {"peak_bytes": peak, "all": [peak], "profiler_bytes": None}
+    else:
+        jobs = [(name, mode) for name in names for mode in MODES]
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            results = pool.map(lambda job: measure_memory_cpu(*job, args.quick, memory_rounds, args.threads), jobs)
+            memory = dict(zip(jobs, results))
+        method = memory[jobs[0]]["method"]
+    print(f"# memory measured ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+
     header = ["model", "params", "batch", "plain ms/batch", "scan ms/batch", "time ×",
               "plain peak MB", "scan peak MB", "memory ×"]
     rows: list[list[str]] = []
     notes: list[str] = []
-    started = time.perf_counter()
     for name in names:
         case = all_cases[name]
-        model, _ = setup(case, device)
-        n_params = sum(p.numel() for p in model.parameters())
-        del model
-        plain_s, scan_s, plain_min, scan_min = measure_time(case, device, rounds)
-        if device.type == "cuda":
-            plain_mem = measure_memory_cuda(case, device, "plain")
-            scan_mem = measure_memory_cuda(case, device, "scan")
-            method = "cuda.max_memory_allocated"
-        else:
-            plain_res = measure_memory_cpu(name, "plain", args.quick, memory_rounds, args.threads)
-            scan_res = measure_memory_cpu(name, "scan", args.quick, memory_rounds, args.threads)
-            plain_mem, scan_mem = plain_res["peak_bytes"], scan_res["peak_bytes"]
-            method = plain_res["method"]
-            notes.append(f"{name}: peak MB per run, plain {_mbs(plain_res['all'])}, scan {_mbs(scan_res['all'])}; "
-                         f"cross-check, torch's own allocations (profiler): plain "
-                         f"{plain_res['profiler_bytes'] / 2**20:.1f}, scan {scan_res['profiler_bytes'] / 2**20:.1f}")
-        notes.append(f"{name}: min-based time × {scan_min / plain_min:.3f} "
-                     f"(plain {plain_min * 1e3:.1f} ms, scan {scan_min * 1e3:.1f} ms)")
+        n_params = sum(p.numel() for p in case.build().parameters())
+        plain_s, scan_s, plain_min, scan_min = times[name]
+        plain, scan = memory[name, "plain"], memory[name, "scan"]
+        plain_mem, scan_mem = plain["peak_bytes"], scan["peak_bytes"]
         rows.append([
             name, f"{n_params / 1e6:.2f}M", case.batch,
             f"{plain_s * 1e3:.1f}", f"{scan_s * 1e3:.1f}", f"{scan_s / plain_s:.3f}",
             f"{plain_mem / 2**20:.1f}", f"{scan_mem / 2**20:.1f}",
             f"{scan_mem / plain_mem:.3f}" if plain_mem > 0 else "n/a",
         ])
-        print(f"# {name} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+        note = (f"{name}: min-based time × {scan_min / plain_min:.3f} (plain {plain_min * 1e3:.1f} ms, "
+                f"scan {scan_min * 1e3:.1f} ms); peak MB per run: plain {_mbs(plain['all'])}, "
+                f"scan {_mbs(scan['all'])}")
+        if plain["profiler_bytes"] is not None and scan["profiler_bytes"] is not None:
+            note += (f"; torch allocations (profiler): plain {plain['profiler_bytes'] / 2**20:.1f}, "
+                     f"scan {scan['profiler_bytes'] / 2**20:.1f}")
+        notes.append(note)
 
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
@@ -375,10 +393,10 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         print("| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |")
     print()
+    where = "" if device.type == "cuda" else f" in a fresh subprocess per model and mode, median of {memory_rounds}"
     print(f"device {device}, torch {torch.__version__}, threads {args.threads}, {Config().probe.batches} batches "
-          f"per scan, {rounds} timed rounds (medians), memory: {method}"
-          + ("" if device.type == "cuda" else f" in a subprocess per model and mode, median of {memory_rounds}")
-          + f"; targets: time ≤ {TIME_TARGET:.2f}×, memory ≤ {MEMORY_TARGET:.2f}×")
+          f"per scan, {rounds} timed rounds (medians); memory: {method}{where}; "
+          f"targets: time ≤ {TIME_TARGET:.2f}×, memory ≤ {MEMORY_TARGET:.2f}×")
     for note in notes:
         print(f"  {note}")
 

@@ -15,6 +15,7 @@ from torch import nn
 from .config import Config
 from .diagnose import Diagnosis, preceding_parametric
 from .recorder import LayerRecord, SATURATING
+from .remedies.apply import IN_MEMORY
 from .remedies.placement import pseudo_norm_points, rescale_gains
 from .results import Finding, LayerStats, Remedy, Status, Suggestion, Where
 
@@ -258,3 +259,45 @@ def _list(names: Sequence[str], head: int = 3, tail: int = 1) -> str:
     if len(quoted) <= head + tail + 1:
         return ", ".join(quoted)
     return f"{', '.join(quoted[:head])}, … {', '.join(quoted[-tail:])} ({len(quoted)} layers)"
+
+
+def candidates(report_layers: Sequence[LayerStats], modules: dict[str, nn.Module], suggested: Sequence[Suggestion],
+               config: Config) -> dict[str, tuple[Suggestion, ...]]:
+    """Every remedy a training trial can try on this model, by name, each a ready-to-apply suggestion.
+
+    The scan's own suggestions come first (they carry the measured placement and gains); the classic fixes are
+    added where the model has what they act on (weighted layers for init/normalization, sigmoid-type modules for an
+    activation swap). Names follow the CLI: pseudo-norm, rescale, regularize, activation, normalization, init, clip.
+    """
+    out: dict[str, tuple[Suggestion, ...]] = {}
+    for s in suggested:
+        if s.remedy not in IN_MEMORY:
+            continue
+        name = s.remedy.value.replace("_", "-")
+        out.setdefault(name, (s,))
+    weighted = _weighted(report_layers, modules)
+    if "pseudo-norm" not in out:
+        placement = pseudo_norm_points(report_layers, config.suggest.pseudo_norm_min_ratio)
+        if placement is not None and placement.after:
+            out["pseudo-norm"] = (Suggestion(Remedy.PSEUDO_NORM, placement.after, Where.AFTER,
+                                             {"min_ratio": config.suggest.pseudo_norm_min_ratio},
+                                             "trial candidate: measured placement", ()),)
+    if weighted:
+        forward = {s.remedy: s for s in _forward_fixes(report_layers, modules, ())}
+        for remedy in (Remedy.NORMALIZATION, Remedy.INIT):
+            out.setdefault(remedy.value, (forward[remedy],))
+        if "regularize" not in out:
+            lam = config.suggest.regularize_lambda
+            names = _names(weighted)
+            out["regularize"] = (Suggestion(
+                Remedy.REGULARIZE, names, Where.MODEL,
+                {"penalty": "l2", "lambda": lam, "parameters": [f"{n}.weight" for n in names]},
+                "trial candidate: L2 penalty on every weighted layer", ()),)
+    acts = [layer for layer in report_layers if isinstance(modules.get(layer.name), (nn.Sigmoid, nn.Tanh))]
+    if acts and "activation" not in out:
+        out["activation"] = (Suggestion(
+            Remedy.ACTIVATION, _names(acts), Where.REPLACE, {"activation": "ReLU", "init": "kaiming_normal_"},
+            "trial candidate: ReLU with Kaiming init", ()),)
+    out.setdefault("clip", (Suggestion(Remedy.CLIP, (), Where.MODEL, {"max_norm": 1.0},
+                                       "trial candidate: global gradient-norm clipping at 1.0", ()),))
+    return out

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 SATURATING = (nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Softsign, nn.Hardsigmoid)  # Hardtanh covers ReLU6
 RECTIFYING = (nn.ReLU, nn.ReLU6)
@@ -97,7 +98,13 @@ class Recorder:
         owner: dict[int, str] = {}
         layers: list[LayerRecord] = []
         for name, module in model.named_modules():
+            if ".parametrizations" in f".{name}":
+                continue  # counted with the module they parametrize (below)
             direct = list(module.parameters(recurse=False))
+            if parametrize.is_parametrized(module):
+                # weight_norm, spectral_norm, gradscope's Rescale: the trainable tensor is the parametrization's
+                # ``original``; it belongs to this module, whose name stays the one the user knows.
+                direct += list(module.parametrizations.parameters())
             own = [p for p in direct if id(p) not in owner]
             shared = [owner[id(p)] for p in direct if id(p) in owner]
             for p in own:
@@ -118,7 +125,8 @@ class Recorder:
     def __enter__(self) -> Recorder:
         try:
             for index, layer in enumerate(self.layers):
-                self._handles.append(layer.module.register_forward_hook(self._forward_hook(index)))
+                # prepend: see the module's own output, before any other hook (a remedy's) replaces it
+                self._handles.append(layer.module.register_forward_hook(self._forward_hook(index), prepend=True))
         except BaseException:
             self.close()
             raise

@@ -1,0 +1,196 @@
+"""Apply suggestions to a copy of a model, in memory. The user's model and file are never touched.
+
+Every insertion ("after module X") is a forward hook on X that passes X's output through the new module, so the
+patched model keeps every layer name of the original (before/after reports pair layers by name) and works for any
+module tree, ``nn.Sequential`` or not. Modules a remedy adds (norm layers) live in ``Patched.added`` so that a
+training trial optimises them too. Remedies that only act during training (a weight penalty, gradient clipping)
+are carried as training settings; remedies that need a code change (residual blocks, LSTM) are reported as skipped,
+with the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ProbeError
+from ..results import Remedy, Suggestion
+from .pseudonorm import PseudoNorm
+from .rescale import apply_rescale, weight_penalty
+
+IN_MEMORY = {
+    Remedy.PSEUDO_NORM, Remedy.RESCALE, Remedy.REGULARIZE, Remedy.ACTIVATION, Remedy.NORMALIZATION, Remedy.INIT,
+    Remedy.CLIP,
+}
+_WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd)
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "ReLU": nn.ReLU, "LeakyReLU": lambda: nn.LeakyReLU(0.01), "ELU": nn.ELU, "GELU": nn.GELU, "Tanh": nn.Tanh,
+}
+
+
+class Patched(nn.Module):
+    """The patched copy (``model``, with the original layer names) and the modules remedies added."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.added = nn.ModuleDict()
+        self.applied: list[Suggestion] = []
+        self.skipped: list[tuple[Suggestion, str]] = []
+        self.penalties: list[tuple[list[nn.Module], float]] = []  # (modules, λ) of weight penalties
+        self.clip_norm: float | None = None
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    def penalty(self) -> torch.Tensor | None:
+        """The training-time penalty the applied remedies ask for (λ·Σ‖W‖²), or None."""
+        terms = [weight_penalty(modules, lam) for modules, lam in self.penalties]
+        return sum(terms[1:], terms[0]) if terms else None
+
+
+@dataclass(frozen=True)
+class Options:
+    """How remedies are built when applied (PseudoNorm's scale is decided by measurement: remedies.pseudonorm)."""
+
+    pseudo_norm_kwargs: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+
+def apply(model: nn.Module, suggestions: Iterable[Suggestion], options: Options | None = None) -> Patched:
+    """A deep copy of ``model`` with each suggestion applied in order; raises ProbeError if a named layer is gone."""
+    options = options or Options()
+    patched = Patched(copy.deepcopy(model))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed)  # re-initialisation draws from the global RNG; keep the caller's state
+        for suggestion in suggestions:
+            reason = _apply_one(patched, suggestion, options)
+            if reason is None:
+                patched.applied.append(suggestion)
+            else:
+                patched.skipped.append((suggestion, reason))
+    return patched
+
+
+def pick(suggestions: Sequence[Suggestion]) -> list[Suggestion]:
+    """The suggestions ``scan --fix`` applies: for each finding, the first suggestion that motivates it and can be
+    applied in memory — the one the advice puts first — and no second remedy for an already treated finding."""
+    chosen: list[Suggestion] = []
+    treated: set[str] = set()
+    for s in suggestions:
+        if s.remedy in IN_MEMORY and s.remedy is not Remedy.CLIP and not (set(s.rules) & treated):
+            chosen.append(s)
+            treated.update(s.rules)
+    return chosen
+
+
+def _module(root: nn.Module, name: str) -> nn.Module:
+    try:
+        return root.get_submodule(name) if name else root
+    except AttributeError:
+        raise ProbeError(f"the suggestion names layer '{name}', which this model does not have; rescan the model "
+                         "and apply the new suggestions") from None
+
+
+def _apply_one(patched: Patched, s: Suggestion, options: Options) -> str | None:
+    root = patched.model
+    modules = [_module(root, name) for name in s.layers]
+    params = dict(s.params)
+    if s.remedy is Remedy.PSEUDO_NORM:
+        for name, module in zip(s.layers, modules, strict=True):
+            _insert_after(patched, name, module, PseudoNorm(**options.pseudo_norm_kwargs))
+    elif s.remedy is Remedy.RESCALE:
+        for name, gain in params["gains"].items():
+            apply_rescale(_module(root, name), float(gain))
+    elif s.remedy is Remedy.REGULARIZE:
+        patched.penalties.append((modules, float(params["lambda"])))
+    elif s.remedy is Remedy.CLIP:
+        patched.clip_norm = float(params.get("max_norm", 1.0))
+    elif s.remedy is Remedy.ACTIVATION:
+        make = _ACTIVATIONS.get(str(params.get("activation", "ReLU")))
+        if make is None:
+            return f"unknown activation {params.get('activation')!r}"
+        for name in s.layers:
+            _replace(root, name, make())
+        if params.get("init"):
+            _init([m for m in root.modules() if isinstance(m, _WEIGHTED)], {"scheme": params["init"]})
+    elif s.remedy is Remedy.NORMALIZATION:
+        norms = params["norm"]
+        for name, module in zip(s.layers, modules, strict=True):
+            kind = norms[name] if isinstance(norms, dict) else norms
+            _insert_after(patched, name, module, _make_norm(str(kind), module))
+    elif s.remedy is Remedy.INIT:
+        _init([m for m in modules if isinstance(m, _WEIGHTED)], params)
+    else:
+        return f"'{s.remedy.value}' needs a change to the model's code; it cannot be applied in memory"
+    return None
+
+
+def _insert_after(patched: Patched, name: str, module: nn.Module, new: nn.Module) -> None:
+    device, dtype = _placement(module)
+    new = new.to(device=device, dtype=dtype) if dtype is not None else new.to(device)
+    key = f"{type(new).__name__.lower()}_after_{name.replace('.', '_') or 'root'}"
+    patched.added[key] = new
+
+    def hook(_m: nn.Module, _inputs: Any, output: Any) -> Any:
+        if isinstance(output, torch.Tensor):
+            return new(output)
+        if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+            return (new(output[0]), *output[1:])
+        return output
+
+    module.register_forward_hook(hook)
+
+
+def _placement(module: nn.Module) -> tuple[torch.device, torch.dtype | None]:
+    for p in module.parameters():
+        return p.device, p.dtype
+    return torch.device("cpu"), None
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = _module(root, parent_name)
+    if isinstance(parent, (nn.Sequential, nn.ModuleList)) and child.isdigit():
+        parent[int(child)] = new
+    else:
+        setattr(parent, child, new)
+
+
+def _make_norm(kind: str, module: nn.Module) -> nn.Module:
+    features = getattr(module, "out_features", None) or getattr(module, "out_channels", None)
+    if features is None:
+        raise ProbeError(f"cannot size a {kind} for {type(module).__name__}: it has no out_features/out_channels")
+    if kind == "LayerNorm":
+        return nn.LayerNorm(features)
+    norm = getattr(nn, kind, None)
+    if norm is None or not kind.startswith("BatchNorm"):
+        raise ProbeError(f"unknown normalization {kind!r}; use BatchNorm1d/2d/3d or LayerNorm")
+    return norm(features)  # type: ignore[no-any-return]
+
+
+def _init(modules: Sequence[nn.Module], params: dict[str, Any]) -> None:
+    scheme = str(params.get("scheme", "kaiming_normal_"))
+    with torch.no_grad():
+        for m in modules:
+            weight = m.weight  # type: ignore[union-attr]
+            if scheme == "xavier_uniform_":
+                nn.init.xavier_uniform_(weight, gain=float(params.get("gain", 1.0)))
+            elif scheme == "xavier_normal_":
+                nn.init.xavier_normal_(weight, gain=float(params.get("gain", 1.0)))
+            elif scheme == "kaiming_normal_":
+                nn.init.kaiming_normal_(weight, mode=str(params.get("mode", "fan_in")),
+                                        nonlinearity=str(params.get("nonlinearity", "relu")))
+            elif scheme == "kaiming_uniform_":
+                nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            else:
+                raise ProbeError(f"unknown init scheme {scheme!r}")
+            bias = getattr(m, "bias", None)
+            if bias is not None:
+                nn.init.constant_(bias, float(params.get("bias", 0.0)))
