@@ -1,43 +1,45 @@
-"""What does ``gradscope.scan`` cost over a plain forward+backward? Time and peak memory, printed as one table.
+"""What does ``gradscope.scan`` cost over a plain forward+backward? Time and peak memory, as one table.
 
-Models (CPU-sized, ~50-300 ms per forward+backward on one thread; ``--quick`` shrinks them for a smoke test):
-  mlp          20 × [Linear(512, 512) → Tanh] → Linear(512, 10), batch 256 × 512 (saturation statistics on)
-  cnn          ResNet-ish: conv stem → 3 stages × 2 BasicBlocks (32/64/128 channels, BatchNorm, ReLU) → pool → fc;
-               batch 8 × 3 × 32 × 32 (dead-unit statistics on)
+Models (CPU-sized: ~50-300 ms per forward+backward on one thread; ``--quick`` shrinks them):
+  mlp          20 × [Linear(512, 512) → Tanh] → Linear(512, 10); batch 256 × 512 (saturation statistics)
+  cnn          ResNet-ish: conv stem → 3 stages × 2 BasicBlocks (32/64/128 channels, BatchNorm, ReLU)
+               → pool → fc; batch 8 × 3 × 32 × 32 (dead-unit statistics)
   transformer  Embedding(1000, 256) + learned positions → 4 pre-norm TransformerEncoderLayers (d_model 256,
                4 heads, FFN 1024, GELU, dropout 0.1) → LayerNorm → Linear(256, 1000); batch 2 × 128 tokens
 
-Both modes see the SAME batches (``Config().probe.batches`` of them, the CLI's default count) and the same loss:
-  plain   for each batch i: every ``p.grad = None``; ``out = model(batch)``;
-          ``probes.default_loss(probes.select_output(out), seed, i).backward()`` — train mode, as scan's default
-  scan    ``gradscope.scan(model, batches)`` — the whole library call: hooks, the per-batch host sync, restoring the
-          model, diagnosis and suggestions. Its per-batch time is the call's time divided by the batch count, so the
-          fixed costs (diagnose, restoring buffers) are spread over that many batches, as a user pays them.
+Both modes see the SAME batches (``Config().probe.batches`` of them, the CLI's default) and the same loss:
+  plain   per batch i: every ``p.grad = None``; ``out = model(batch)``;
+          ``probes.default_loss(probes.select_output(out), seed, i).backward()``;
+          train mode, as scan's default
+  scan    ``gradscope.scan(model, batches)``: the whole library call (hooks, the per-batch host sync,
+          restoring the model, diagnosis, suggestions). Its per-batch time is the call's time over the
+          batch count, so the fixed costs are spread over that many batches, as a user pays them.
 
-Time: ``torch.set_num_threads(--threads)`` (default 1: with one thread the numbers are the least disturbed by other
-work on the machine; pass ``--threads 2`` etc. to see the ratio when the compute gets faster). One warm-up run of
-each mode, then ``--rounds`` rounds; each round times both modes, plain first in even rounds and scan first in odd
-ones. Reported: the median per-batch time of each mode and the ratio of the medians.
+Time: ``torch.set_num_threads(--threads)``, default 1 (one thread is the least disturbed by other work on a
+small machine; ``--threads 2`` shows the ratio when the compute gets faster and the hooks' Python does not).
+One warm-up run of each mode, then ``--rounds`` rounds; each round times both modes, plain first in even
+rounds and scan first in odd ones. Reported: each mode's median per-batch time and the ratio of the medians
+(the ratio of the minimums is printed below the table).
 
-Peak memory: on CUDA, ``torch.cuda.max_memory_allocated()`` minus ``memory_allocated()`` right before the run (after
-``reset_peak_memory_stats``). On CPU there is no torch peak counter and ``tracemalloc`` does not see torch's
-allocations, so each (model, mode) runs in a fresh subprocess that:
-  1. builds the model and batches, and runs one warm-up of BOTH modes (so lazy initialisations, the allocator's
-     caches and the library's imports are in place in both measurements);
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated()`` minus ``memory_allocated()`` just before the run
+(after ``reset_peak_memory_stats``). On CPU torch has no peak counter and ``tracemalloc`` does not see its
+allocations, so each (model, mode) runs in a fresh subprocess that
+  1. builds the model and batches and runs one warm-up of BOTH modes (lazy initialisation, imports and
+     allocator state are then the same for both measurements);
   2. resets the kernel's high-water mark by writing "5" to ``/proc/self/clear_refs`` (Linux >= 4.0), reads
-     ``VmRSS`` from ``/proc/self/status``, runs the mode once, reads ``VmHWM``;
-  3. reports ``VmHWM - VmRSS_before`` (the peak resident memory the run added), the median of ``--memory-rounds``.
-The subprocess runs with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 4096 (one page; fixing it also turns off
-glibc's dynamic threshold): every buffer above a page is its own mapping and goes back to the kernel when freed, so
-the resident set follows the bytes in use instead of what glibc keeps cached from the warm-up. Without it the warm-up
-leaves much of the working set cached, and the deltas vary by 2-8× from run to run. Where ``clear_refs`` cannot be
-written, the fallback is ``ru_maxrss`` (``getrusage``) after the run minus ``VmRSS`` before, with a warm-up of the
-measured mode only (a warm-up of the other mode could have set the high-water mark).
-"Peak MB" is therefore the memory a forward+backward (or a scan) needs on top of the model and its batches, counted
-in pages and including anything that is not a tensor (the hooks' Python objects). As a cross-check (not with
-``--quick``), the same subprocess also reports the peak of torch's own CPU allocations, reconstructed from
-``torch.profiler(profile_memory=True)`` events; the two agree to within ~1 MB on the default models.
-The memory subprocesses run after all timing, ``--jobs`` (default 2) at a time: they measure bytes, not seconds.
+     ``VmRSS`` from ``/proc/self/status``, runs the mode once, and reads ``VmHWM``;
+  3. reports ``VmHWM - VmRSS before`` (the peak resident memory the run added), median of ``--memory-rounds``.
+The subprocess runs with glibc's ``MALLOC_MMAP_THRESHOLD_=4096`` (one page; a fixed value also turns off the
+dynamic threshold): every buffer above a page is its own mapping, returned to the kernel when freed, so the
+resident set follows the bytes in use rather than what glibc kept cached from the warm-up. Without it the
+deltas scatter and understate (transformer: 3-8 MB from run to run, against 34 MB of tensors).
+Where ``clear_refs`` cannot be written, the fallback is ``ru_maxrss`` (``getrusage``) after the run minus
+``VmRSS`` before, with a warm-up of the measured mode only (the other mode's warm-up could set the mark).
+"Peak MB" is thus what a forward+backward (or a scan) needs on top of the model and its batches, in pages,
+non-tensor memory (the hooks' Python objects) included. As a cross-check (not with ``--quick``) the subprocess
+also reports the peak of torch's own CPU allocations, rebuilt from ``torch.profiler(profile_memory=True)``
+events; the two agree to within ~1 MB on the default models. The memory subprocesses run after all timing,
+``--jobs`` (default 2) at a time: they measure bytes, not seconds.
 
 Usage: python benchmarks/overhead.py [--quick] [--rounds N] [--threads T] [--models mlp,cnn,transformer]
 Targets (issue): time ≤ 1.10×, memory ≤ 1.05×.
@@ -70,7 +72,7 @@ TIME_TARGET = 1.10
 MEMORY_TARGET = 1.05
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4096"}
 
-# -- models ----------------------------------------------------------------------------------------------------
+# -- models ---------------------------------------------------------------------------------------------
 
 
 def mlp(depth: int, width: int) -> nn.Module:
@@ -96,17 +98,25 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.relu1(self.bn1(self.conv1(x)))
-        return self.relu2(self.bn2(self.conv2(y)) + self.shortcut(x))
+        out: torch.Tensor = self.relu2(self.bn2(self.conv2(y)) + self.shortcut(x))
+        return out
 
 
 def cnn(width: int) -> nn.Module:
     w = width
     return nn.Sequential(
-        nn.Conv2d(3, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
-        BasicBlock(w, w, 1), BasicBlock(w, w, 1),
-        BasicBlock(w, 2 * w, 2), BasicBlock(2 * w, 2 * w, 1),
-        BasicBlock(2 * w, 4 * w, 2), BasicBlock(4 * w, 4 * w, 1),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 10),
+        nn.Conv2d(3, w, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(w),
+        nn.ReLU(),
+        BasicBlock(w, w, 1),
+        BasicBlock(w, w, 1),
+        BasicBlock(w, 2 * w, 2),
+        BasicBlock(2 * w, 2 * w, 1),
+        BasicBlock(2 * w, 4 * w, 2),
+        BasicBlock(4 * w, 4 * w, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * w, 10),
     )
 
 
@@ -115,15 +125,17 @@ class Transformer(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab, d_model)
         self.position = nn.Parameter(torch.randn(seq_len, d_model) * 0.02)
-        layer = nn.TransformerEncoderLayer(d_model, heads, 4 * d_model, dropout=0.1, activation="gelu",
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d_model, heads, 4 * d_model, dropout=0.1, activation="gelu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed(tokens) + self.position[: tokens.shape[1]]
-        return self.head(self.norm(self.encoder(x)))
+        logits: torch.Tensor = self.head(self.norm(self.encoder(x)))
+        return logits
 
 
 @dataclass(frozen=True)
@@ -145,12 +157,21 @@ def cases(quick: bool) -> dict[str, Case]:
         t_d, t_layers, t_seq, t_b = 256, 4, 128, 2
     vocab = 1000
     return {
-        "mlp": Case("mlp", lambda: mlp(m_depth, m_width),
-                    lambda g: torch.randn(m_b, m_width, generator=g), f"{m_b}×{m_width}"),
-        "cnn": Case("cnn", lambda: cnn(c_width),
-                    lambda g: torch.randn(c_b, 3, 32, 32, generator=g), f"{c_b}×3×32×32"),
-        "transformer": Case("transformer", lambda: Transformer(vocab, t_d, t_layers, 4, t_seq),
-                            lambda g: torch.randint(0, vocab, (t_b, t_seq), generator=g), f"{t_b}×{t_seq} tok"),
+        "mlp": Case(
+            "mlp",
+            lambda: mlp(m_depth, m_width),
+            lambda g: torch.randn(m_b, m_width, generator=g),
+            f"{m_b}×{m_width}",
+        ),
+        "cnn": Case(
+            "cnn", lambda: cnn(c_width), lambda g: torch.randn(c_b, 3, 32, 32, generator=g), f"{c_b}×3×32×32"
+        ),
+        "transformer": Case(
+            "transformer",
+            lambda: Transformer(vocab, t_d, t_layers, 4, t_seq),
+            lambda g: torch.randint(0, vocab, (t_b, t_seq), generator=g),
+            f"{t_b}×{t_seq} tok",
+        ),
     }
 
 
@@ -162,7 +183,7 @@ def setup(case: Case, device: torch.device) -> tuple[nn.Module, list[torch.Tenso
     return model, batches
 
 
-# -- the two modes ---------------------------------------------------------------------------------------------
+# -- the two modes --------------------------------------------------------------------------------------
 
 
 def run_plain(model: nn.Module, batches: list[torch.Tensor]) -> None:
@@ -190,7 +211,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-# -- time ------------------------------------------------------------------------------------------------------
+# -- time -----------------------------------------------------------------------------------------------
 
 
 def measure_time(case: Case, device: torch.device, rounds: int) -> tuple[float, float, float, float]:
@@ -209,11 +230,15 @@ def measure_time(case: Case, device: torch.device, rounds: int) -> tuple[float, 
             MODES[name](model, batches)
             sync(device)
             times[name].append((time.perf_counter() - start) / len(batches))
-    return (statistics.median(times["plain"]), statistics.median(times["scan"]),
-            min(times["plain"]), min(times["scan"]))
+    return (
+        statistics.median(times["plain"]),
+        statistics.median(times["scan"]),
+        min(times["plain"]),
+        min(times["scan"]),
+    )
 
 
-# -- memory ----------------------------------------------------------------------------------------------------
+# -- memory ---------------------------------------------------------------------------------------------
 
 
 def _status_kib(field: str) -> int:
@@ -256,16 +281,22 @@ def memory_child(name: str, mode: str, quick: bool, rounds: int) -> dict[str, An
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
         deltas.append((peak - before) * 1024)
-    return {"peak_bytes": statistics.median(deltas), "all": deltas, "method": "VmHWM" if resettable else "ru_maxrss",
-            "profiler_bytes": None if quick else profiler_peak(MODES[mode], model, batches)}
+    return {
+        "peak_bytes": statistics.median(deltas),
+        "all": deltas,
+        "method": "VmHWM" if resettable else "ru_maxrss",
+        "profiler_bytes": None if quick else profiler_peak(MODES[mode], model, batches),
+    }
 
 
-def profiler_peak(run: Callable[[nn.Module, list[torch.Tensor]], None], model: nn.Module,
-                  batches: list[torch.Tensor]) -> float:
+def profiler_peak(
+    run: Callable[[nn.Module, list[torch.Tensor]], None], model: nn.Module, batches: list[torch.Tensor]
+) -> float:
     """Cross-check: the peak of torch's own CPU allocations, from ``torch.profiler(profile_memory=True)``.
 
-    Each op's allocations (net of what it frees) count at its start; frees outside ops come as "[memory]" events.
-    The running sum over time is the bytes torch holds; its maximum is the peak (no page or allocator effects).
+    Each op's allocations (net of what it frees) count at its start; frees outside ops come as "[memory]"
+    events. The running sum over time is the bytes torch holds; its maximum is the peak (no page or allocator
+    effects).
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -286,8 +317,17 @@ def profiler_peak(run: Callable[[nn.Module, list[torch.Tensor]], None], model: n
 
 
 def measure_memory_cpu(name: str, mode: str, quick: bool, rounds: int, threads: int) -> dict[str, Any]:
-    command = [sys.executable, os.path.abspath(__file__), "--memory-child", name, mode, "--threads", str(threads),
-               "--memory-rounds", str(rounds)] + (["--quick"] if quick else [])
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--memory-child",
+        name,
+        mode,
+        "--threads",
+        str(threads),
+        "--memory-rounds",
+        str(rounds),
+    ] + (["--quick"] if quick else [])
     env = {**os.environ, **MALLOC_ENV}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
@@ -309,14 +349,20 @@ def measure_memory_cuda(case: Case, device: torch.device, mode: str) -> float:
     return float(torch.cuda.max_memory_allocated(device) - before)
 
 
-# -- table -----------------------------------------------------------------------------------------------------
+# -- table ----------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small models and few rounds (smoke test, ~30 s)")
-    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per model (default 9; quick 3)")
-    parser.add_argument("--memory-rounds", type=int, default=None, help="memory runs per subprocess (default 3)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small models and few rounds (smoke test, ~30 s)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="timed rounds per model (default 9; quick 3)"
+    )
+    parser.add_argument(
+        "--memory-rounds", type=int, default=None, help="memory runs per subprocess (default 3)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     parser.add_argument("--jobs", type=int, default=2, help="memory subprocesses run at once (default 2)")
     parser.add_argument("--models", default="mlp,cnn,transformer", help="comma-separated subset")
@@ -358,13 +404,24 @@ def main(argv: list[str] | None = None) -> None:
     else:
         jobs = [(name, mode) for name in names for mode in MODES]
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            results = pool.map(lambda job: measure_memory_cpu(*job, args.quick, memory_rounds, args.threads), jobs)
-            memory = dict(zip(jobs, results))
+            results = pool.map(
+                lambda job: measure_memory_cpu(job[0], job[1], args.quick, memory_rounds, args.threads), jobs
+            )
+            memory = dict(zip(jobs, results, strict=True))
         method = memory[jobs[0]]["method"]
     print(f"# memory measured ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
-    header = ["model", "params", "batch", "plain ms/batch", "scan ms/batch", "time ×",
-              "plain peak MB", "scan peak MB", "memory ×"]
+    header = [
+        "model",
+        "params",
+        "batch",
+        "plain ms/batch",
+        "scan ms/batch",
+        "time ×",
+        "plain peak MB",
+        "scan peak MB",
+        "memory ×",
+    ]
     rows: list[list[str]] = []
     notes: list[str] = []
     for name in names:
@@ -373,30 +430,49 @@ def main(argv: list[str] | None = None) -> None:
         plain_s, scan_s, plain_min, scan_min = times[name]
         plain, scan = memory[name, "plain"], memory[name, "scan"]
         plain_mem, scan_mem = plain["peak_bytes"], scan["peak_bytes"]
-        rows.append([
-            name, f"{n_params / 1e6:.2f}M", case.batch,
-            f"{plain_s * 1e3:.1f}", f"{scan_s * 1e3:.1f}", f"{scan_s / plain_s:.3f}",
-            f"{plain_mem / 2**20:.1f}", f"{scan_mem / 2**20:.1f}",
-            f"{scan_mem / plain_mem:.3f}" if plain_mem > 0 else "n/a",
-        ])
-        note = (f"{name}: min-based time × {scan_min / plain_min:.3f} (plain {plain_min * 1e3:.1f} ms, "
-                f"scan {scan_min * 1e3:.1f} ms); peak MB per run: plain {_mbs(plain['all'])}, "
-                f"scan {_mbs(scan['all'])}")
+        rows.append(
+            [
+                name,
+                f"{n_params / 1e6:.2f}M",
+                case.batch,
+                f"{plain_s * 1e3:.1f}",
+                f"{scan_s * 1e3:.1f}",
+                f"{scan_s / plain_s:.3f}",
+                f"{plain_mem / 2**20:.1f}",
+                f"{scan_mem / 2**20:.1f}",
+                f"{scan_mem / plain_mem:.3f}" if plain_mem > 0 else "n/a",
+            ]
+        )
+        note = (
+            f"{name}: min-based time × {scan_min / plain_min:.3f} (plain {plain_min * 1e3:.1f} ms, "
+            f"scan {scan_min * 1e3:.1f} ms); peak MB per run: plain {_mbs(plain['all'])}, "
+            f"scan {_mbs(scan['all'])}"
+        )
         if plain["profiler_bytes"] is not None and scan["profiler_bytes"] is not None:
-            note += (f"; torch allocations (profiler): plain {plain['profiler_bytes'] / 2**20:.1f}, "
-                     f"scan {scan['profiler_bytes'] / 2**20:.1f}")
+            note += (
+                f"; torch allocations (profiler): plain {plain['profiler_bytes'] / 2**20:.1f}, "
+                f"scan {scan['profiler_bytes'] / 2**20:.1f}"
+            )
         notes.append(note)
 
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print("| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |")
+    for row in rows:  # the model name left-aligned, numbers right-aligned
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        print("| " + " | ".join(cells) + " |")
     print()
-    where = "" if device.type == "cuda" else f" in a fresh subprocess per model and mode, median of {memory_rounds}"
-    print(f"device {device}, torch {torch.__version__}, threads {args.threads}, {Config().probe.batches} batches "
-          f"per scan, {rounds} timed rounds (medians); memory: {method}{where}; "
-          f"targets: time ≤ {TIME_TARGET:.2f}×, memory ≤ {MEMORY_TARGET:.2f}×")
+    where = (
+        ""
+        if device.type == "cuda"
+        else f" in a fresh subprocess per model and mode, median of {memory_rounds}"
+    )
+    print(
+        f"device {device}, torch {torch.__version__}, threads {args.threads}, "
+        f"{Config().probe.batches} batches "
+        f"per scan, {rounds} timed rounds (medians); memory: {method}{where}; "
+        f"targets: time ≤ {TIME_TARGET:.2f}×, memory ≤ {MEMORY_TARGET:.2f}×"
+    )
     for note in notes:
         print(f"  {note}")
 

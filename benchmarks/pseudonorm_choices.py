@@ -8,19 +8,19 @@ Within one setting and seed every variant starts from the same weights and sees 
 no parameters), so the columns are paired comparisons. Reported: held-out accuracy after the last step, the
 mean over --seeds.
 
-Variants (PseudoNorm after the activation of every k-th hidden layer, never after the last one):
-  none      untreated
-  s1 k=K    per-sample RMS, scale 1
-  b1 k=K    whole-batch RMS, scale 1
-  ref k=K   per-sample RMS, scale = RMS of the gradient at the last hidden layer (the output side, which
-            nothing attenuates), measured once on the first batch before training
-  dyn k=K   per-sample RMS, scale = that output-side RMS re-measured at every step (used from the next step)
+Variants (PseudoNorm after the activation of every k-th hidden layer, never after the last one); the first
+letter is the RMS axis (s: per sample, b: whole batch), the rest the scale the gradient is restored to:
+  none       untreated
+  s1, b1     scale 1 (the paper's "amplitudes larger than one")
+  sref, bref scale = RMS of the gradient at the last hidden layer (the output side, which nothing attenuates),
+             measured once on one batch before training
+  sdyn       scale = that output-side RMS re-measured at every step (used from the next step)
 
 Speed: all variants × seeds of one setting are trained together as one stacked model (batched matmuls over a
 leading model axis); SGD and Adam act elementwise, so this is the same arithmetic as training each alone, which
 ``--check`` verifies against plain ``nn.Sequential`` models with :class:`PseudoNorm` modules.
 
-Usage: python benchmarks/pseudonorm_choices.py [--steps 300] [--seeds 0 1 2] [--threads 1] [--check]
+Usage: python benchmarks/pseudonorm_choices.py [--steps 300] [--seeds 0 1] [--threads 1] [--check]
 """
 
 from __future__ import annotations
@@ -59,10 +59,11 @@ class Variant:
 
 VARIANTS = [
     Variant("none"),
-    *(Variant(f"s1 k={k}", k) for k in (1, 2, 4)),
-    *(Variant(f"b1 k={k}", k, per_sample=False) for k in (1, 2, 4)),
-    *(Variant(f"ref k={k}", k, scale="ref") for k in (1, 2, 4)),
-    *(Variant(f"dyn k={k}", k, scale="dyn") for k in (1, 2, 4)),
+    Variant("s1 k=2", 2),
+    Variant("b1 k=2", 2, per_sample=False),
+    *(Variant(f"sref k={k}", k, scale="ref") for k in (1, 2, 4)),
+    *(Variant(f"bref k={k}", k, per_sample=False, scale="ref") for k in (1, 2, 4)),
+    Variant("sdyn k=2", 2, scale="dyn"),
 ]
 
 
@@ -269,7 +270,7 @@ def load() -> Data:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 64-wide layers gain nothing from a second one, and two threads ran "
                              "10-30x slower whenever the other core was busy")

@@ -90,14 +90,19 @@ def scan(
     fail_on: Annotated[
         FailOn, typer.Option("--fail-on", help="Lowest finding severity that exits 1.")
     ] = FailOn.error,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Apply the lead suggestion per finding in memory, re-scan, show before/after.")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
-    """Probe a model's gradient flow and report vanishing, exploding, saturated and dead layers, with fixes."""
+    """Probe a model's gradient flow and report vanishing, exploding, saturated and dead layers, with fixes.
+
+    The exit code always judges the model as given, also with --fix."""
     with _errors(debug):
         report = _scan(
             target, config=config, overrides={
                 "probe.batches": batches, "probe.batch_size": batch_size, "probe.seed": seed, "probe.device": device,
-            }, model_kwargs=model_kwargs, input_shape=input_shape, input_dtype=input_dtype, probe=probe,
+            }, model_kwargs=model_kwargs, input_shape=input_shape, input_dtype=input_dtype, probe=probe, fix=fix,
         )
         _emit(report, format, output)
     raise typer.Exit(exit_code(report, fail_on))
@@ -114,7 +119,7 @@ def exit_code(report: Report, fail_on: FailOn | str) -> int:
 
 
 def _scan(target: str, *, config: Path | None, overrides: dict[str, Any], model_kwargs: str | None,
-          input_shape: list[str] | None, input_dtype: str | None, probe: Path | None) -> Report:
+          input_shape: list[str] | None, input_dtype: str | None, probe: Path | None, fix: bool = False) -> Report:
     from .config import load_config
 
     settings = load_config(config, overrides)
@@ -128,6 +133,7 @@ def _scan(target: str, *, config: Path | None, overrides: dict[str, Any], model_
         from .loading import load
         from .probes import build_batches
         from .scanner import scan as run_scan
+        from .scanner import verify_fix
 
         dev = _resolve_device(settings.probe.device, torch)
         tick(f"loading {target}")
@@ -138,8 +144,12 @@ def _scan(target: str, *, config: Path | None, overrides: dict[str, Any], model_
         data = build_batches(model, loaded.hooks, n=p.batches, batch_size=p.batch_size, seed=p.seed, device=dev,
                              input_shapes=shapes, input_dtype=input_dtype, seq_len=p.seq_len,
                              image_size=p.image_size)
-        return run_scan(model, data, loss_fn=loaded.hooks.loss_fn, config=settings, target=target,
-                        progress=lambda i, n: tick(f"probing batch {i}/{n}"))
+        report = run_scan(model, data, loss_fn=loaded.hooks.loss_fn, config=settings, target=target,
+                          progress=lambda i, n: tick(f"probing batch {i}/{n}"))
+        if fix:
+            tick("applying the suggestions and re-scanning")
+            report = verify_fix(model, data, report, loss_fn=loaded.hooks.loss_fn, config=settings, target=target)
+        return report
 
 
 def _emit(report: Report, fmt: Format, output: Path | None) -> None:

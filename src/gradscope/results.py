@@ -170,7 +170,9 @@ class Summary:
 @dataclass(frozen=True)
 class Fix:
     applied: tuple[Suggestion, ...]
-    report: Report
+    report: Report  # the patched model's scan, over the same probe batches
+    skipped: tuple[tuple[Suggestion, str], ...] = ()  # not applicable in memory, and why
+    code: str = ""  # the change to make in the model's code
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,8 @@ class Report:
                         "fix": {
                             "applied": [suggestion_dict(s) for s in self.fix.applied],
                             "report": self.fix.report.to_dict(),
+                            "skipped": [{**suggestion_dict(s), "why": why} for s, why in self.fix.skipped],
+                            "code": self.fix.code,
                         }
                     }
                     if self.fix is not None

@@ -21,7 +21,7 @@ from .config import Config
 from .diagnose import diagnose
 from .errors import ProbeError
 from .recorder import Recorder
-from .results import ModelInfo, ProbeInfo, Report
+from .results import Fix, ModelInfo, ProbeInfo, Report
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 Progress = Callable[[int, int], None]
@@ -255,3 +255,29 @@ def _tensors(obj: Any) -> Iterator[torch.Tensor]:
     elif isinstance(obj, dict):
         for item in obj.values():
             yield from _tensors(item)
+
+
+def verify_fix(model: nn.Module, batches: Sequence[Any], report: Report, *, loss_fn: LossFn | None = None,
+               config: Config | None = None, target: str | None = None) -> Report:
+    """``report`` with its ``fix``: the lead suggestion for each finding applied to a copy of ``model`` in memory,
+    and the copy scanned again over the same batches. The model itself is not changed."""
+    from dataclasses import replace
+
+    from .remedies.apply import Options, apply, pick
+    from .remedies.code import code_change
+    from .remedies.pseudonorm import DEFAULT_PSEUDO_NORM_ARGS
+
+    chosen = pick(report.suggestions)
+    skipped = tuple((s, "needs a change to the model's code; it cannot be applied in memory")
+                    for s in report.suggestions if s not in chosen and not set(s.rules) <= _rules(chosen))
+    if not chosen:
+        return replace(report, fix=Fix((), report, skipped, ""))
+    config = config or Config()
+    patched = apply(model, chosen, Options(seed=config.probe.seed))
+    after = scan(patched.model, batches, loss_fn=loss_fn, config=config, target=target)
+    code = code_change(model, patched.applied, DEFAULT_PSEUDO_NORM_ARGS)
+    return replace(report, fix=Fix(tuple(patched.applied), after, (*tuple(patched.skipped), *skipped), code))
+
+
+def _rules(suggestions: Sequence[Any]) -> set[str]:
+    return {rule for s in suggestions for rule in s.rules}

@@ -21,6 +21,9 @@ DEFAULT_SCALE = 1.0
 # denormals, so a vanished but non-zero gradient is restored almost fully while an exact zero stays zero.
 DEFAULT_EPS = 1e-12
 
+# How the defaults read in generated code (empty: the defaults are what a user should start from).
+DEFAULT_PSEUDO_NORM_ARGS = ""
+
 # Reductions of half-precision gradients run in float32: squares of fp16 values underflow below ~2.4e-4 and
 # bf16 sums lose the small terms.
 _UPCAST = (torch.float16, torch.bfloat16)

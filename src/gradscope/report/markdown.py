@@ -147,4 +147,9 @@ def _fix(report: Report) -> list[str]:
         f"Decay {fmt.decay_change_text(report.summary.decay_per_layer, after.summary.decay_per_layer)}."
     )
     table = _table(rows, ("Layer", "Grad RMS before", "Grad RMS after", "Δ orders", "Status"))
-    return ["### Fix", head, table, "Applied:", _suggestions(report.fix.applied)]
+    parts = ["### Fix", head, table, "Applied:", _suggestions(report.fix.applied)]
+    if report.fix.skipped:
+        parts += ["Not applied:", "\n".join(f"- `{s.remedy.value}`: {why}" for s, why in report.fix.skipped)]
+    if report.fix.code:
+        parts += ["In your code:", f"```python\n{report.fix.code}\n```"]
+    return parts

@@ -257,6 +257,8 @@ def _fix(report: Report) -> Group:
     table.add_column("Grad RMS before", justify="right", no_wrap=True)
     table.add_column("after", justify="right", no_wrap=True)
     table.add_column("Δ orders", justify="right", no_wrap=True)
+    table.add_column("Signal RMS before", justify="right", no_wrap=True)
+    table.add_column("after", justify="right", no_wrap=True)
     table.add_column("Status", no_wrap=True)
     for row in fmt.fix_rows(report, after):
         change = row.change
@@ -272,6 +274,8 @@ def _fix(report: Report) -> Group:
             Text(
                 fmt.DASH if change is None else fmt.signed(change, 1), style="dim" if change is None else ""
             ),
+            _num(None if row.before is None else fmt.median(row.before.signal_rms)),
+            _num(None if row.after is None else fmt.median(row.after.signal_rms)),
             status,
         )
     head = Text("Fix", style="bold")
@@ -284,4 +288,20 @@ def _fix(report: Report) -> Group:
         _key_value_grid([("decay", Text(decay))]),
         Padding(Text("Applied", style="bold"), (1, 0, 0, 0)),
         Padding(_suggestion_grid(report.fix.applied), (0, 0, 0, 2)),
+        *_fix_extras(report),
     )
+
+
+def _fix_extras(report: Report) -> list[Padding]:
+    """What could not be applied in memory, and the code change that adopts what was."""
+    assert report.fix is not None
+    parts: list[Padding] = []
+    if report.fix.skipped:
+        lines = Text()
+        for suggestion, why in report.fix.skipped:
+            lines.append(f"{suggestion.remedy.value}: {why}\n")
+        parts += [Padding(Text("Not applied", style="bold"), (1, 0, 0, 0)), Padding(lines, (0, 0, 0, 2))]
+    if report.fix.code:
+        parts += [Padding(Text("In your code", style="bold"), (1, 0, 0, 0)),
+                  Padding(Text(report.fix.code), (0, 0, 0, 2))]
+    return parts
