@@ -8,9 +8,9 @@ import random
 import numpy as np
 import pytest
 import torch
+from fixtures import models as M
 from torch import nn
 
-from fixtures import models as M
 from gradscope import probes
 from gradscope.config import Config
 from gradscope.errors import ProbeError

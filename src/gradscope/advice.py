@@ -14,7 +14,7 @@ from torch import nn
 
 from .config import Config
 from .diagnose import Diagnosis, preceding_parametric
-from .recorder import LayerRecord, SATURATING
+from .recorder import SATURATING, LayerRecord
 from .remedies.apply import IN_MEMORY
 from .remedies.placement import pseudo_norm_points, rescale_gains
 from .results import Finding, LayerStats, Remedy, Status, Suggestion, Where

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -191,7 +191,7 @@ def _stderr() -> Console:
     return Console(stderr=True, highlight=False, color_system=_color_system())
 
 
-def _color_system() -> str | None:
+def _color_system() -> Literal["auto"] | None:
     # rich's NO_COLOR support drops colours but keeps bold/dim codes; no-color.org asks for plain text.
     return None if os.environ.get("NO_COLOR") else "auto"
 

@@ -197,7 +197,7 @@ class Recorder:
                 layer.output_needs_grad = True
                 layer.signal_dtype = out.dtype
                 self._expects_signal.add(index)
-                out.register_hook(self._signal_hook(index, numel))
+                out.register_hook(self._signal_hook(index, numel))  # type: ignore[no-untyped-call]
 
         return hook
 
@@ -239,7 +239,7 @@ class Recorder:
             return
         device = owners[0].params[0].device
         with torch.no_grad():
-            values = [sum(_sumsq(p.detach()).to(device) for p in layer.params) for layer in owners]
+            values = [torch.stack([_sumsq(p.detach()).to(device) for p in layer.params]).sum() for layer in owners]
             host = torch.stack(values).cpu().tolist()  # once per scan: weights do not change while probing
         if host:
             for layer, sq in zip(owners, host, strict=True):
@@ -333,7 +333,8 @@ class Recorder:
 
 def _sumsq(t: torch.Tensor) -> torch.Tensor:
     """Σx² in float32 without materialising x² (a norm kernel) — no overflow for half types, no extra memory."""
-    return torch.linalg.vector_norm(t, dtype=torch.float32).square()
+    norm: torch.Tensor = torch.linalg.vector_norm(t, dtype=torch.float32)
+    return norm.square()
 
 
 def _first_float_tensor(output: Any) -> torch.Tensor | None:

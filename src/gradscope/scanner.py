@@ -118,7 +118,7 @@ def _probe_once(model: nn.Module, recorder: Recorder, batch: Any, index: int, lo
         _check_loss(loss)
     recorder.add_loss(loss)
     try:
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
     except Exception as exc:
         raise ProbeError(f"backward failed on probe batch {index}: {_first_line(exc)}") from exc
     recorder.end_batch()

@@ -179,14 +179,15 @@ def _init(modules: Sequence[nn.Module], params: dict[str, Any]) -> None:
     scheme = str(params.get("scheme", "kaiming_normal_"))
     with torch.no_grad():
         for m in modules:
-            weight = m.weight  # type: ignore[union-attr]
+            weight = m.weight
+            assert isinstance(weight, torch.Tensor)
             if scheme == "xavier_uniform_":
                 nn.init.xavier_uniform_(weight, gain=float(params.get("gain", 1.0)))
             elif scheme == "xavier_normal_":
                 nn.init.xavier_normal_(weight, gain=float(params.get("gain", 1.0)))
             elif scheme == "kaiming_normal_":
-                nn.init.kaiming_normal_(weight, mode=str(params.get("mode", "fan_in")),
-                                        nonlinearity=str(params.get("nonlinearity", "relu")))
+                nn.init.kaiming_normal_(weight, mode=params.get("mode", "fan_in"),
+                                        nonlinearity=params.get("nonlinearity", "relu"))
             elif scheme == "kaiming_uniform_":
                 nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
             else:
