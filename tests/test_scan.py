@@ -181,7 +181,7 @@ def test_numbers_match_a_manual_computation() -> None:
     assert act.signal_rms.median == pytest.approx(rms(outs[1].grad), rel=1e-5)
     assert first.activation_rms.median == pytest.approx(rms(outs[0]), rel=1e-5)
     assert first.activation_std.median == pytest.approx(float(outs[0].detach().std(0, correction=0).mean()), rel=1e-5)
-    expected_w = math.sqrt((w.pow(2).sum() + b.pow(2).sum()) / (w.numel() + b.numel()))
+    expected_w = math.sqrt((w.detach().pow(2).sum() + b.detach().pow(2).sum()) / (w.numel() + b.numel()))
     assert first.weight_rms == pytest.approx(expected_w, rel=1e-5)
     assert last.output_shape == (8, 5)
     assert act.grad_rms is None and act.parameters == 0

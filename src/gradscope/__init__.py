@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .loading import load
     from .results import Report
     from .scanner import scan
+    from .trial import run_trial
 
 __all__ = [
     "__version__",
@@ -25,6 +26,7 @@ __all__ = [
     "ModelLoadError",
     "ProbeError",
     "ConfigError",
+    "run_trial",
 ]
 
 _LAZY = {
@@ -35,6 +37,7 @@ _LAZY = {
     "ModelLoadError": "gradscope.errors",
     "ProbeError": "gradscope.errors",
     "ConfigError": "gradscope.errors",
+    "run_trial": "gradscope.trial",
 }
 
 

@@ -277,3 +277,8 @@ def _fail(message: str) -> NoReturn:
 
 def main() -> None:
     app()
+
+
+from .cli_trial import register as _register_trial  # noqa: E402  (cli_trial uses the helpers above)
+
+_register_trial(app)

@@ -1,0 +1,434 @@
+"""``gradscope trial``: a real training comparison on digits, determinism, untouched model and RNG, the JSON
+schema, the terminal chart, and every bad input as one line with exit code 2.
+
+Models are tiny and seeded. The one real training test (a 20-layer sigmoid MLP on scikit-learn's digits) is the
+point of the command: untreated it stays at chance, with normalization it learns. Torch runs single-threaded
+here (put back afterwards): these models are far too small to gain from threads, and on a shared machine
+threads make them many times slower.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from rich.console import Console
+from torch import nn
+from typer.testing import CliRunner
+
+from gradscope.cli import app
+from gradscope.cli_trial import register
+from gradscope.errors import ConfigError, ProbeError
+from gradscope.loading import ModelFileHooks
+from gradscope.report.trial import render_trial_json, render_trial_terminal, sparkline
+from gradscope.results import Remedy, Suggestion, Where
+from gradscope.trial import (
+    SCHEMA,
+    Run,
+    Task,
+    check_data,
+    parse_remedies,
+    plan,
+    run_trial,
+    synthetic_task,
+    verdict,
+)
+
+if "trial" not in [c.name for c in app.registered_commands]:
+    register(app)
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------------- models
+
+
+def deep_sigmoid(depth: int = 20, width: int = 32, seed: int = 0) -> nn.Sequential:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layers: list[nn.Module] = []
+        fan_in = 64
+        for _ in range(depth):
+            layers += [nn.Linear(fan_in, width), nn.Sigmoid()]
+            fan_in = width
+        layers.append(nn.Linear(fan_in, 10))
+        return nn.Sequential(*layers)
+
+
+def small_mlp(inputs: int = 8, classes: int = 3, dropout: float = 0.0) -> nn.Sequential:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(inputs, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, classes))
+
+
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
+
+
+def clusters(n: int = 120, inputs: int = 8, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    means = 2 * torch.randn(classes, inputs, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return means[y] + torch.randn(n, inputs, generator=g), y
+
+
+def clip() -> Suggestion:
+    return Suggestion(Remedy.CLIP, (), Where.MODEL, {"max_norm": 1.0}, "test", ())
+
+
+def state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def without_timing(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k != "timing"}
+
+
+# ------------------------------------------------------------------------------------- the real training test
+
+
+def test_digits_normalization_rescues_a_deep_sigmoid_mlp() -> None:
+    model = deep_sigmoid()
+    before, rng = state(model), torch.get_rng_state()
+    chosen = plan(model, ModelFileHooks(), ("auto",), seed=0)
+    assert "normalization" in chosen.selected and "clip" not in chosen.selected
+    report = run_trial(model, data=digits(), candidates=chosen.selected, steps=200, optimizer="adam", lr=None,
+                       seed=0, batch_size=64)
+    none = report.run("none")
+    assert none.test_accuracy is not None and none.test_accuracy < 0.3
+    assert report.best == "normalization", [(r.remedy, r.test_accuracy) for r in report.runs]
+    assert report.run("normalization").test_accuracy >= 0.90  # type: ignore[operator]
+    assert report.helps
+    assert report.data.source == "dataset" and report.data.classes == 10
+    assert (report.data.train, report.data.test) == (1438, 359)
+    # untouched: weights, buffers, training flag, the global RNG
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert torch.equal(rng, torch.get_rng_state())
+    # the chart at width 100 without colour: every run, readable, nothing wider than the console
+    buffer = io.StringIO()
+    render_trial_terminal(report, Console(file=buffer, width=100, color_system=None, no_color=True))
+    text = buffer.getvalue()
+    assert "\x1b[" not in text
+    assert all(len(line) <= 100 for line in text.splitlines())
+    for run in report.runs:
+        assert any(line.startswith(run.remedy + " ") for line in text.splitlines()), run.remedy
+    assert "★ best, helps" in text and "Best: normalization" in text and "It helps" in text
+
+
+# ------------------------------------------------------------------------------------ determinism and state
+
+
+def test_same_seed_same_json_and_model_untouched() -> None:
+    model = small_mlp(dropout=0.2)
+    before, rng = state(model), torch.get_rng_state()
+    kwargs: dict[str, Any] = dict(data=clusters(), candidates={"clip": (clip(),)}, steps=25, optimizer="sgd",
+                                  lr=None, seed=3, batch_size=16)
+    a, b = run_trial(model, **kwargs), run_trial(model, **kwargs)
+    assert json.dumps(without_timing(a.to_dict())) == json.dumps(without_timing(b.to_dict()))
+    c = run_trial(model, **{**kwargs, "seed": 4})
+    assert c.to_dict()["runs"][0]["curve"] != a.to_dict()["runs"][0]["curve"]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(rng, torch.get_rng_state())
+    assert a.lr == 0.1 and a.optimizer.value == "sgd"
+
+
+def test_json_schema() -> None:
+    report = run_trial(small_mlp(), data=clusters(), candidates={"clip": (clip(),)}, steps=150, optimizer="adam",
+                       lr=None, seed=0, batch_size=16)
+    d = json.loads(render_trial_json(report))
+    assert d["schema"] == SCHEMA == "gradscope.trial/1"
+    assert {"schema", "steps", "optimizer", "lr", "seed", "data", "runs", "best", "helps", "timing"} <= set(d)
+    assert d["lr"] == 1e-3 and d["steps"] == 150
+    assert {"source": "dataset", "train": 96, "test": 24}.items() <= d["data"].items()
+    assert [r["remedy"] for r in d["runs"]] == ["none", "clip"]
+    for r in d["runs"]:
+        assert {"remedy", "final_train_loss", "test_loss", "test_accuracy", "curve", "applied", "skipped"} <= set(r)
+        assert len(r["curve"]) == 100 and all(isinstance(v, float) for v in r["curve"])
+    assert d["runs"][1]["applied"][0]["remedy"] == "clip"
+    assert d["runs"][0]["applied"] == []
+    assert d["best"] == "clip" and isinstance(d["helps"], bool)
+    assert set(d["timing"]) >= {"seconds"}
+
+
+def test_curve_is_bucketed_means() -> None:
+    report = run_trial(small_mlp(), data=clusters(), candidates={}, steps=7, optimizer="sgd", lr=0.01, seed=0,
+                       batch_size=8)
+    assert len(report.runs[0].curve) == 7  # fewer steps than points: one point per step
+
+
+# ---------------------------------------------------------------------------------------------- divergence
+
+
+def test_a_diverged_run_stops_and_is_never_best() -> None:
+    model = small_mlp()
+    huge = Suggestion(Remedy.REGULARIZE, ("0", "3"), Where.MODEL, {"penalty": "l2", "lambda": 1e30}, "test", ())
+    report = run_trial(model, data=clusters(), candidates={"regularize": (huge,), "clip": (clip(),)}, steps=50,
+                       optimizer="sgd", lr=None, seed=0, batch_size=16)
+    bad = report.run("regularize")
+    assert bad.diverged and bad.steps_run < 50
+    assert bad.test_loss is None and bad.test_accuracy is None and bad.final_train_loss is None
+    assert bad.curve and math.isnan(bad.curve[-1])
+    assert report.best == "clip"
+    d = json.loads(render_trial_json(report))  # strict: NaN written as null
+    assert d["runs"][1]["curve"][-1] is None and d["runs"][1]["diverged"] is True
+    text = _terminal(report)
+    assert "diverged at step" in text and "✗" in text
+    only_bad = run_trial(model, data=clusters(), candidates={"regularize": (huge,)}, steps=20, optimizer="sgd",
+                         lr=None, seed=0, batch_size=16)
+    assert only_bad.best is None and not only_bad.helps
+
+
+def _run(name: str, acc: float | None, loss: float | None, diverged: bool = False) -> Run:
+    return Run(name, loss, loss, acc, (), 10, diverged)
+
+
+def test_verdict_margins() -> None:
+    c = Task.CLASSIFICATION
+    assert verdict([_run("none", 0.5, 1.0), _run("a", 0.56, 0.9)], c) == ("a", True)
+    assert verdict([_run("none", 0.5, 1.0), _run("a", 0.54, 0.5)], c) == ("a", False)
+    assert verdict([_run("none", 0.5, 1.0), _run("a", 0.9, 0.3), _run("b", 0.9, 0.2)], c) == ("b", True)
+    assert verdict([_run("none", 0.5, 1.0), _run("a", None, None, True)], c) == (None, False)
+    assert verdict([_run("none", None, None, True), _run("a", 0.1, 2.0)], c) == ("a", True)
+    r = Task.REGRESSION
+    assert verdict([_run("none", None, 1.0), _run("a", None, 0.89)], r) == ("a", True)
+    assert verdict([_run("none", None, 1.0), _run("a", None, 0.95)], r) == ("a", False)
+
+
+# ------------------------------------------------------------------------------------------------ data forms
+
+
+def test_sequence_targets_and_regression() -> None:
+    class Tagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.out = nn.Embedding(20, 8), nn.Linear(8, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits: torch.Tensor = self.out(self.emb(x))  # (B, T, C)
+            return logits
+
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 20, (40, 6), generator=g)
+    report = run_trial(Tagger(), data=(tokens, tokens % 5), candidates={}, steps=30, optimizer="adam", lr=0.05,
+                       seed=0, batch_size=8)
+    assert report.data.classes == 5 and report.runs[0].test_accuracy is not None
+    assert report.runs[0].test_accuracy > 0.5
+
+    x = torch.randn(60, 4, generator=g)
+    y = x.sum(dim=1)  # float (B,) against a (B, 1) output: regression, MSE
+    model = nn.Sequential(nn.Linear(4, 1))
+    report = run_trial(model, data=(x.double(), y), candidates={}, steps=40, optimizer="sgd", lr=None, seed=0,
+                       batch_size=16)
+    assert report.data.task is Task.REGRESSION and report.data.loss == "mse"
+    assert report.runs[0].test_accuracy is None and report.runs[0].test_loss < 0.5  # type: ignore[operator]
+    assert "Test acc" not in _terminal(report)
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (torch.zeros(10, 3), "must return a pair"),
+        ((torch.zeros(10, 3),), "tuple of length 1"),
+        ((torch.zeros(10, 3), torch.zeros(9)), "10 inputs but 9 targets"),
+        (([[0.0]] * 10, torch.zeros(10)), "inputs is a list"),
+        ((torch.zeros(4, 3), torch.zeros(4)), "at least 5"),
+        ((torch.full((10, 3), math.nan), torch.zeros(10)), "NaN or Inf"),
+    ],
+)
+def test_bad_data_forms(data: Any, needle: str) -> None:
+    with pytest.raises(ProbeError, match=None) as info:
+        check_data(data, "dataset()")
+    assert needle in str(info.value) and str(info.value).startswith("dataset()")
+
+
+def test_targets_that_do_not_fit_the_output() -> None:
+    x, _ = clusters()
+    with pytest.raises(ProbeError, match="class labels outside 0..2"):
+        run_trial(small_mlp(), data=(x, torch.arange(120) % 7), candidates={}, steps=3, optimizer="sgd", lr=None,
+                  seed=0, batch_size=8)
+    with pytest.raises(ProbeError, match="cross-entropy needs"):
+        run_trial(small_mlp(), data=(x, torch.zeros(120, 2, dtype=torch.int64)), candidates={}, steps=3,
+                  optimizer="sgd", lr=None, seed=0, batch_size=8)
+
+
+def test_synthetic_task_is_learnable_and_refused_where_it_cannot_be_built() -> None:
+    report = run_trial(small_mlp(inputs=16, classes=4), data=None, candidates={}, steps=100, optimizer="adam",
+                       lr=None, seed=0, batch_size=64)
+    assert report.data.source == "synthetic" and report.data.classes == 4
+    assert report.runs[0].test_accuracy >= 0.9  # type: ignore[operator]
+    x, y = synthetic_task(small_mlp(), ModelFileHooks(), seed=0)
+    assert x.shape == (1024, 8) and y.dtype == torch.int64
+    with pytest.raises(ProbeError, match="token ids.*define dataset"):
+        synthetic_task(nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(128, 3)), ModelFileHooks(),
+                       seed=0)
+    with pytest.raises(ProbeError, match=r"outputs shape \(2, 1\).*define dataset"):
+        synthetic_task(nn.Sequential(nn.Linear(4, 1)), ModelFileHooks(), seed=0)
+
+
+def test_apply_failure_is_one_clear_error() -> None:
+    gone = Suggestion(Remedy.NORMALIZATION, ("missing",), Where.AFTER, {"norm": "BatchNorm1d"}, "test", ())
+    with pytest.raises(ProbeError, match="cannot apply remedy normalization: .*'missing'"):
+        run_trial(small_mlp(), data=clusters(), candidates={"normalization": (gone,)}, steps=3, optimizer="sgd",
+                  lr=None, seed=0, batch_size=8)
+
+
+def test_option_checks() -> None:
+    assert parse_remedies("auto") == ("auto",)
+    assert parse_remedies("Normalization, init") == ("normalization", "init")
+    for bad, needle in (("foo", "'foo' is not a remedy"), ("auto,init", "stand alone"), ("", "empty")):
+        with pytest.raises(ConfigError, match=needle):
+            parse_remedies(bad)
+    kwargs: dict[str, Any] = dict(data=clusters(), candidates={}, optimizer="sgd", lr=None, seed=0, batch_size=8)
+    with pytest.raises(ConfigError, match="--steps 0"):
+        run_trial(small_mlp(), steps=0, **kwargs)
+    with pytest.raises(ConfigError, match="--optimizer"):
+        run_trial(small_mlp(), steps=1, **{**kwargs, "optimizer": "lbfgs"})
+
+
+def test_sparkline() -> None:
+    assert sparkline([0.0, 1.0], 2, 2, 0.0, 1.0) == "▁█"
+    assert sparkline([1.0, 1.0, math.nan], 4, 4, 0.0, 1.0) == "██✗ "  # diverged: mark, then blank
+    assert sparkline([0.0, 0.0, 1.0, 1.0], 4, 2, 0.0, 1.0) == "▁█"  # columns average their points
+
+
+def _terminal(report: Any, width: int = 100) -> str:
+    buffer = io.StringIO()
+    render_trial_terminal(report, Console(file=buffer, width=width, color_system=None, no_color=True))
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+MODEL_FILE = """
+    import torch
+    from torch import nn
+
+
+    def build_model(depth=2, act="relu"):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            layers, width = [], 8
+            for _ in range(depth):
+                layers += [nn.Linear(width, 16), nn.Sigmoid() if act == "sigmoid" else nn.ReLU()]
+                width = 16
+            return nn.Sequential(*layers, nn.Linear(width, 3))
+
+
+    def dataset():
+        g = torch.Generator().manual_seed(1)
+        means = 2 * torch.randn(3, 8, generator=g)
+        y = torch.randint(0, 3, (90,), generator=g)
+        return DATA
+"""
+
+
+def model_file(tmp_path: Path, data: str = "means[y] + torch.randn(90, 8, generator=g), y") -> Path:
+    path = tmp_path / "model.py"
+    path.write_text(textwrap.dedent(MODEL_FILE).replace("DATA", data), encoding="utf-8")
+    return path
+
+
+def cli(*args: str | Path) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["trial", *map(str, args)], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def one_line_error(outcome: tuple[int, str, str], *needles: str) -> None:
+    code, out, err = outcome
+    assert code == 2, outcome
+    assert out == "" and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_cli_json_and_table(tmp_path: Path) -> None:
+    path = model_file(tmp_path)
+    code, out, err = cli(path, "--steps", "20", "--batch-size", "16", "--remedy", "all", "--format", "json",
+                         "--model-kwargs", '{"depth": 12, "act": "sigmoid"}')
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["schema"] == SCHEMA and d["data"]["source"] == "dataset" and d["target"] == str(path)
+    assert d["runs"][0]["remedy"] == "none" and len(d["runs"]) > 2
+    report_path = tmp_path / "out.txt"
+    code, out, err = cli(path, "--steps", "10", "--remedy", "clip", "--output", report_path)
+    assert code == 0 and out == "" and "report written" in err
+    text = report_path.read_text(encoding="utf-8")
+    assert "Trial" in text and "clip" in text and "Training loss" in text
+
+
+def test_cli_healthy_model_trains_untreated_only(tmp_path: Path) -> None:
+    code, out, err = cli(model_file(tmp_path), "--steps", "10", "--format", "json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert [r["remedy"] for r in d["runs"]] == ["none"] and d["best"] is None and d["helps"] is False
+    assert "healthy" in d["note"]
+
+
+def test_cli_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = model_file(tmp_path)
+    one_line_error(cli(path, "--remedy", "magic"), "'magic' is not a remedy", "pseudo-norm", "normalization")
+    one_line_error(cli(path, "--steps", "0"), "--steps 0")
+    one_line_error(cli(path, "--lr", "-1"), "--lr -1")
+    one_line_error(cli(path, "--remedy", "activation"), "remedy activation does not apply to this model",
+                   "Sigmoid or Tanh")
+    one_line_error(cli(path, "--remedy", "rescale", "--model-kwargs", '{"depth": 12, "act": "sigmoid"}'),
+                   "remedy rescale does not apply to this model")
+    for data, needle in (
+        ("[1, 2, 3]", "returned a list of length 3"),
+        ("torch.zeros(90, 8), torch.zeros(80)", "90 inputs but 80 targets"),
+        ("torch.zeros(90, 8).tolist(), y", "inputs is a list"),
+        ("torch.zeros(3, 8), y[:3]", "at least 5"),
+        ("torch.zeros(90, 5), y", "forward failed at step 0 on dataset() inputs of shape (64, 5)"),
+    ):
+        (tmp_path / "model.py").unlink()
+        one_line_error(cli(model_file(tmp_path, data), "--remedy", "none"), "dataset()", needle)
+
+    import gradscope.advice
+
+    def vanished(*args: Any) -> dict[str, tuple[Suggestion, ...]]:
+        return {"normalization": (Suggestion(Remedy.NORMALIZATION, ("gone",), Where.AFTER,
+                                             {"norm": "BatchNorm1d"}, "test", ()),)}
+
+    (tmp_path / "model.py").unlink()
+    monkeypatch.setattr(gradscope.advice, "candidates", vanished)
+    one_line_error(cli(model_file(tmp_path), "--remedy", "normalization", "--steps", "5"),
+                   "cannot apply remedy normalization", "'gone'")
+
+
+def test_cli_subprocess_json(tmp_path: Path) -> None:
+    path = model_file(tmp_path)
+    code = ("import sys; from gradscope.cli import app; from gradscope.cli_trial import register; "
+            "register(app); sys.argv[0] = 'gradscope'; app()")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.run([sys.executable, "-c", code, "trial", str(path), "--steps", "15", "--format", "json",
+                           "--remedy", "clip"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["schema"] == SCHEMA and [r["remedy"] for r in d["runs"]] == ["none", "clip"]
+    assert proc.stderr == ""  # no progress bar when stderr is not a terminal
