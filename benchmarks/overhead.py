@@ -214,28 +214,36 @@ def sync(device: torch.device) -> None:
 # -- time -----------------------------------------------------------------------------------------------
 
 
-def measure_time(case: Case, device: torch.device, rounds: int) -> tuple[float, float, float, float]:
-    """Median and minimum seconds per batch, plain and scan."""
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per batch for one mode: wall clock (median, minimum) and this process's CPU time (median)."""
+
+    median: float
+    minimum: float
+    cpu_median: float
+
+
+def measure_time(case: Case, device: torch.device, rounds: int) -> dict[str, Timing]:
     model, batches = setup(case, device)
     for mode in MODES.values():  # warm-up
         mode(model, batches)
     sync(device)
-    times: dict[str, list[float]] = {"plain": [], "scan": []}
+    wall: dict[str, list[float]] = {"plain": [], "scan": []}
+    cpu: dict[str, list[float]] = {"plain": [], "scan": []}
     for r in range(rounds):
         order = ("plain", "scan") if r % 2 == 0 else ("scan", "plain")
         for name in order:
             gc.collect()
             sync(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             MODES[name](model, batches)
             sync(device)
-            times[name].append((time.perf_counter() - start) / len(batches))
-    return (
-        statistics.median(times["plain"]),
-        statistics.median(times["scan"]),
-        min(times["plain"]),
-        min(times["scan"]),
-    )
+            wall[name].append((time.perf_counter() - start) / len(batches))
+            cpu[name].append((time.process_time() - start_cpu) / len(batches))
+    return {
+        name: Timing(statistics.median(wall[name]), min(wall[name]), statistics.median(cpu[name]))
+        for name in MODES
+    }
 
 
 # -- memory ---------------------------------------------------------------------------------------------
@@ -389,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(all_cases)}")
 
     started = time.perf_counter()
-    times: dict[str, tuple[float, float, float, float]] = {}
+    times: dict[str, dict[str, Timing]] = {}
     for name in names:
         times[name] = measure_time(all_cases[name], device, rounds)
         print(f"# {name}: timed ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
@@ -427,7 +435,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         case = all_cases[name]
         n_params = sum(p.numel() for p in case.build().parameters())
-        plain_s, scan_s, plain_min, scan_min = times[name]
+        plain_t, scan_t = times[name]["plain"], times[name]["scan"]
+        plain_s, scan_s = plain_t.median, scan_t.median
         plain, scan = memory[name, "plain"], memory[name, "scan"]
         plain_mem, scan_mem = plain["peak_bytes"], scan["peak_bytes"]
         rows.append(
@@ -444,8 +453,10 @@ def main(argv: list[str] | None = None) -> None:
             ]
         )
         note = (
-            f"{name}: min-based time × {scan_min / plain_min:.3f} (plain {plain_min * 1e3:.1f} ms, "
-            f"scan {scan_min * 1e3:.1f} ms); peak MB per run: plain {_mbs(plain['all'])}, "
+            f"{name}: time × of the minimums {scan_t.minimum / plain_t.minimum:.3f} "
+            f"({plain_t.minimum * 1e3:.1f} / {scan_t.minimum * 1e3:.1f} ms), of the median CPU times "
+            f"{scan_t.cpu_median / plain_t.cpu_median:.3f} ({plain_t.cpu_median * 1e3:.1f} / "
+            f"{scan_t.cpu_median * 1e3:.1f} ms); peak MB per run: plain {_mbs(plain['all'])}, "
             f"scan {_mbs(scan['all'])}"
         )
         if plain["profiler_bytes"] is not None and scan["profiler_bytes"] is not None:

@@ -16,7 +16,7 @@ from .config import Config
 from .diagnose import Diagnosis, preceding_parametric
 from .recorder import SATURATING, LayerRecord
 from .remedies.apply import IN_MEMORY
-from .remedies.placement import pseudo_norm_points, rescale_gains
+from .remedies.placement import Placement, pseudo_norm_points, rescale_gains
 from .results import Finding, LayerStats, Remedy, Status, Suggestion, Where
 
 _WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd)
@@ -128,9 +128,7 @@ def _backward_fixes(layers: Sequence[LayerStats], modules: dict[str, nn.Module],
     if placement is not None and placement.after:
         out.append(Suggestion(
             Remedy.PSEUDO_NORM, placement.after, Where.AFTER,
-            {"min_ratio": config.suggest.pseudo_norm_min_ratio,
-             "predicted_min_ratio": round(placement.predicted_min_ratio, 4),
-             "untreated_ratio": placement.untreated_ratio},
+            _pseudo_norm_params(placement, config),
             f"insert gradscope.PseudoNorm after {_list(placement.after)} ({len(placement.after)} insertion(s)): "
             f"the backward signal then never drops below {config.suggest.pseudo_norm_min_ratio:g}× its restored "
             f"value between two of them, instead of {placement.untreated_ratio:.2g}× end to end", rules))
@@ -243,6 +241,16 @@ def _names(layers: Sequence[LayerStats]) -> tuple[str, ...]:
     return tuple(layer.name for layer in layers)
 
 
+def _pseudo_norm_params(placement: Placement, config: Config) -> dict[str, object]:
+    """Where the gradient is restored to: the measured signal of the last hidden layer. ``scale`` holds for the
+    probe's loss and batch size; a trial re-measures it with the training loss and batch (``reference_layer``)."""
+    return {"min_ratio": config.suggest.pseudo_norm_min_ratio,
+            "predicted_min_ratio": round(placement.predicted_min_ratio, 4),
+            "untreated_ratio": placement.untreated_ratio,
+            "reference_layer": placement.reference_layer,
+            "scale": float(f"{placement.reference_signal:.4g}")}
+
+
 def _norm_params(norms: dict[str, str]) -> dict[str, object]:
     """One norm type for every layer (the usual case) reads as one value; mixed types keep the per-layer map."""
     kinds = set(norms.values())
@@ -280,7 +288,7 @@ def candidates(report_layers: Sequence[LayerStats], modules: dict[str, nn.Module
         placement = pseudo_norm_points(report_layers, config.suggest.pseudo_norm_min_ratio)
         if placement is not None and placement.after:
             out["pseudo-norm"] = (Suggestion(Remedy.PSEUDO_NORM, placement.after, Where.AFTER,
-                                             {"min_ratio": config.suggest.pseudo_norm_min_ratio},
+                                             _pseudo_norm_params(placement, config),
                                              "trial candidate: measured placement", ()),)
     if weighted:
         forward = {s.remedy: s for s in _forward_fixes(report_layers, modules, ())}

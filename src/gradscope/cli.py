@@ -282,3 +282,7 @@ def main() -> None:
 from .cli_trial import register as _register_trial  # noqa: E402  (cli_trial uses the helpers above)
 
 _register_trial(app)
+
+from .cli_ci import register as _register_ci  # noqa: E402
+
+_register_ci(app)

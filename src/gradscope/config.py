@@ -84,11 +84,33 @@ class SuggestConfig:
 
 
 @dataclass(frozen=True)
+class PolicyConfig:
+    """``gradscope check``: which findings fail, per rule and per layer glob, and the baseline regression factor.
+
+    Severities are ``error``, ``warning``, ``info`` or ``ignore`` (YAML's bare ``off``/``false`` read as ignore).
+    ``layers`` maps a glob over qualified layer names to ``{rule or "*": severity, baseline_factor: x}``; the last
+    matching glob wins per key. The names are checked against ``gradscope.policy`` (imported late: no cycle).
+    """
+
+    fail_on: str = "error"
+    fail_statuses: tuple[str, ...] = ()
+    severity: Mapping[str, Any] = field(default_factory=dict)
+    layers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    baseline_factor: float = 10.0
+
+    def __post_init__(self) -> None:
+        from .policy import validate_policy
+
+        validate_policy(self)
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)
     suggest: SuggestConfig = field(default_factory=SuggestConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
         """Apply dotted overrides such as ``{"probe.batches": 8}``; ``None`` values are left out (option not given)."""
@@ -165,6 +187,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     elif origin in (Mapping, dict) or hint is Mapping:
         if isinstance(value, Mapping):
             return dict(value)
+    elif origin is tuple:  # a YAML list of strings, e.g. policy.fail_statuses
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{where} must be a list of strings, got {value!r}")
     elif origin in (typing.Union, types.UnionType):
         return value
     expected = getattr(hint, "__name__", str(hint))

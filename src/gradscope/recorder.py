@@ -30,6 +30,9 @@ ACTIVATIONS = (
     nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Hardswish, nn.LogSigmoid, nn.Tanhshrink,
 )
 EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
+# The spread, saturation and dead-unit statistics read at most this many elements of a layer's output per batch
+# (a fixed stride; README "Overhead"). Sums of squares and gradients always read everything.
+FORWARD_SAMPLE = 65_536
 
 
 @dataclass
@@ -183,16 +186,19 @@ class Recorder:
                 self._device = out.device
             detached = out.detach()
             numel = float(detached.numel())
-            self._append(index, "act_sq", _sumsq(detached), numel)
+            self._append(index, "act_norm", _norm(detached), numel)
             batch_dim = self._batch_dim(detached)
+            rows = _sample(detached, batch_dim)
             if batch_dim is not None:
-                std = torch.std(detached, dim=batch_dim, correction=0).mean()
-                self._append(index, "act_std", std.float())
+                # Two passes (centre, then square): exact when outputs barely differ, which is what a collapse
+                # looks like; also far faster on CPU than torch.std along dim 0.
+                centred = rows - rows.mean(dim=0, keepdim=True)
+                self._append(index, "act_std", centred.square_().mean(dim=0).sqrt_().mean().float())
             if saturating:
-                self._append(index, "saturated", self._saturated_count(module, detached), numel)
+                self._append(index, "saturated", self._saturated_count(module, rows), float(rows.numel()))
             elif rectifying and batch_dim is not None:
-                alive = (detached > 0).any(dim=batch_dim).sum()
-                self._append(index, "alive", alive.float(), numel / detached.shape[batch_dim])
+                alive = torch.count_nonzero(rows.amax(dim=0) > 0)
+                self._append(index, "alive", alive.float(), float(rows.shape[1]))
             if out.requires_grad:
                 layer.output_needs_grad = True
                 layer.signal_dtype = out.dtype
@@ -203,7 +209,7 @@ class Recorder:
 
     def _signal_hook(self, index: int, numel: float) -> Callable[[torch.Tensor], None]:
         def hook(grad: torch.Tensor) -> None:
-            self._append(index, "signal_sq", _sumsq(grad.detach()), numel)
+            self._append(index, "signal_norm", _norm(grad.detach()), numel)
 
         return hook
 
@@ -220,7 +226,7 @@ class Recorder:
             mask = (y <= module.min_val) | (y >= module.max_val)
         else:  # Hardsigmoid: flat at 0 and 1
             mask = (y <= 0) | (y >= 1)
-        return mask.sum().float()
+        return torch.count_nonzero(mask).float()
 
     def _batch_dim(self, t: torch.Tensor) -> int | None:
         """The dimension that indexes samples: the first of the batch's size; None when the spread is undefined."""
@@ -246,25 +252,28 @@ class Recorder:
                 layer.weight_rms = math.sqrt(sq / sum(p.numel() for p in layer.params))
 
     def _record_param_grads(self) -> None:
+        grads: list[torch.Tensor] = []
+        owners: list[int] = []
         for index, layer in enumerate(self.layers):
-            grads = [p.grad for p in layer.trainable]
             if not layer.trainable:
                 continue
-            present = [g for g in grads if g is not None]
-            if len(present) < len(grads):
+            present = [p.grad for p in layer.trainable if p.grad is not None]
+            if len(present) < len(layer.trainable):
                 layer.grad_missing += 1
             if not present:
                 continue
             layer.grad_dtype = present[0].dtype
-            dense = [g.coalesce().values() if g.is_sparse else g for g in present]
-            sq = torch.stack([_sumsq(g) for g in dense]).sum()
-            self._append(index, "grad_sq", sq, float(sum(g.numel() for g in dense)))
+            for g in present:
+                grads.append(g.coalesce().values() if g.is_sparse else g)
+                owners.append(index)
             if isinstance(layer.module, EMBEDDINGS) and not present[0].is_sparse:
                 # Rows of tokens absent from the batch get no gradient: count only touched rows, so a large
                 # vocabulary does not read as "vanishing" (README, "Embeddings").
                 weight_grad = present[0]
                 touched = torch.count_nonzero(torch.linalg.vector_norm(weight_grad, dim=1))
                 self._append(index, "grad_rows", touched.float(), float(weight_grad.shape[1]))
+        for index, g, norm in zip(owners, grads, _norms(grads), strict=True):
+            self._append(index, "grad_norm", norm, float(g.numel()))
 
     def _append(self, layer: int, stat: str, value: torch.Tensor, numel: float = 1.0) -> None:
         if self._device is not None and value.device != self._device:
@@ -279,14 +288,14 @@ class Recorder:
         sums: dict[tuple[int, str], list[float]] = {}
         for entry, value in zip(self._entries, host, strict=True):
             acc = sums.setdefault((entry.layer, entry.stat), [0.0, 0.0, 0.0])
-            acc[0] += value
+            acc[0] += value * value if entry.stat.endswith("_norm") else value  # norms are summed as squares
             acc[1] += entry.numel
             acc[2] += 1
         for key, (total, _, _) in sums.items():
             if key == (-1, "loss"):
                 self.losses.append(total)
         for index, layer in enumerate(self.layers):
-            act = sums.get((index, "act_sq"))
+            act = sums.get((index, "act_norm"))
             if act is not None:
                 layer.activation_rms.append(math.sqrt(act[0] / act[1]))
             std = sums.get((index, "act_std"))
@@ -298,12 +307,12 @@ class Recorder:
             alive = sums.get((index, "alive"))
             if alive is not None:
                 layer.dead_fraction.append(1.0 - alive[0] / alive[1])
-            signal = sums.get((index, "signal_sq"))
+            signal = sums.get((index, "signal_norm"))
             if signal is not None:
                 layer.signal_rms.append(math.sqrt(signal[0] / signal[1]))
             elif index in self._expects_signal:
                 layer.signal_missing += 1
-            grad = sums.get((index, "grad_sq"))
+            grad = sums.get((index, "grad_norm"))
             if grad is not None:
                 count = grad[1]
                 rows = sums.get((index, "grad_rows"))
@@ -332,9 +341,34 @@ class Recorder:
 
 
 def _sumsq(t: torch.Tensor) -> torch.Tensor:
-    """Σx² in float32 without materialising x² (a norm kernel) — no overflow for half types, no extra memory."""
+    return _norm(t).square()
+
+
+def _norm(t: torch.Tensor) -> torch.Tensor:
+    """‖x‖₂ in float32 without materialising x² (a norm kernel): no overflow for half types, no extra memory.
+    Squared on the host, where it costs nothing."""
     norm: torch.Tensor = torch.linalg.vector_norm(t, dtype=torch.float32)
-    return norm.square()
+    return norm
+
+
+def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Float32 norms of many tensors in one fused call where torch offers it."""
+    if not tensors:
+        return []
+    if len({t.device for t in tensors}) == 1 and all(t.layout is torch.strided for t in tensors):
+        try:
+            return list(torch._foreach_norm(tensors, 2, dtype=torch.float32))
+        except (TypeError, RuntimeError):  # older torch without the dtype argument
+            pass
+    return [_norm(t) for t in tensors]
+
+
+def _sample(t: torch.Tensor, batch_dim: int | None) -> torch.Tensor:
+    """The output as (samples, positions), reading at most ``FORWARD_SAMPLE`` elements: a fixed stride over the
+    positions, so the forward statistics (spread, saturation, dead units) cost the same for any layer size."""
+    rows = t.movedim(batch_dim, 0).reshape(t.shape[batch_dim], -1) if batch_dim is not None else t.reshape(1, -1)
+    step = -(-rows.numel() // FORWARD_SAMPLE)
+    return rows[:, ::step] if step > 1 else rows
 
 
 def _first_float_tensor(output: Any) -> torch.Tensor | None:

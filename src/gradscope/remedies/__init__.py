@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .pseudonorm import PseudoNorm, pseudo_norm
+from .pseudonorm import PseudoNorm, pseudo_norm, reference_scale
 from .rescale import (
     Rescale,
     apply_rescale,
@@ -15,6 +15,7 @@ from .rescale import (
 __all__ = [
     "PseudoNorm",
     "pseudo_norm",
+    "reference_scale",
     "Rescale",
     "apply_rescale",
     "remove_rescale",

@@ -57,7 +57,8 @@ class Patched(nn.Module):
 
 @dataclass(frozen=True)
 class Options:
-    """How remedies are built when applied (PseudoNorm's scale is decided by measurement: remedies.pseudonorm)."""
+    """How remedies are built when applied. ``pseudo_norm_kwargs`` override a suggestion's own (its ``scale`` was
+    measured for the probe's loss and batch size; a training trial measures it again for its own)."""
 
     pseudo_norm_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -103,8 +104,9 @@ def _apply_one(patched: Patched, s: Suggestion, options: Options) -> str | None:
     modules = [_module(root, name) for name in s.layers]
     params = dict(s.params)
     if s.remedy is Remedy.PSEUDO_NORM:
+        kwargs = {"scale": float(params.get("scale", 1.0)), **options.pseudo_norm_kwargs}
         for name, module in zip(s.layers, modules, strict=True):
-            _insert_after(patched, name, module, PseudoNorm(**options.pseudo_norm_kwargs))
+            _insert_after(patched, name, module, PseudoNorm(**kwargs))
     elif s.remedy is Remedy.RESCALE:
         for name, gain in params["gains"].items():
             apply_rescale(_module(root, name), float(gain))

@@ -23,8 +23,9 @@ def code_change(model: nn.Module, applied: Sequence[Suggestion], pseudo_norm_arg
     for s in applied:
         params = dict(s.params)
         if s.remedy is Remedy.PSEUDO_NORM:
+            args = pseudo_norm_args or (f"scale={params['scale']:.3g}" if "scale" in params else "")
             for name in s.layers:
-                after[name].append(f"gradscope.PseudoNorm({pseudo_norm_args})")
+                after[name].append(f"gradscope.PseudoNorm({args})")
         elif s.remedy is Remedy.NORMALIZATION:
             norms = params["norm"]
             for name in s.layers:

@@ -1,6 +1,8 @@
 """Where a remedy goes, computed from measured numbers (no torch import: works on a Report's layers).
 
-Pseudo-norm insertion ("every few layers so that the amplitudes stay above one", Bu et al., made precise):
+Pseudo-norm insertion ("every few layers so that the amplitudes stay above one", Bu et al., made precise; the
+"one" is the gradient scale of the healthy, output side of the network — measured, since no constant scale works
+under SGD: benchmarks/pseudonorm_choices.py):
 walk the layers from the output back toward the input, following the measured backward signal (the RMS of the
 gradient with respect to each layer's output). A pseudo-norm after a layer restores the gradient arriving there to
 the scale of the last restoration point. Insert one after the first layer whose signal has fallen below
@@ -25,6 +27,8 @@ class Placement:
     after: tuple[str, ...]  # module names, in forward order, after whose output to insert
     predicted_min_ratio: float  # the lowest predicted signal between insertions, relative to its restored value
     untreated_ratio: float  # first / last measured signal without any insertion
+    reference_layer: str  # the last hidden layer: the gradient scale the pseudo-norms restore
+    reference_signal: float  # its measured signal RMS (for the probe's loss and batch size)
 
 
 def pseudo_norm_points(layers: Sequence[LayerStats], min_ratio: float) -> Placement | None:
@@ -46,7 +50,11 @@ def pseudo_norm_points(layers: Sequence[LayerStats], min_ratio: float) -> Placem
         else:
             lowest = min(lowest, ratio)
     untreated = chain[0].signal_rms.median / chain[-1].signal_rms.median  # type: ignore[union-attr]
-    return Placement(tuple(reversed(inserted)), lowest, untreated)
+    # Restore to the last hidden layer's scale, not the logits' (a few times larger): a larger step than the
+    # healthy part of the network takes makes SGD fail (benchmarks/pseudonorm_choices.py).
+    hidden = chain[-2]
+    return Placement(tuple(reversed(inserted)), lowest, untreated, hidden.name,
+                     hidden.signal_rms.median)  # type: ignore[union-attr]
 
 
 def rescale_gains(layers: Sequence[LayerStats], reference: float, below: float, max_gain: float) -> dict[str, float]:

@@ -56,7 +56,7 @@ class Rescale(nn.Module):
 
     def __init__(self, gain: float) -> None:
         super().__init__()
-        if not (isinstance(gain, (int, float)) and math.isfinite(gain) and gain > 0):
+        if isinstance(gain, bool) or not (isinstance(gain, (int, float)) and math.isfinite(gain) and gain > 0):
             raise ConfigError(f"rescale gain must be a finite number > 0, got {gain!r}")
         # A float, not a buffer: a constant to torch.compile, and the gain is a choice, not state to train.
         self.gain = float(gain)
@@ -96,7 +96,8 @@ def apply_rescale(module: nn.Module, gain: float, name: str = "weight") -> nn.Mo
 
     Applying it again to a rescaled tensor replaces the gain (the current effective weight is kept), so gains
     do not silently compound. A tensor that carries another parametrization is refused: putting a gain on top
-    of it would change the forward function.
+    of it would change the forward function. The parameter's storage now holds ``raw``, so a weight tied to
+    another module would change that module too: :func:`rescale_layers` refuses tied weights.
     """
     rescale = Rescale(gain)  # validates before anything is touched
     plist = _rescales(module, name)
@@ -127,12 +128,22 @@ def remove_rescale(module: nn.Module, name: str = "weight") -> nn.Module:
 def rescale_layers(model: nn.Module, gains: Mapping[str, float], name: str = "weight") -> nn.Module:
     """:func:`apply_rescale` on each submodule named (as ``named_modules()`` names it) in ``gains``.
 
-    All names are checked before any layer is changed, so a typo leaves the model untouched.
+    All names are checked before any layer is changed, so a typo leaves the model untouched. A weight shared
+    with another module (tied embeddings) is refused: its storage would hold ``raw`` for the other one too.
     """
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules(remove_duplicate=False))
     missing = [layer for layer in gains if layer not in modules]
     if missing:
         raise ConfigError(f"no such layer(s) to rescale: {', '.join(missing)}")
+    owners: dict[int, list[str]] = {}
+    for mod_name, mod in modules.items():
+        for pname, p in mod.named_parameters(recurse=False):
+            owners.setdefault(id(p), []).append(f"{mod_name}.{pname}" if mod_name else pname)
+    for layer in gains:
+        tensor = getattr(modules[layer], name, None)
+        shared = owners.get(id(tensor), []) if isinstance(tensor, nn.Parameter) else []
+        if len(shared) > 1:
+            raise ConfigError(f"cannot rescale {layer}.{name}: it is tied to {', '.join(shared)}")
     for layer, gain in gains.items():
         apply_rescale(modules[layer], gain, name)
     return model
@@ -162,7 +173,7 @@ def weight_penalty(modules_or_params: nn.Module | Iterable[nn.Module | Tensor], 
     or more dimensions, rescaled ones through their effective weight — and never biases or 1-D norm gains.
     Tensors passed directly are all penalised, since the caller chose them. A shared weight counts once.
     """
-    if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
+    if isinstance(lam, bool) or not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
         raise ConfigError(f"weight_penalty lam must be a finite number >= 0, got {lam!r}")
     items: Iterable[nn.Module | Tensor] = (
         [modules_or_params] if isinstance(modules_or_params, (nn.Module, Tensor)) else modules_or_params

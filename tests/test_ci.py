@@ -1,0 +1,541 @@
+"""``gradscope check / baseline / diff`` end to end, ``assert_gradient_health`` and the pytest plugin.
+
+Every exit path of the commands runs the real CLI in a subprocess. The subprocesses that import torch (~3 s
+each) start together, in two waves (the second needs the first's baseline file), in one module fixture.
+
+The model: ``normed.py``, a 6-block Linear → LayerNorm → Tanh MLP whose ``build_model(norm, gain)`` gives the
+regressed variant with the same layer names: norms removed (``nn.Identity``, not a layer) and the init shrunk to
+gain 0.1, so its input-side gradients vanish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from gradscope.cli import app
+
+pytest_plugins = ["pytester"]
+
+# Until cli.py calls cli_ci.register(app), the subprocesses register the commands themselves.
+_REGISTERED = any(c.name == "check" for c in app.registered_commands)
+_LAUNCH = ("import sys; from gradscope.cli import app, main; from gradscope.cli_ci import register; "
+           "register(app); sys.argv[0] = 'gradscope'; main()")
+GRADSCOPE = [sys.executable, "-m", "gradscope"] if _REGISTERED else [sys.executable, "-c", _LAUNCH]
+
+from gradscope.cli_ci import register  # noqa: E402
+
+register(app)
+
+FAST = ["--batches", "2", "--batch-size", "8"]
+REGRESSED = ["--model-kwargs", '{"norm": false, "gain": 0.1}']
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+NORMED = """
+    from collections import OrderedDict
+
+    import torch
+    from torch import nn
+
+
+    def build_model(norm=True, gain=1.0, depth=6, width=32):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            layers = OrderedDict()
+            fan_in = 16
+            for i in range(depth):
+                layers[f"fc{i}"] = nn.Linear(fan_in, width)
+                nn.init.normal_(layers[f"fc{i}"].weight, std=gain / fan_in ** 0.5)
+                nn.init.zeros_(layers[f"fc{i}"].bias)
+                layers[f"norm{i}"] = nn.LayerNorm(width) if norm else nn.Identity()
+                layers[f"act{i}"] = nn.Tanh()
+                fan_in = width
+            layers["head"] = nn.Linear(width, 4)
+            return nn.Sequential(layers)
+"""
+
+OTHER = """
+    import torch
+    from torch import nn
+
+
+    class EncoderDecoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self.encoder = nn.Linear(16, 32)
+                self.decoder = nn.Linear(32, 4)
+
+        def forward(self, x):
+            return self.decoder(torch.relu(self.encoder(x)))
+"""
+
+TRUNCATED = '{"schema": "gradscope.report/1", "healthy": true, "layers": [{"name": "fc0", "grad_rms": 0.0'
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Proc:
+    popen: subprocess.Popen[str]
+    _result: Outcome | None = None
+
+    def result(self) -> Outcome:
+        if self._result is None:
+            out, err = self.popen.communicate(timeout=180)
+            self._result = Outcome(self.popen.returncode, out, err)
+        return self._result
+
+
+def _env() -> dict[str, str]:
+    drop = {"NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS", "GITHUB_WORKSPACE"}
+    return {k: v for k, v in os.environ.items() if k not in drop} | {"COLUMNS": "120"}
+
+
+def _start(directory: Path, *args: str) -> Proc:
+    return Proc(subprocess.Popen([*GRADSCOPE, *args], cwd=directory, env=_env(), text=True, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+
+
+@dataclass
+class Run:
+    directory: Path
+    procs: dict[str, Proc]
+
+    def __getitem__(self, name: str) -> Outcome:
+        return self.procs[name].result()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    d = tmp_path_factory.mktemp("ci")
+    write(d, "normed.py", NORMED)
+    write(d, "other.py", OTHER)
+    (d / "package.json").write_text('{"name": "not-a-report", "version": "1.0.0"}\n', encoding="utf-8")
+    (d / "v2.json").write_text('{"schema": "gradscope.report/2", "layers": []}\n', encoding="utf-8")
+    (d / "truncated.json").write_text(TRUNCATED, encoding="utf-8")
+    (d / "afile.txt").write_text("a file, not a directory\n", encoding="utf-8")
+    procs: dict[str, Proc] = {}
+    try:
+        # Wave 1: the baseline, a check without baseline, and the cheap bad inputs (they fail before torch is
+        # imported).
+        procs["baseline"] = _start(d, "baseline", "normed.py", "-o", "base.json", *FAST)
+        procs["regressed_no_baseline"] = _start(
+            d, "check", "normed.py", *REGRESSED, "--config", str(CONFIGS / "ci.yaml"), *FAST, "--junit", "nb.xml")
+        for name, file in (("not_report", "package.json"), ("other_schema", "v2.json"),
+                           ("truncated", "truncated.json"), ("missing", "missing.json")):
+            procs[name] = _start(d, "check", "normed.py", "--baseline", file, *FAST)
+        procs["unwritable_junit"] = _start(d, "check", "normed.py", *FAST, "--junit", "afile.txt/junit.xml",
+                                           "--markdown", "early.md")
+        assert procs["baseline"].result().code == 0, procs["baseline"].result().stderr
+        # Wave 2: against the baseline.
+        outputs = lambda stem: ["--junit", f"{stem}.xml", "--markdown", f"{stem}.md", "--html", f"{stem}.html"]  # noqa: E731
+        # No probe options: they come from the baseline. Its -o report must equal the baseline, timing apart.
+        procs["clean"] = _start(d, "check", "normed.py", "--baseline", "base.json", *outputs("clean"), "--github",
+                                "--output", "again.json")
+        procs["regressed"] = _start(d, "check", "normed.py", *REGRESSED, "--baseline", "base.json",
+                                    *outputs("reg"), "--github", "-o", "reg.json")
+        procs["no_match"] = _start(d, "check", "other.py", "--baseline", "base.json", "--junit", "nomatch.xml")
+        for proc in procs.values():
+            proc.result()
+        # Wave 3 (no torch): diff the saved reports.
+        procs["diff_same"] = _start(d, "diff", "base.json", "again.json")
+        procs["diff_regressed"] = _start(d, "diff", "base.json", "reg.json", "--format", "markdown")
+        procs["diff_bad"] = _start(d, "diff", "base.json", "truncated.json")
+        yield Run(d, procs)
+    finally:
+        for proc in procs.values():
+            if proc.popen.poll() is None:
+                proc.popen.kill()
+            proc.popen.communicate()
+
+
+def assert_one_line_error(outcome: Outcome, *needles: str) -> str:
+    assert outcome.code == 2, (outcome.code, outcome.stdout, outcome.stderr)
+    assert "Traceback" not in outcome.stderr
+    lines = outcome.stderr.strip().splitlines()
+    assert len(lines) == 1, outcome.stderr
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------------- exit codes
+
+
+def test_clean_model_passes_its_own_baseline(run: Run) -> None:
+    outcome = run["clean"]
+    assert outcome.code == 0, outcome.stderr
+    assert "gradscope check  PASSED" in outcome.stdout
+    assert "19 matched layers, 0 regressions" in outcome.stdout
+    assert "::error" not in outcome.stdout
+    junit = ET.parse(run.directory / "clean.xml").getroot()
+    assert junit.get("failures") == "0" and int(junit.get("tests", "0")) == 12 * 19
+
+
+def test_regressed_variant_fails_against_the_baseline(run: Run) -> None:
+    outcome = run["regressed"]
+    assert outcome.code == 1, outcome.stderr
+    assert "FAILED: 13 failing checks" in outcome.stdout
+    assert "9 regressions" in outcome.stdout and "6 removed" in outcome.stdout
+    assert "4 new failing findings" in outcome.stdout
+
+
+def test_regressed_variant_fails_without_a_baseline_under_ci_yaml(run: Run) -> None:
+    outcome = run["regressed_no_baseline"]
+    assert outcome.code == 1, outcome.stderr
+    root = ET.parse(run.directory / "nb.xml").getroot()
+    assert root.get("failures") == "4"
+    assert "gradscope.baseline_regression" not in {s.get("name") for s in root}
+
+
+@pytest.mark.parametrize(
+    ("name", "needles"),
+    [
+        ("not_report", ["baseline package.json:", "not a gradscope report", "without a 'schema' key"]),
+        ("other_schema", ["baseline v2.json:", "schema 'gradscope.report/2' is not supported", "gradscope baseline"]),
+        ("truncated", ["baseline truncated.json:", "truncated JSON", "regenerate it"]),
+        ("missing", ["baseline missing.json: file not found", "gradscope baseline TARGET -o missing.json"]),
+        ("no_match", ["base.json: no layer name matches the current model", "another model"]),
+        ("unwritable_junit", ["--junit afile.txt/junit.xml:", "afile.txt is not a directory"]),
+        ("diff_bad", ["report truncated.json: truncated JSON"]),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(run: Run, name: str, needles: list[str]) -> None:
+    assert_one_line_error(run[name], *needles)
+
+
+def test_bad_input_writes_nothing(run: Run) -> None:
+    assert not (run.directory / "early.md").exists()  # the other outputs wait for the whole run
+    assert not (run.directory / "nomatch.xml").exists()
+    assert not list(run.directory.glob(".*.tmp"))
+
+
+def test_junit_path_that_is_a_directory_is_refused_before_the_scan(tmp_path: Path) -> None:
+    target = tmp_path / "junit.xml"
+    target.mkdir()
+    outcome = _cli("check", tmp_path / "missing_model.py", "--junit", target)  # the model is never loaded
+    assert_one_line_error(outcome, f"--junit {target}: is a directory")
+    assert list(tmp_path.iterdir()) == [target] and not list(target.iterdir())
+
+
+def test_diff_exit_codes(run: Run) -> None:
+    same = run["diff_same"]
+    assert same.code == 0, same.stderr
+    assert "0 regressions" in same.stdout
+    regressed = run["diff_regressed"]
+    assert regressed.code == 1, regressed.stderr
+    assert regressed.stdout.startswith("## gradscope diff — ❌ regressions")
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+
+
+def test_baseline_json_is_deterministic_apart_from_timing(run: Run) -> None:
+    assert run["baseline"].code == run["clean"].code == 0
+    assert "baseline written to base.json: 19 layers, HEALTHY" in run["baseline"].stderr
+    a = (run.directory / "base.json").read_text(encoding="utf-8")
+    b = (run.directory / "again.json").read_text(encoding="utf-8")
+    timing = re.compile(r'"timing": \{[^{}]*\}')
+    assert len(timing.findall(a)) == 1
+    assert timing.sub("", a) == timing.sub("", b)
+    assert json.loads(a)["schema"] == "gradscope.report/1"
+
+
+def test_junit_failures_counted_with_evidence(run: Run) -> None:
+    root = ET.parse(run.directory / "reg.xml").getroot()
+    failures = root.findall(".//failure")
+    assert int(root.get("failures", "-1")) == len(failures) == 13
+    by_suite = {s.get("name"): int(s.get("failures", "0")) for s in root}
+    assert by_suite["gradscope.vanishing_gradient"] == 4 and by_suite["gradscope.baseline_regression"] == 9
+    fc0 = root.find("testsuite[@name='gradscope.baseline_regression']/testcase[@name='fc0']/failure")
+    assert fc0 is not None
+    numbers = dict(line.split(" = ", 1) for line in fc0.text.splitlines() if " = " in line)
+    assert float(numbers["signal_rms"]) < float(numbers["baseline_signal_rms"]) / 10
+    assert float(numbers["factor"]) == 10.0
+    removed = root.find("testsuite[@name='gradscope.baseline_regression']/testcase[@name='norm0']/system-out")
+    assert removed is not None and removed.text.startswith("removed")
+
+
+def test_markdown_summary_contains_the_tables(run: Run) -> None:
+    md = (run.directory / "reg.md").read_text(encoding="utf-8")
+    assert md.startswith("## ❌ gradscope check: `Sequential` — FAILED: 13 failing checks")
+    assert re.search(r"^\| Check +\| Severity +\| Rule +\| Layers +\| Message +\|$", md, re.M)
+    assert re.search(r"^\| Layer +\| Type +\| Signal RMS \(baseline\) +\|", md, re.M)
+    assert re.search(r"^\| fc0 +\| Linear +\|.*✖ regression \|$", md, re.M)
+    clean = (run.directory / "clean.md").read_text(encoding="utf-8")
+    assert clean.startswith("## ✅ gradscope check: `Sequential` — PASSED")
+
+
+def test_github_annotations(run: Run) -> None:
+    lines = [line for line in run["regressed"].stdout.splitlines() if line.startswith("::")]
+    assert [line.split(" ", 1)[0] for line in lines] == ["::error", "::error"]
+    assert lines[0].startswith("::error file=normed.py,title=gradscope vanishing_gradient::")
+    assert "title=gradscope baseline_regression::9 layers moved beyond the baseline factor" in lines[1]
+
+
+class _Svg:
+    """The chart elements of the page, counted with the standard library's HTML parser."""
+
+    def __init__(self, page: str) -> None:
+        from html.parser import HTMLParser
+
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        outer = self
+
+        class P(HTMLParser):
+            def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+                outer.tags.append((tag, dict(attrs)))
+
+        P().feed(page)
+
+    def count(self, tag: str, **attrs: str) -> int:
+        return sum(1 for t, a in self.tags if t == tag and all(a.get(k) == v for k, v in attrs.items()))
+
+
+def test_html_structure(run: Run) -> None:
+    page = (run.directory / "reg.html").read_text(encoding="utf-8")
+    svg = _Svg(page)
+    assert svg.count("script") == svg.count("link") == svg.count("img") == 0
+    assert "http://" not in page and "https://" not in page
+    assert svg.count("svg") == 2
+    assert svg.count("rect", **{"class": "hit"}) == 19 + 13  # a hover column per layer in each chart
+    assert svg.count("polyline", stroke="#2563eb") >= 2 and svg.count("polyline", stroke="#94a3b8") >= 2
+    assert "Signal RMS per layer" in page and "FAILED" in page
+
+
+def _chromium() -> str | None:
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def _png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
+    """Decode an 8-bit RGB/RGBA non-interlaced PNG (what Chromium writes) into rows of raw pixel bytes."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width = 8, b"", 0
+    height = channels = 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            assert depth == 8 and interlace == 0 and color in (2, 6)
+            channels = 3 if color == 2 else 4
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = width * channels
+    rows: list[bytes] = []
+    prev = bytearray(stride)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - channels] if i >= channels else 0
+            b = prev[i]
+            c = prev[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + a) & 255
+            elif kind == 2:
+                line[i] = (line[i] + b) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append(bytes(line) if channels == 3 else bytes(v for j, v in enumerate(line) if j % 4 != 3))
+        prev = line
+    return width, height, rows
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (apt-get install chromium)")
+def test_html_renders_the_chart_in_headless_chromium(run: Run, tmp_path: Path) -> None:
+    shot = tmp_path / "shot.png"
+    proc = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
+         "--window-size=1000,700", f"--screenshot={shot}", (run.directory / "reg.html").as_uri()],
+        capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL,
+    )
+    assert shot.exists(), proc.stderr[-2000:]
+    width, height, rows = _png_pixels(shot.read_bytes())
+    assert (width, height) == (1000, 700)
+
+    def count(rgb: tuple[int, int, int], tolerance: int = 12) -> int:
+        total = 0
+        for row in rows[180:]:  # below the header: the signal chart
+            for x in range(0, len(row), 3):
+                if all(abs(row[x + k] - rgb[k]) <= tolerance for k in range(3)):
+                    total += 1
+        return total
+
+    assert count((0x25, 0x63, 0xEB)) > 300  # the current line and its points (blue)
+    assert count((0xDC, 0x26, 0x26)) > 40  # 'not ok' points (red)
+    assert count((0xFC, 0xE9, 0xE9), tolerance=4) > 5000  # regression columns (pale red shading)
+
+
+# --------------------------------------------------------------------------------------- in-process CLI
+
+
+runner = CliRunner()
+
+
+def _cli(*args: str | Path) -> Outcome:
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return Outcome(result.exit_code, result.stdout, result.stderr)
+
+
+def test_diff_formats(run: Run) -> None:
+    base, reg = run.directory / "base.json", run.directory / "reg.json"
+    data = json.loads(_cli("diff", base, reg, "--format", "json").stdout)
+    assert data["schema"] == "gradscope.diff/1"
+    assert data["counts"]["regressions"] == 9 and data["counts"]["matched"] == 13
+    assert len(data["removed"]) == 6 and data["added"] == []
+    table = _cli("diff", base, reg)
+    assert table.code == 1 and "Regressions (9)" in table.stdout and "\x1b[" not in table.stdout
+    relaxed = _cli("diff", base, reg, "--factor", "1e6", "--fail-on", "never")
+    assert relaxed.code == 0 and "0 regressions" in relaxed.stdout
+    html = _cli("diff", base, reg, "--format", "html", "-o", run.directory / "diff.html")
+    assert html.code == 1 and "<svg" in (run.directory / "diff.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["diff", "a.json", "b.json", "--factor", "1"], "--factor 1 must be a number > 1"),
+        (["check", "m.py", "--config", "missing.yaml"], "config file not found"),
+        (["baseline", "m.py", "-o", "no/such/dir/base.json"], "directory no/such/dir does not exist"),
+    ],
+)
+def test_usage_errors(args: list[str], needle: str) -> None:
+    assert_one_line_error(_cli(*args), needle)
+
+
+def test_commands_do_not_import_torch_for_help_or_diff(run: Run) -> None:
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["torch"] = None
+        from gradscope.cli import app
+        from gradscope.cli_ci import register
+        register(app)
+        for argv in (["check", "--help"], ["baseline", "--help"], ["diff", "base.json", "again.json"]):
+            try:
+                app(argv, standalone_mode=False)
+            except SystemExit:
+                pass
+        print("TORCH:", sorted(m for m, v in sys.modules.items() if m.startswith("torch") and v is not None))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_env(),
+                          cwd=run.directory)
+    assert "TORCH: []" in proc.stdout, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------ testing and plugin
+
+
+def _tanh_stack(gain: float, depth: int = 8) -> Any:
+    import torch
+    from torch import nn
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        layers: list[nn.Module] = []
+        for _ in range(depth):
+            layers += [nn.Linear(16, 16), nn.Tanh()]
+            nn.init.normal_(layers[-2].weight, std=gain / 4)
+        return nn.Sequential(*layers)
+
+
+def test_assert_gradient_health_passes_and_fails() -> None:
+    import torch
+
+    from gradscope.testing import GradientHealthError, assert_gradient_health
+
+    config = {"probe": {"batches": 2, "batch_size": 8}}
+    result = assert_gradient_health(_tanh_stack(1.0), None, config)  # synthetic batches from the first layer
+    assert result.passed and result.report.probe.batch_size == 8
+    batches = [torch.randn(8, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    with pytest.raises(AssertionError) as info:
+        assert_gradient_health(_tanh_stack(0.05), batches, config)
+    assert isinstance(info.value, GradientHealthError) and not info.value.report.healthy
+    text = str(info.value)
+    assert "gradscope check  FAILED" in text and "vanishing_gradient" in text and "Layer" in text
+    # A policy that relaxes every rule but the baseline's lets the same model pass (a named rule beats "*").
+    relaxed = config | {"policy": {"layers": {"*": {"*": "warning", "baseline_regression": "error"}}}}
+    assert assert_gradient_health(_tanh_stack(0.05), batches, relaxed).passed
+    # Against a baseline of the healthy stack, the shrunk init is a regression.
+    with pytest.raises(AssertionError, match="baseline_regression"):
+        assert_gradient_health(_tanh_stack(0.05), batches, relaxed, baseline=result.report)
+
+
+def test_pytest_plugin_fixture_and_report_option(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_model=textwrap.dedent("""
+        import pytest
+        import torch
+        from torch import nn
+
+
+        def tanh_stack(gain):
+            torch.manual_seed(0)
+            layers = []
+            for _ in range(8):
+                lin = nn.Linear(16, 16)
+                nn.init.normal_(lin.weight, std=gain / 4)
+                layers += [lin, nn.Tanh()]
+            return nn.Sequential(*layers)
+
+
+        @pytest.mark.parametrize("gain", [1.0, 0.05])
+        def test_gradients(gradient_health, gain):
+            gradient_health(tanh_stack(gain), [torch.randn(8, 16) for _ in range(2)])
+    """))
+    # Load the plugin explicitly and only once, whether or not its entry point is installed.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    reports = pytester.path / "reports"
+    result = pytester.runpytest_inprocess("-p", "gradscope.pytest_plugin", "--gradscope-reports", str(reports))
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*gradient health check failed*", "*gradscope check  FAILED*"])
+    names = sorted(p.name for p in reports.iterdir())
+    assert names == sorted(f"test_model.py_test_gradients_{g}.{ext}" for g in ("1.0", "0.05")
+                           for ext in ("html", "json", "md"))
+    assert json.loads((reports / "test_model.py_test_gradients_0.05.json").read_text())["healthy"] is False
+
+
+def test_pytest_plugin_is_light_and_declared() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["entry-points"]["pytest11"] == {"gradscope": "gradscope.pytest_plugin"}
+    code = ("import sys, gradscope.pytest_plugin; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'gradscope')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.replace("'", '"')) == ["gradscope", "gradscope._version", "gradscope.pytest_plugin"]
