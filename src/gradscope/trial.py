@@ -38,6 +38,7 @@ Decisions (README, "gradscope trial"):
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -53,7 +54,8 @@ from .config import Config
 from .errors import ConfigError, GradscopeError, ProbeError
 from .loading import ModelFileHooks
 from .remedies.apply import Options, Patched, apply
-from .results import Report, Severity, Suggestion, _clean, suggestion_dict
+from .remedies.pseudonorm import reference_scale
+from .results import Remedy, Report, Severity, Suggestion, _clean, suggestion_dict
 
 SCHEMA = "gradscope.trial/1"
 
@@ -434,6 +436,11 @@ def run_trial(
     order = _batch_order(train_idx, batch, steps, seed)
     task = Task.CLASSIFICATION if not targets.is_floating_point() else Task.REGRESSION
 
+    pseudo_norm_kwargs = dict(pseudo_norm_kwargs or {})
+    if "scale" not in pseudo_norm_kwargs:
+        scale = _pseudo_norm_scale(model, candidates, inputs[order[0]], targets[order[0]], task, source, device, seed)
+        if scale is not None:
+            pseudo_norm_kwargs["scale"] = scale
     names = [UNTREATED, *candidates]
     total = steps * len(names)
     runs: list[Run] = []
@@ -448,8 +455,7 @@ def run_trial(
 
         with _forked_rng(device, seed):
             try:
-                patched = apply(model, suggestions, Options(pseudo_norm_kwargs=dict(pseudo_norm_kwargs or {}),
-                                                            seed=seed))
+                patched = apply(model, suggestions, Options(pseudo_norm_kwargs=pseudo_norm_kwargs, seed=seed))
             except GradscopeError as exc:
                 raise ProbeError(f"cannot apply remedy {name}: {exc}") from None
             except Exception as exc:
@@ -488,6 +494,21 @@ def run_trial(
         timing={"seconds": round(time.perf_counter() - started, 3),
                 "runs": {r.remedy: r.seconds for r in runs}},
     )
+
+
+def _pseudo_norm_scale(model: nn.Module, candidates: Mapping[str, tuple[Suggestion, ...]], x: Tensor, y: Tensor,
+                       task: Task, source: str, device: torch.device, seed: int) -> float | None:
+    """The gradient scale pseudo-norms restore in training: the RMS of the training loss's gradient at the last
+    hidden layer, for one training minibatch. The scan's own value was measured with its probe loss and batch size;
+    under SGD a scale a few times off already fails (benchmarks/pseudonorm_choices.py), so it is measured again here,
+    on a copy (a forward in training mode updates BatchNorm statistics)."""
+    layer = next((str(s.params["reference_layer"]) for group in candidates.values() for s in group
+                  if s.remedy is Remedy.PSEUDO_NORM and "reference_layer" in s.params), None)
+    if layer is None:
+        return None
+    probe = copy.deepcopy(model).train()
+    with _forked_rng(device, seed):
+        return reference_scale(probe, layer, lambda: _loss(_forward(probe, x, UNTREATED, 0, source), y, task, source))
 
 
 def verdict(runs: Sequence[Run], task: Task) -> tuple[str | None, bool]:
