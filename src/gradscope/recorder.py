@@ -192,13 +192,15 @@ class Recorder:
             if batch_dim is not None:
                 # Two passes (centre, then square): exact when outputs barely differ, which is what a collapse
                 # looks like; also far faster on CPU than torch.std along dim 0.
-                centred = rows - rows.mean(dim=0, keepdim=True)
+                mean = rows.mean(dim=0, keepdim=True)
+                centred = rows - mean
                 self._append(index, "act_std", centred.square_().mean(dim=0).sqrt_().mean().float())
+                if rectifying and not saturating:
+                    # Rectified outputs are ≥ 0: a unit is positive for some sample iff its batch mean is > 0.
+                    alive = torch.count_nonzero(mean > 0)
+                    self._append(index, "alive", alive.float(), float(rows.shape[1]))
             if saturating:
                 self._append(index, "saturated", self._saturated_count(module, rows), float(rows.numel()))
-            elif rectifying and batch_dim is not None:
-                alive = torch.count_nonzero(rows.amax(dim=0) > 0)
-                self._append(index, "alive", alive.float(), float(rows.shape[1]))
             if out.requires_grad:
                 layer.output_needs_grad = True
                 layer.signal_dtype = out.dtype
