@@ -48,6 +48,7 @@ from .results import (
     Suggestion,
     Summary,
     Where,
+    json_safe,
 )
 
 DIFF_SCHEMA = "gradscope.diff/1"
@@ -172,7 +173,7 @@ class Comparison:
         return bool(self.regressions or self.new_findings)
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = _clean({
+        data: dict[str, Any] = json_safe({
             "schema": DIFF_SCHEMA,
             "baseline": _side(self.baseline, self.baseline_label),
             "current": _side(self.current, self.current_label),
@@ -848,11 +849,3 @@ def _finding_ref(f: FindingRef) -> dict[str, Any]:
     return {"rule": f.rule, "layer": f.layer, "severity": f.severity, "message": f.message}
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value

@@ -202,7 +202,7 @@ class Report:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean(  # type: ignore[no-any-return]
+        return json_safe(  # type: ignore[no-any-return]
             {
                 "schema": SCHEMA,
                 "healthy": self.healthy,
@@ -293,14 +293,14 @@ def _layer_dict(layer: LayerStats) -> dict[str, Any]:
     }
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no NaN/Inf: write them as null (the layer's status says why)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, StrEnum):
         return value.value
     return value

@@ -55,7 +55,7 @@ from .errors import ConfigError, GradscopeError, ProbeError
 from .loading import ModelFileHooks
 from .remedies.apply import Options, Patched, apply
 from .remedies.pseudonorm import reference_scale
-from .results import Remedy, Report, Severity, Suggestion, _clean, suggestion_dict
+from .results import Remedy, Report, Severity, Suggestion, json_safe, suggestion_dict
 
 SCHEMA = "gradscope.trial/1"
 
@@ -161,7 +161,7 @@ class TrialReport:
         raise KeyError(remedy)
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean({  # type: ignore[no-any-return]
+        return json_safe({  # type: ignore[no-any-return]
             "schema": SCHEMA,
             "target": self.target,
             "steps": self.steps,
