@@ -6,6 +6,7 @@ no traceback unless ``--debug``). Nothing here imports torch at module level: ``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -93,6 +94,10 @@ def scan(
     fix: Annotated[
         bool, typer.Option("--fix", help="Apply the lead suggestion per finding in memory, re-scan, show before/after.")
     ] = False,
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", help="A state dict (torch.save) to load into the model first; read weights_only."),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Probe a model's gradient flow and report vanishing, exploding, saturated and dead layers, with fixes.
@@ -103,6 +108,7 @@ def scan(
             target, config=config, overrides={
                 "probe.batches": batches, "probe.batch_size": batch_size, "probe.seed": seed, "probe.device": device,
             }, model_kwargs=model_kwargs, input_shape=input_shape, input_dtype=input_dtype, probe=probe, fix=fix,
+            weights=weights,
         )
         _emit(report, format, output)
     raise typer.Exit(exit_code(report, fail_on))
@@ -119,25 +125,36 @@ def exit_code(report: Report, fail_on: FailOn | str) -> int:
 
 
 def _scan(target: str, *, config: Path | None, overrides: dict[str, Any], model_kwargs: str | None,
-          input_shape: list[str] | None, input_dtype: str | None, probe: Path | None, fix: bool = False) -> Report:
+          input_shape: list[str] | None, input_dtype: str | None, probe: Path | None, fix: bool = False,
+          weights: Path | None = None) -> Report:
     from .config import load_config
 
     settings = load_config(config, overrides)
     kwargs = dict(settings.model.kwargs)
     kwargs.update(_parse_kwargs(model_kwargs))
     shapes = [_parse_shape(s) for s in input_shape] if input_shape else None
-    with _progress() as tick:
+    # The model file's own prints (at import, in forward, in its hooks) go to stderr: stdout carries the report
+    # only, so `--format json` stays one JSON document.
+    with _progress() as tick, contextlib.redirect_stdout(sys.stderr):
         tick("importing torch")
         import torch
 
         from .loading import load
         from .probes import build_batches
+        from .scanner import _check_model as check_model
         from .scanner import scan as run_scan
         from .scanner import verify_fix
 
         dev = _resolve_device(settings.probe.device, torch)
         tick(f"loading {target}")
         loaded = load(target, model_kwargs=kwargs or None, probe_file=str(probe) if probe else None)
+        if weights is not None:
+            from .checkpoint import load_weights
+
+            tick(f"loading weights from {weights}")
+            load_weights(loaded.module, weights)
+        # Before .to(): a meta-device model fails there with torch's internal error instead of the scan's advice.
+        check_model(loaded.module)
         model = loaded.module.to(dev)
         tick("building probe batches")
         p = settings.probe
@@ -162,14 +179,28 @@ def _emit(report: Report, fmt: Format, output: Path | None) -> None:
     elif output is not None:
         text = _terminal_text(report, lambda console: render_terminal(report, console))
     else:
-        render_terminal(report, _stdout_console())
+        with _stdout_errors():
+            render_terminal(report, _stdout_console())
         return
     if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        with _stdout_errors():
+            sys.stdout.write(text)
+            sys.stdout.flush()
     else:
         write_atomic(output, text)
         _stderr().print(f"report written to {output}", highlight=False)
+
+
+@contextmanager
+def _stdout_errors() -> Iterator[None]:
+    # stdout on a full disk (/dev/full) or a closed pipe: a one-line OutputError, not "internal error: OSError".
+    try:
+        yield
+    except OSError as exc:
+        from .errors import OutputError
+
+        reason = exc.strerror or type(exc).__name__
+        raise OutputError(f"cannot write the report to stdout: {reason}") from exc
 
 
 def _terminal_text(report: Report, draw: Callable[[Console], None]) -> str:

@@ -35,6 +35,8 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         _require(self.batches >= 1, "probe.batches", self.batches, "must be at least 1")
         _require(self.batch_size >= 1, "probe.batch_size", self.batch_size, "must be at least 1")
+        # torch.Generator.manual_seed takes 64 bits; beyond that it failed as an internal OverflowError.
+        _require(-(2**63) <= self.seed < 2**63, "probe.seed", self.seed, "must fit in 64 bits (|seed| < 2**63)")
         _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "probe.device",
                  self.device, "must be cpu, cuda, cuda:N or auto")
         _require(self.mode in ("train", "eval"), "probe.mode", self.mode, "must be train or eval")
@@ -201,7 +203,12 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     """Defaults, then the YAML file (if any), then dotted CLI overrides."""
     config = Config()
     if path is not None:
-        config = merge(config, read_yaml(path), source=str(path))
+        try:
+            config = merge(config, read_yaml(path), source=str(path))
+        except ConfigError as exc:  # a value check deep in a section does not know the file: name it here
+            if str(path) not in str(exc):
+                raise ConfigError(f"{path}: {exc}") from None
+            raise
     if overrides:
         config = config.with_overrides(overrides)
     return config

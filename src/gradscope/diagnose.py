@@ -37,6 +37,7 @@ def diagnose(records: Sequence[LayerRecord], config: DiagnoseConfig,
     growth = _forward_growth(stats, records, config.reference_layers)
     statuses = [_statuses(s, r, reference, growth, config) for s, r in zip(stats, records, strict=True)]
     _underflowed_zeros(stats, statuses, reference, config)
+    _flushed_loss_gradient(stats, records, statuses)
     layers = tuple(
         _with_status(s, min(found, key=STATUS_PRIORITY.index)) for s, found in zip(stats, statuses, strict=True)
     )
@@ -149,6 +150,23 @@ def _underflowed_zeros(stats: Sequence[LayerStats], statuses: list[list[Status]]
             found.append(Status.UNDERFLOW)
         elif _usable(grad) and _usable(reference):
             downstream_vanishing = grad / reference < c.vanishing_warning  # type: ignore[operator]
+
+
+def _flushed_loss_gradient(stats: Sequence[LayerStats], records: Sequence[LayerRecord],
+                           statuses: list[list[Status]]) -> None:
+    """float16: when even the output-side layer's gradient is exactly zero, the loss gradient itself rounded to
+    zero on its way into float16 (a tiny loss scale, a mean over many elements). Every exact zero is then underflow,
+    which loss scaling fixes — not a zero-valued path, which is what "zero" tells the user to look for."""
+    last = next((i for i in reversed(range(len(stats))) if records[i].trainable and stats[i].grad_rms is not None),
+                None)
+    # grad_dtype for .half() models; signal_dtype (the output's) under autocast, where parameters stay float32
+    if last is None or Status.ZERO not in statuses[last] or torch.float16 not in (records[last].grad_dtype,
+                                                                                   records[last].signal_dtype):
+        return
+    for found in statuses:
+        if Status.ZERO in found:
+            found.remove(Status.ZERO)
+            found.append(Status.UNDERFLOW)
 
 
 def _tiny(dtype: torch.dtype) -> float:

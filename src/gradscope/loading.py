@@ -376,10 +376,21 @@ def _instantiate(obj: Any, name: str, kwargs: dict[str, Any], where: str) -> nn.
         raise ModelLoadError(
             f"{where}:{name} does not take argument(s) {', '.join(unknown)} given in --model-kwargs"
         )
+    # As at import: the factory sees sys.argv = [file], not gradscope's own options, and an argparse/sys.exit in
+    # it is a load error naming the file, not gradscope exiting with argparse's usage line.
+    saved_argv = sys.argv
+    sys.argv = [where]
     try:
         result = obj(**kwargs)
+    except SystemExit as exc:
+        raise ModelLoadError(
+            f"{where}: {name}() exited (sys.exit({exc.code!r})); build the model without parsing arguments "
+            "and pass settings with --model-kwargs"
+        ) from None
     except Exception as exc:
         raise ModelLoadError(f"{where}: {name}() raised {_describe(exc)}") from None
+    finally:
+        sys.argv = saved_argv
     if not isinstance(result, nn.Module):
         raise ModelLoadError(
             f"{where}: {name}() returned {type(result).__name__}, not an nn.Module; return the model itself"

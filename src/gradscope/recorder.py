@@ -139,6 +139,24 @@ class Recorder:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def attach(self) -> None:
+        """Register the forward hooks as ``__enter__`` does, without reading the weights: for callers that record
+        only some steps of a training run (``gradscope.watch``). Does nothing when already attached."""
+        if self._handles:
+            return
+        try:
+            for index, layer in enumerate(self.layers):
+                self._handles.append(layer.module.register_forward_hook(self._forward_hook(index), prepend=True))
+        except BaseException:
+            self.detach()
+            raise
+
+    def detach(self) -> None:
+        """Remove the hooks and keep what was recorded (``close`` also drops the batch in progress)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
     def close(self) -> None:
         for handle in self._handles:
             handle.remove()
@@ -189,6 +207,8 @@ class Recorder:
             self._append(index, "act_norm", _norm(detached), numel)
             batch_dim = self._batch_dim(detached)
             rows = _sample(detached, batch_dim)
+            if rows.dtype in (torch.float16, torch.bfloat16):
+                rows = rows.float()  # the spread squares deviations: float16 overflows above 256 (≤ 65,536 values)
             if batch_dim is not None:
                 # Two passes (centre, then square): exact when outputs barely differ, which is what a collapse
                 # looks like; also far faster on CPU than torch.std along dim 0.
@@ -349,7 +369,8 @@ def _sumsq(t: torch.Tensor) -> torch.Tensor:
 def _norm(t: torch.Tensor) -> torch.Tensor:
     """‖x‖₂ in float32 without materialising x² (a norm kernel): no overflow for half types, no extra memory.
     Squared on the host, where it costs nothing."""
-    norm: torch.Tensor = torch.linalg.vector_norm(t, dtype=torch.float32)
+    # float64 stays float64: torch refuses to reduce it into float32 (no narrowing), which crashed any double model.
+    norm: torch.Tensor = torch.linalg.vector_norm(t, dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
     return norm
 
 

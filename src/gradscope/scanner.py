@@ -63,7 +63,10 @@ def scan(
         if any(not math.isfinite(v) for r in records for v in r.activation_rms):
             culprit = locate_nonfinite(model, [probes.to_device(b, device) for b in batches])
     diagnosis = diagnose(records, config.diagnose, culprit)
-    if any(not math.isfinite(v) for v in losses) and diagnosis.nonfinite_origin is None:
+    forward_finite = all(math.isfinite(v) for r in records for v in r.activation_rms)
+    # A non-finite loss over finite outputs is the loss's fault, even though the backward pass then carries
+    # Inf/NaN into every layer: blaming the last layer's backward would send the user to the wrong place.
+    if any(not math.isfinite(v) for v in losses) and (diagnosis.nonfinite_origin is None or forward_finite):
         raise ProbeError(
             "the loss is not finite although every layer's output is: check loss_fn in the model file "
             "(log of zero? division by zero?)" if loss_fn is not None else
@@ -203,7 +206,8 @@ def locate_failure(model: nn.Module, batch: Any) -> tuple[str, str] | None:
     try:
         for module in names:
             handles.append(module.register_forward_pre_hook(lambda m, _i: stack.append(m)))
-            handles.append(module.register_forward_hook(lambda _m, _i, _o: stack.pop()))
+            # A forward hook's return value replaces the module's output: pop, and return None.
+            handles.append(module.register_forward_hook(lambda _m, _i, _o: None if stack.pop() else None))
         with torch.no_grad():
             probes.call_model(model, batch)
     except Exception:
