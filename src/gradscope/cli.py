@@ -170,25 +170,36 @@ def _scan(target: str, *, config: Path | None, overrides: dict[str, Any], model_
 
 
 def _emit(report: Report, fmt: Format, output: Path | None) -> None:
-    from .report import render_json, render_markdown, render_terminal, write_atomic
+    from .report import render_json, render_markdown, render_terminal
 
     if fmt is Format.json:
-        text = render_json(report)
+        deliver(output, text=render_json(report))
     elif fmt is Format.markdown:
-        text = render_markdown(report)
-    elif output is not None:
-        text = _terminal_text(report, lambda console: render_terminal(report, console))
+        deliver(output, text=render_markdown(report))
     else:
-        with _stdout_errors():
-            render_terminal(report, _stdout_console())
-        return
+        deliver(output, draw=lambda console: render_terminal(report, console))
+
+
+def deliver(output: Path | None, *, text: str | None = None, draw: Callable[[Console], None] | None = None,
+            what: str = "report") -> None:
+    """Put a rendered result where the user asked: ``text`` as is, or ``draw`` (a terminal renderer) on the terminal
+    — or, with ``--output``, as plain 120-column text. Files are written atomically; stdout failures are one line."""
+    from .report import write_atomic
+
+    if text is None:
+        assert draw is not None
+        if output is None:
+            with _stdout_errors():
+                draw(_stdout_console())
+            return
+        text = _plain_text(draw)
     if output is None:
         with _stdout_errors():
             sys.stdout.write(text)
             sys.stdout.flush()
     else:
         write_atomic(output, text)
-        _stderr().print(f"report written to {output}", highlight=False)
+        _stderr().print(f"{what} written to {output}", highlight=False, markup=False)
 
 
 @contextmanager
@@ -203,12 +214,11 @@ def _stdout_errors() -> Iterator[None]:
         raise OutputError(f"cannot write the report to stdout: {reason}") from exc
 
 
-def _terminal_text(report: Report, draw: Callable[[Console], None]) -> str:
+def _plain_text(draw: Callable[[Console], None]) -> str:
     import io
 
     buffer = io.StringIO()
     draw(Console(file=buffer, width=120, color_system=None, force_terminal=False, no_color=True))
-    del report
     return buffer.getvalue()
 
 

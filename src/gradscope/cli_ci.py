@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, _errors, _scan, _stderr, _stdout_console
+from .cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, _errors, _scan, _stderr, _stdout_console, deliver
 from .errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -219,21 +219,12 @@ def diff(
 
             text = render_html(comparison.current, comparison=comparison)
         elif format is DiffFormat.table and output is None:
-            from .baseline import print_comparison
-
-            print_comparison(comparison, _stdout_console())
             text = None
         else:
             text = render_comparison(comparison, format.value)
-        if text is not None:
-            if output is None:
-                sys.stdout.write(text)
-                sys.stdout.flush()
-            else:
-                from .report import write_atomic
+        from .baseline import print_comparison
 
-                write_atomic(output, text)
-                _stderr().print(f"comparison written to {output}", highlight=False, markup=False)
+        deliver(output, text=text, draw=lambda console: print_comparison(comparison, console), what="comparison")
     raise typer.Exit(EXIT_FINDINGS if failing else EXIT_OK)
 
 

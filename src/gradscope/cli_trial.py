@@ -9,8 +9,6 @@ fast.
 
 from __future__ import annotations
 
-import io
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -18,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from .errors import ConfigError
 
@@ -151,23 +148,10 @@ def _training_bar() -> Iterator[Callable[[str, int, int], None] | None]:
 
 
 def _emit(report: TrialReport, fmt: TrialFormat, output: Path | None) -> None:
-    from .cli import _stderr, _stdout_console
-    from .report import write_atomic
+    from .cli import deliver
     from .report.trial import render_trial_json, render_trial_terminal
 
     if fmt is TrialFormat.json:
-        text = render_trial_json(report)
-    elif output is not None:
-        buffer = io.StringIO()
-        render_trial_terminal(report, Console(file=buffer, width=120, color_system=None, force_terminal=False,
-                                              no_color=True))
-        text = buffer.getvalue()
+        deliver(output, text=render_trial_json(report))
     else:
-        render_trial_terminal(report, _stdout_console())
-        return
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        write_atomic(output, text)
-        _stderr().print(f"report written to {output}", highlight=False)
+        deliver(output, draw=lambda console: render_trial_terminal(report, console))
