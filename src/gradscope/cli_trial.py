@@ -9,6 +9,8 @@ fast.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -98,7 +100,8 @@ def _trial(target: str, *, remedy: str, steps: int, optimizer: str, lr: float | 
     if lr is not None and not (lr > 0 and lr != float("inf")):
         raise ConfigError(f"--lr {lr}: must be a finite number > 0")
     kwargs = _parse_kwargs(model_kwargs)
-    with _progress() as tick:
+    # As in scan: the model file's prints go to stderr, stdout carries only the trial report.
+    with _progress() as tick, contextlib.redirect_stdout(sys.stderr):
         tick("importing torch")
         import torch
 
@@ -116,7 +119,7 @@ def _trial(target: str, *, remedy: str, steps: int, optimizer: str, lr: float | 
                       progress=lambda i, n: tick(f"scanning: probe batch {i}/{n}"))
     from .trial import run_trial
 
-    with _training_bar() as progress:
+    with _training_bar() as progress, contextlib.redirect_stdout(sys.stderr):
         return run_trial(model, data=data, candidates=chosen.selected, steps=steps, optimizer=optimizer,
                          lr=lr, seed=seed, batch_size=batch_size, progress=progress, hooks=loaded.hooks,
                          target=target, note=chosen.note)
