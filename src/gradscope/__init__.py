@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .results import Report
     from .scanner import scan
     from .trial import run_trial
+    from .watch import watch
 
 __all__ = [
     "__version__",
@@ -27,6 +28,7 @@ __all__ = [
     "ProbeError",
     "ConfigError",
     "run_trial",
+    "watch",
 ]
 
 _LAZY = {
@@ -38,6 +40,7 @@ _LAZY = {
     "ProbeError": "gradscope.errors",
     "ConfigError": "gradscope.errors",
     "run_trial": "gradscope.trial",
+    "watch": "gradscope.watch",
 }
 
 

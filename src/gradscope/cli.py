@@ -327,3 +327,7 @@ _register_trial(app)
 from .cli_ci import register as _register_ci  # noqa: E402
 
 _register_ci(app)
+
+from .cli_watch import register as _register_watch  # noqa: E402
+
+_register_watch(app)

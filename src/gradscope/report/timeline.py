@@ -1,0 +1,234 @@
+"""Renderers for a watched run (``gradscope report run.jsonl``): a layers × steps heatmap, the first step at which
+each layer went bad, then the Report of the last steps rendered as ``scan``'s. Pure string work on timeline data.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from ..results import Report
+from ..timeline import EVENTS, Run
+from ._format import sci
+
+SHADES = " ░▒▓█"  # low → high, on a log scale fitted to the run's own range
+NONFINITE_CELL = "!"
+MISSING_CELL = "·"
+TIMELINE_SCHEMA = "gradscope.timeline/1"
+
+
+@dataclass(frozen=True)
+class Timeline:
+    run: Run
+    stat: str
+    names: tuple[str, ...]
+    steps: tuple[int, ...]
+    rows: tuple[tuple[float | None, ...], ...]
+    first: Mapping[str, Mapping[str, int]]
+    report: Report
+
+    @classmethod
+    def of(cls, run: Run, report: Report, first: Mapping[str, Mapping[str, int]]) -> Timeline:
+        stat, names, rows = run.matrix()
+        return cls(run, stat, tuple(names), tuple(s.step for s in run.steps), tuple(tuple(r) for r in rows),
+                   first, report)
+
+
+def columns(steps: Sequence[int], width: int) -> list[list[int]]:
+    """Step indices grouped into at most ``width`` columns (consecutive, near-equal groups)."""
+    n = len(steps)
+    if n <= width:
+        return [[i] for i in range(n)]
+    return [list(range(c * n // width, (c + 1) * n // width)) for c in range(width)]
+
+
+def _cell_value(row: Sequence[float | None], group: Sequence[int]) -> float | None:
+    values = [row[i] for i in group if row[i] is not None]
+    if not values:
+        return None
+    if any(not math.isfinite(v) for v in values):  # type: ignore[arg-type]
+        return math.nan
+    positive = [v for v in values if v is not None and v > 0]
+    if not positive:
+        return 0.0
+    return math.exp(sum(math.log(v) for v in positive) / len(positive))  # geometric mean of the group
+
+
+def _bounds(rows: Sequence[Sequence[float | None]]) -> tuple[float, float] | None:
+    logs = [math.log10(v) for row in rows for v in row if v is not None and math.isfinite(v) and v > 0]
+    if not logs:
+        return None
+    lo, hi = min(logs), max(logs)
+    return lo, max(hi, lo + 1.0)
+
+
+def shade(value: float | None, bounds: tuple[float, float] | None) -> str:
+    if value is None:
+        return MISSING_CELL
+    if not math.isfinite(value):
+        return NONFINITE_CELL
+    if value <= 0 or bounds is None:
+        return SHADES[0]
+    lo, hi = bounds
+    x = (math.log10(value) - lo) / (hi - lo)
+    return SHADES[min(len(SHADES) - 1, max(1, 1 + int(x * (len(SHADES) - 1))))]
+
+
+def heatmap_lines(t: Timeline, width: int) -> list[str]:
+    label = max([len(n or "(root)") for n in t.names] + [5])
+    label = min(label, 28)
+    cols = columns(t.steps, max(8, width - label - 3))
+    bounds = _bounds(t.rows)
+    lines = []
+    for name, row in zip(t.names, t.rows, strict=True):
+        cells = "".join(shade(_cell_value(row, g), bounds) for g in cols)
+        lines.append(f"{_short(name or '(root)', label):<{label}} │{cells}│")
+    if cols:
+        first, last = t.steps[cols[0][0]], t.steps[cols[-1][-1]]
+        axis = f"step {first}"
+        end = f"{last}"
+        span = len(cols)
+        lines.append(" " * label + " └" + "─" * span + "┘")
+        gap = max(1, span - len(axis) - len(end) + 2)
+        lines.append(" " * label + "  " + axis + " " * gap + end)
+    if bounds is not None:
+        lines.append(f"{t.stat}: '{SHADES[1]}' ≈ {sci(10 ** bounds[0])} … '{SHADES[-1]}' ≈ {sci(10 ** bounds[1])} "
+                     f"(log scale); '{NONFINITE_CELL}' non-finite, '{MISSING_CELL}' not measured")
+    return lines
+
+
+def _short(name: str, limit: int) -> str:
+    return name if len(name) <= limit else "…" + name[-(limit - 1):]
+
+
+def event_rows(t: Timeline) -> list[tuple[str, list[str]]]:
+    rows = []
+    for name in [m.name for m in t.run.layers]:
+        events = t.first.get(name)
+        if events:
+            rows.append((name or "(root)", [str(events[e]) if e in events else "—" for e in EVENTS]))
+    return rows
+
+
+def render_timeline_terminal(t: Timeline, console: Console) -> None:
+    from .terminal import render_terminal
+
+    run = t.run
+    meta = run.meta
+    head = Text(f"gradscope watch · {meta.get('model', 'model')} · mode {meta.get('mode', '?')} · every "
+                f"{meta.get('every', '?')} · {len(run.steps)} recorded steps", style="bold")
+    console.print(head)
+    if run.skipped_lines:
+        console.print(Text(f"{run.skipped_lines} unreadable line(s) skipped (a torn last line from a crash?)",
+                           style="yellow"))
+    console.print()
+    console.print(Text(f"{t.stat} per layer (rows) over steps (columns)", style="bold"))
+    for line in heatmap_lines(t, console.width):
+        console.print(Text(line), soft_wrap=True, overflow="ignore", crop=False)
+    console.print()
+    events = event_rows(t)
+    if events:
+        console.print(Text("first step at which a layer went bad", style="bold"))
+        width = max(len(n) for n, _ in events)
+        console.print(Text(f"{'layer':<{width}}  " + "  ".join(f"{e:>10}" for e in EVENTS)))
+        for name, cells in events:
+            console.print(Text(f"{name:<{width}}  " + "  ".join(f"{c:>10}" for c in cells)))
+    else:
+        console.print(Text("no layer vanished, exploded or went non-finite at any recorded step", style="green"))
+    console.print()
+    console.print(Text(f"report of the last {t.report.probe.batches} recorded step(s)", style="bold"))
+    render_terminal(t.report, console)
+
+
+def timeline_dict(t: Timeline) -> dict[str, Any]:
+    from ..results import json_safe
+
+    return json_safe({  # type: ignore[no-any-return]
+        "schema": TIMELINE_SCHEMA,
+        "source": t.run.source,
+        "meta": {k: v for k, v in t.run.meta.items() if k != "layers"},
+        "skipped_lines": t.run.skipped_lines,
+        "stat": t.stat,
+        "steps": list(t.steps),
+        "layers": list(t.names),
+        "values": [list(r) for r in t.rows],
+        "loss": [s.loss for s in t.run.steps],
+        "first": {name: dict(events) for name, events in t.first.items()},
+        "report": t.report.to_dict(),
+    })
+
+
+def render_timeline_json(t: Timeline) -> str:
+    return json.dumps(timeline_dict(t), indent=2, allow_nan=False) + "\n"
+
+
+def render_timeline_markdown(t: Timeline) -> str:
+    from .markdown import render_markdown
+
+    meta = t.run.meta
+    out = [f"# gradscope watch: {meta.get('model', 'model')}", "",
+           f"mode `{meta.get('mode', '?')}`, every {meta.get('every', '?')} step(s), {len(t.run.steps)} recorded "
+           f"steps ({t.steps[0]}–{t.steps[-1]})" if t.steps else "no steps", "",
+           f"## {t.stat} over steps", "", "```", *heatmap_lines(t, 100), "```", "", "## First bad step", ""]
+    events = event_rows(t)
+    if events:
+        out += ["| layer | " + " | ".join(EVENTS) + " |", "|---|" + "---:|" * len(EVENTS)]
+        out += [f"| `{name}` | " + " | ".join(cells) + " |" for name, cells in events]
+    else:
+        out.append("No layer vanished, exploded or went non-finite at any recorded step.")
+    out += ["", f"## Report of the last {t.report.probe.batches} recorded step(s)", "",
+            render_markdown(t.report).replace("\n# ", "\n### ")]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render_timeline_html(t: Timeline) -> str:
+    e = html.escape
+    bounds = _bounds(t.rows)
+    cols = columns(t.steps, 200)
+    cells = []
+    for name, row in zip(t.names, t.rows, strict=True):
+        tds = []
+        for group in cols:
+            v = _cell_value(row, group)
+            step = t.steps[group[0]]
+            if v is None:
+                color, label = "#eee", "not measured"
+            elif not math.isfinite(v):
+                color, label = "#d00", "non-finite"
+            else:
+                x = 0.0 if (bounds is None or v <= 0) else (math.log10(v) - bounds[0]) / (bounds[1] - bounds[0])
+                light = int(95 - 70 * max(0.0, min(1.0, x)))
+                color, label = f"hsl(215,70%,{light}%)", sci(v)
+            tds.append(f'<td style="background:{color}" title="step {step}: {e(label)}"></td>')
+        cells.append(f"<tr><th>{e(name or '(root)')}</th>{''.join(tds)}</tr>")
+    events = event_rows(t)
+    event_html = ("<table class=ev><tr><th>layer</th>" + "".join(f"<th>{x}</th>" for x in EVENTS) + "</tr>"
+                  + "".join(f"<tr><td>{e(n)}</td>" + "".join(f"<td>{c}</td>" for c in cs) + "</tr>"
+                            for n, cs in events) + "</table>") if events else \
+        "<p>No layer vanished, exploded or went non-finite at any recorded step.</p>"
+    findings = "".join(f"<li><b>{e(f.severity.value)}</b> {e(f.rule)}: {e(f.message)}</li>"
+                       for f in t.report.findings) or "<li>none</li>"
+    suggestions = "".join(f"<li>{e(s.remedy.value)}: {e(s.reason)}</li>" for s in t.report.suggestions) \
+        or "<li>none</li>"
+    meta = t.run.meta
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>gradscope watch: {e(str(meta.get('model', 'model')))}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em}} table.hm{{border-collapse:collapse}}
+table.hm td{{width:4px;height:14px;padding:0}} table.hm th{{text-align:right;font-weight:normal;padding-right:6px;
+font-family:monospace}} table.ev td,table.ev th{{padding:2px 10px;text-align:right}}</style></head><body>
+<h1>gradscope watch: {e(str(meta.get('model', 'model')))}</h1>
+<p>mode {e(str(meta.get('mode', '?')))}, every {e(str(meta.get('every', '?')))} step(s), {len(t.steps)} recorded
+steps; {e(t.stat)} per layer, darker = larger (log scale), red = non-finite.</p>
+<table class=hm>{''.join(cells)}</table>
+<h2>First bad step</h2>{event_html}
+<h2>Findings (last {t.report.probe.batches} recorded steps)</h2><ul>{findings}</ul>
+<h2>Suggestions</h2><ul>{suggestions}</ul>
+</body></html>
+"""

@@ -1,0 +1,436 @@
+"""gradscope.watch: statistics recorded inside a training loop, the JSONL log, the timeline and `gradscope report`."""
+
+from __future__ import annotations
+
+import json
+import math
+import tracemalloc
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from torch import nn
+from typer.testing import CliRunner
+
+import gradscope
+from gradscope.errors import ConfigError, GradscopeError, ProbeError
+from gradscope.results import Report, Status
+from gradscope.scanner import scan
+from gradscope.timeline import build_report, first_events, parse_log, read_log
+from gradscope.watch import NonFiniteGradientError, Watch, watch
+
+torch.set_num_threads(1)
+
+
+def mlp(depth: int = 2, act: type[nn.Module] = nn.Tanh, width: int = 16) -> nn.Module:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Linear(8, width), act()]
+    for _ in range(depth - 1):
+        layers += [nn.Linear(width, width), act()]
+    return nn.Sequential(*layers, nn.Linear(width, 4))
+
+
+def batch(i: int, n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + i)
+    return torch.randn(n, 8, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+
+def loss_fn(out: torch.Tensor, b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return nn.functional.cross_entropy(out, b[1])
+
+
+def train(model: nn.Module, w: Watch | None, steps: int, lr: float = 0.1, start: int = 0,
+          poison: dict[int, str] | None = None) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    for i in range(start, start + steps):
+        b = batch(i)
+        loss = loss_fn(model(b[0]), b)
+        loss.backward()
+        if poison and i in poison:
+            dict(model.named_parameters())[poison[i]].grad[0] = math.nan  # type: ignore[index]
+        if w is not None:
+            w.step(loss)
+        opt.step()
+        opt.zero_grad()
+
+
+# -- numbers -----------------------------------------------------------------------------------------------------
+def test_full_mode_step_equals_scan_on_the_same_batch() -> None:
+    model = mlp()
+    x, y = batch(0)
+    expected = scan(model, [x], loss_fn=lambda out, _b: nn.functional.cross_entropy(out, y))
+    with watch(model, mode="full") as w:
+        train(model, w, 1, lr=0.0)
+    got = w.steps[0].layers
+    for layer in expected.layers:
+        for stat in ("grad_rms", "signal_rms", "activation_rms", "activation_std"):
+            want = getattr(layer, stat)
+            if want is None:
+                assert stat not in got[layer.name]
+            else:
+                assert got[layer.name][stat] == pytest.approx(want.median, rel=1e-5), (layer.name, stat)
+
+
+def test_param_mode_grad_rms_matches_direct_computation_and_full_mode() -> None:
+    model = mlp()
+    with watch(model, mode="param") as w:
+        b = batch(0)
+        loss_fn(model(b[0]), b).backward()
+        w.step()
+    direct = {name: math.sqrt(sum(float(p.grad.square().sum()) for p in m.parameters())  # type: ignore[union-attr]
+                              / sum(p.numel() for p in m.parameters()))
+              for name, m in model.named_children() if isinstance(m, nn.Linear)}
+    assert set(w.steps[0].layers) == set(direct)  # param mode: parametric layers only
+    for name, value in direct.items():
+        assert w.steps[0].layers[name]["grad_rms"] == pytest.approx(value, rel=1e-5)
+    model.zero_grad()
+    with watch(model, mode="full") as full:
+        b = batch(0)
+        loss_fn(model(b[0]), b).backward()
+        full.step()
+    for name in direct:
+        assert full.steps[0].layers[name]["grad_rms"] == pytest.approx(w.steps[0].layers[name]["grad_rms"], rel=1e-6)
+
+
+def test_embedding_counts_touched_rows_in_both_modes() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(1000, 8), nn.Flatten(), nn.Linear(32, 2))
+    rms = {}
+    for mode in ("param", "full"):
+        model.zero_grad()
+        with watch(model, mode=mode) as w:
+            model(torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])).sum().backward()
+            w.step()
+        rms[mode] = w.steps[0].layers["0"]["grad_rms"]
+    g = model[0].weight.grad
+    assert rms["param"] == pytest.approx(rms["full"], rel=1e-6)
+    assert rms["param"] == pytest.approx(float(g[1:9].square().mean().sqrt()), rel=1e-5)  # type: ignore[index]
+
+
+# -- when and how it records -------------------------------------------------------------------------------------
+def test_every_n_records_every_nth_step_and_hooks_only_then(tmp_path: Path) -> None:
+    model = mlp()
+    modules = list(model.modules())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hooked = []
+    with watch(model, every=3, mode="full", log=tmp_path / "run.jsonl") as w:
+        for i in range(10):
+            hooked.append(any(m._forward_hooks for m in modules))
+            b = batch(i)
+            loss_fn(model(b[0]), b).backward()
+            w.step()
+            opt.step()
+            opt.zero_grad()
+    assert hooked == [i % 3 == 0 for i in range(10)]
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in modules)  # all removed on exit
+    assert [s.step for s in read_log(tmp_path / "run.jsonl").steps] == [0, 3, 6, 9]
+    with watch(model, every=1, mode="param"):
+        assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in modules)
+
+
+def test_optimizer_hook_records_without_step_calls() -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with watch(model, every=2, optimizer=opt) as w:
+        for i in range(5):
+            b = batch(i)
+            loss_fn(model(b[0]), b).backward()
+            opt.step()
+            opt.zero_grad()
+    assert w.steps_seen == 5 and [s.step for s in w.steps] == [0, 2, 4]
+    assert not opt._optimizer_step_pre_hooks  # type: ignore[attr-defined]
+
+
+def test_gradient_accumulation_in_full_mode() -> None:
+    model = mlp()
+    with watch(model, mode="full") as w:
+        for i in range(2):  # two micro-batches, one optimizer step
+            b = batch(i, 16)
+            loss_fn(model(b[0]), b).backward()
+        w.step()
+    layers = w.steps[0].layers
+    assert layers["0"]["activation_rms"] > 0 and layers["1"]["signal_rms"] > 0
+
+
+# -- report ------------------------------------------------------------------------------------------------------
+def test_report_is_a_report_and_the_cli_log_gives_the_same(tmp_path: Path) -> None:
+    model = mlp(depth=8, act=nn.Sigmoid)  # vanishes: findings and suggestions to compare
+    log = tmp_path / "run.jsonl"
+    with watch(model, every=2, mode="full", log=log, window=4) as w:
+        train(model, w, 12)
+    report = w.report()
+    assert isinstance(report, Report)
+    assert report.probe.batches == 4
+    assert "vanishing_gradient" in {f.rule for f in report.findings} or "forward_collapse" in {
+        f.rule for f in report.findings}
+    assert report.suggestions
+    from_log = build_report(read_log(log), window=4)
+    assert from_log.to_dict() == report.to_dict()
+    # ... and the same rules fire as a scan of the model on such batches
+    scanned = scan(model, [batch(i)[0] for i in range(4)])
+    assert {f.rule for f in scanned.findings} == {f.rule for f in report.findings}
+
+
+def test_report_before_any_step_is_a_clear_error() -> None:
+    with watch(mlp()) as w, pytest.raises(ProbeError, match="w.step"):
+        w.report()
+
+
+# -- the log -----------------------------------------------------------------------------------------------------
+def test_log_lines_follow_the_format_and_a_torn_line_is_skipped(tmp_path: Path) -> None:
+    log = tmp_path / "run.jsonl"
+    with watch(mlp(), every=1, log=log, mode="full") as w:
+        train(w.module, w, 3)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 3
+    first = json.loads(lines[0])
+    assert first["step"] == 0 and first["meta"]["schema"] == "gradscope.watch/1"
+    assert {"name", "grad_rms", "signal_rms", "activation_rms", "weight_rms"} <= set(first["layers"][0])
+    assert all("meta" not in json.loads(line) for line in lines[1:])
+    with log.open("a") as f:  # a crash in the middle of a write
+        f.write(lines[1][: len(lines[1]) // 2])
+    run = read_log(log)
+    assert [s.step for s in run.steps] == [0, 1, 2] and run.skipped_lines == 1
+    assert run.layers[0].type == "Linear"
+
+
+def test_nonfinite_is_logged_as_null_with_the_reason(tmp_path: Path) -> None:
+    log = tmp_path / "run.jsonl"
+    model = mlp()
+    with watch(model, log=log) as w:
+        train(model, w, 4, poison={2: "2.weight"})
+    objs = [json.loads(line) for line in log.read_text().splitlines()]
+    bad = next(layer for layer in objs[2]["layers"] if layer["name"] == "2")
+    assert bad["grad_rms"] is None and bad["nonfinite"] == ["grad_rms"]
+    run = read_log(log)
+    assert math.isnan(run.steps[2].layers["2"]["grad_rms"])
+    assert first_events(run)["2"]["nonfinite"] == 2
+
+
+# -- NaN guard ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("every", [1, 5])
+def test_on_nonfinite_raise_stops_at_the_first_bad_step_and_names_the_layer(tmp_path: Path, every: int) -> None:
+    model = mlp()
+    log = tmp_path / "run.jsonl"
+    with pytest.raises(NonFiniteGradientError, match=r"step 3 in layer '2' \(Linear\)") as info, \
+            watch(model, every=every, on_nonfinite="raise", log=log) as w:
+        train(model, w, 6, poison={3: "2.weight", 4: "0.weight"})
+    assert info.value.step == 3 and info.value.layer == "2"
+    assert isinstance(info.value, GradscopeError)
+    assert read_log(log).steps[-1].step == 3  # logged before raising
+
+
+# -- bad input ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"every": 0}, ConfigError, "every=0"),
+    ({"every": 2.5}, ConfigError, "every=2.5"),
+    ({"mode": "everything"}, ConfigError, "mode='everything'.*'param', 'full'"),
+    ({"on_nonfinite": "panic"}, ConfigError, "on_nonfinite"),
+    ({"log": "/nonexistent-dir/run.jsonl"}, ConfigError, "does not exist"),
+    ({"window": 0}, ConfigError, "window"),
+])
+def test_bad_arguments_fail_at_watch_time(kwargs: dict[str, object], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        watch(mlp(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_models_without_parameters_fail_at_watch_time() -> None:
+    with pytest.raises(ProbeError, match="no parameters"):
+        watch(nn.Sequential(nn.ReLU()))
+    frozen = mlp().requires_grad_(False)
+    with pytest.raises(ProbeError, match="no trainable"):
+        watch(frozen)
+    with pytest.raises(ProbeError, match="nn.Module"):
+        watch("model")  # type: ignore[arg-type]
+
+
+def test_exported_lazily_and_callable_even_after_importing_the_module() -> None:
+    import gradscope.watch as module  # binds gradscope.watch to the module: it must still be callable
+
+    assert isinstance(gradscope.watch(mlp()), Watch)
+    assert isinstance(module.watch(mlp()), Watch)
+
+
+# -- memory and compile --------------------------------------------------------------------------------------------
+def test_memory_stays_flat_over_many_steps() -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = batch(0)
+
+    def run(w: Watch, n: int) -> None:
+        for _ in range(n):
+            loss_fn(model(x), (x, y)).backward()
+            w.step(torch.tensor(0.0))
+            opt.step()
+            opt.zero_grad()
+
+    with watch(model, every=1, mode="full", window=4) as w:
+        run(w, 50)  # warm up caches
+        tracemalloc.start()
+        run(w, 50)
+        before = tracemalloc.get_traced_memory()[0]
+        run(w, 400)
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    assert after - before < 64_000, f"grew by {after - before} bytes over 400 steps"
+    assert len(w.steps) == 4
+    assert all(not r.grad_rms and not r.signal_rms for r in w._recorder.layers)
+
+
+def test_compiled_model_in_param_mode_has_no_graph_breaks() -> None:
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = mlp()
+    compiled = torch.compile(model, backend="eager")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with watch(compiled, every=2) as w:
+        for i in range(4):
+            b = batch(i)
+            loss = loss_fn(compiled(b[0]), b)
+            loss.backward()
+            w.step(loss)
+            opt.step()
+            opt.zero_grad()
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert [s.step for s in w.steps] == [0, 2]
+    assert set(w.steps[0].layers) == {"0", "2", "4"}  # names of the user's module, not "_orig_mod.0"
+    torch._dynamo.reset()
+
+
+# -- CLI ---------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def cli() -> typer.Typer:
+    from gradscope.cli import app
+    from gradscope.cli_watch import register
+
+    register(app)
+    return app
+
+
+def test_cli_report_formats(tmp_path: Path, cli: typer.Typer) -> None:
+    log = tmp_path / "run.jsonl"
+    model = mlp()
+    with watch(model, log=log, mode="full") as w:
+        train(model, w, 6, poison={4: "2.weight"})
+    runner = CliRunner()
+    table = runner.invoke(cli, ["report", str(log), "--fail-on", "never"])
+    assert table.exit_code == 0, table.output
+    assert "signal_rms per layer" in table.output and "!" in table.output
+    assert "first step at which a layer went bad" in table.output
+    doc = runner.invoke(cli, ["report", str(log), "--format", "json", "--window", "1"])
+    data = json.loads(doc.stdout)
+    assert data["schema"] == "gradscope.timeline/1" and data["steps"] == [0, 1, 2, 3, 4, 5]
+    assert data["first"]["2"]["nonfinite"] == 4
+    assert data["report"]["schema"] == "gradscope.report/1"
+    assert doc.exit_code == 1  # the NaN reached the weights through the optimizer: still non-finite
+    md = runner.invoke(cli, ["report", str(log), "--format", "markdown", "--fail-on", "never"])
+    assert md.exit_code == 0 and "| `2` |" in md.output
+    out = tmp_path / "t.html"
+    html = runner.invoke(cli, ["report", str(log), "--format", "html", "-o", str(out), "--fail-on", "never"])
+    assert html.exit_code == 0 and out.read_text().startswith("<!doctype html>")
+
+
+def test_cli_report_bad_input(tmp_path: Path, cli: typer.Typer) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(cli, ["report", str(tmp_path / "nope.jsonl")])
+    assert missing.exit_code == 2 and "cannot read" in missing.output
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text("not json\n")
+    bad = runner.invoke(cli, ["report", str(junk)])
+    assert bad.exit_code == 2 and "no recorded step" in bad.output
+
+
+def test_parse_log_without_meta_still_reports() -> None:
+    line = json.dumps({"step": 7, "layers": [{"name": "fc", "grad_rms": 0.1}]})
+    run = parse_log([line])
+    report = build_report(run)
+    assert report.layers[0].name == "fc" and report.layers[0].status is Status.OK
+
+
+# -- integrations (skipped where the library is not installed) ------------------------------------------------------
+def test_lightning_callback_records_each_optimizer_step(tmp_path: Path) -> None:
+    pl = pytest.importorskip("lightning.pytorch")
+    from gradscope.integrations.lightning import GradscopeCallback
+
+    class Module(pl.LightningModule):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = mlp()
+
+        def training_step(self, b: tuple[torch.Tensor, torch.Tensor], _i: int) -> torch.Tensor:
+            return loss_fn(self.net(b[0]), b)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader([(batch(i, 1)[0][0], batch(i, 1)[1][0]) for i in range(16)], batch_size=4)
+    callback = GradscopeCallback(every=1, log=tmp_path / "run.jsonl")
+    pl.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, callbacks=[callback]).fit(Module(), data)
+    assert callback.watch is not None and callback.watch.steps_seen == 4
+    assert [s.step for s in read_log(tmp_path / "run.jsonl").steps] == [0, 1, 2, 3]
+
+
+def test_hf_trainer_callback_records_each_optimizer_step(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    from gradscope.integrations.hf import GradscopeTrainerCallback
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = mlp()
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"loss": nn.functional.cross_entropy(self.net(x), labels)}
+
+    rows = [{"x": batch(i, 1)[0][0], "labels": batch(i, 1)[1][0]} for i in range(16)]
+    callback = GradscopeTrainerCallback(every=1, log=tmp_path / "run.jsonl")
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=3,
+                                          per_device_train_batch_size=4, report_to=[], use_cpu=True,
+                                          save_strategy="no", logging_strategy="no")
+    transformers.Trainer(model=Model(), args=args, train_dataset=rows, callbacks=[callback]).train()
+    assert callback.watch is not None and callback.watch.steps_seen == 3
+
+
+def test_without_a_with_block_the_first_step_opens_the_log(tmp_path: Path) -> None:
+    model = mlp()
+    w = watch(model, log=tmp_path / "run.jsonl")
+    train(model, w, 2)
+    w.close()
+    train(model, w, 1, start=2)  # after close: in memory only, the log is not truncated
+    assert [s.step for s in read_log(tmp_path / "run.jsonl").steps] == [0, 1]
+    assert [s.step for s in w.steps] == [0, 1, 2]
+
+
+def test_compiled_model_in_full_mode_records_the_same_numbers() -> None:
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    stats = []
+    for compiled in (False, True):
+        model = mlp()
+        target = torch.compile(model, backend="eager") if compiled else model
+        with watch(target, mode="full") as w:
+            b = batch(0)
+            loss_fn(target(b[0]), b).backward()
+            w.step()
+        stats.append(w.steps[0].layers)
+    torch._dynamo.reset()
+    for name, values in stats[0].items():
+        for stat, value in values.items():
+            assert stats[1][name][stat] == pytest.approx(value, rel=1e-5), (name, stat)
+
+
+def test_partly_frozen_model_reports_the_frozen_layer() -> None:
+    model = mlp()
+    model[0].requires_grad_(False)
+    for mode in ("param", "full"):
+        with watch(model, mode=mode) as w:
+            train(model, w, 2)
+        report = w.report()
+        assert report.layer("0").status is Status.FROZEN
+        assert report.layer("2").status is Status.OK
