@@ -35,12 +35,13 @@ fixed ≥0.90" when the picked run reaches 0.90, else "not fixed: <why>"; in bet
 Speed: one thread (``--threads``; two threads ran up to 10× slower whenever the other core was busy), and
 ``torch.set_flush_denormal(True)``: vanished gradients are denormal floats, and CPU arithmetic on them is slow
 (they are below 1.2e-38 and change no weight measurably). ``--quick``: depths 20 and 30, tanh and sigmoid, default
-init, both optimizers, 150 steps (about a minute). The full grid (24 configurations, 300 steps) took about 6 min
-of one core; ``--depth60-inits default`` drops its slowest part. ``--what-if`` also trains combinations of the
-tool's own suggestions (normalization+clip, normalization+init+clip, tanh: init with gain 1 + clip) wherever the
-picked remedy misses 0.90, to show which rule change would work; it is not the tool's choice.
+init, both optimizers, 150 steps (about a minute). The full grid (24 configurations, 300 steps) took 303 s of one
+core (load ~3 on 2 cores; about 8 min with ``--what-if``); ``--depth60-inits default`` drops its slowest part.
+``--what-if`` also trains combinations of the tool's own suggestions (normalization+clip, normalization+init+clip,
+tanh: init with gain 1 + clip) wherever the picked remedy misses 0.90, to show which rule change would work; it is
+not the tool's choice.
 
-Usage: python benchmarks/remedies.py [--quick] [--steps 300] [--threads 1] [--check] [--json PATH]
+Usage: python benchmarks/remedies.py [--quick] [--steps 300] [--threads 1] [--check] [--what-if] [--json PATH]
 Progress goes to stderr; the markdown table (and the per-pattern summary) to stdout.
 """
 

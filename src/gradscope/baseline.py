@@ -788,7 +788,7 @@ def print_comparison(c: Comparison, console: Any) -> None:
 
 
 def render_comparison_markdown(c: Comparison, *, level: int = 2) -> str:
-    from tabulate import tabulate
+    from .report.markdown import markdown_table
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
@@ -817,7 +817,7 @@ def render_comparison_markdown(c: Comparison, *, level: int = 2) -> str:
     if c.removed:
         parts.append("**Removed layers**: " + ", ".join(f"`{cell(n)}`" for n in c.removed))
     rows = [[cell(x) for x in row] for row in comparison_rows(c)]
-    table = str(tabulate(rows, headers=list(COMPARISON_HEADERS), tablefmt="github", disable_numparse=True))
+    table = markdown_table(rows, COMPARISON_HEADERS)
     if len(rows) > FOLD_LAYERS_OVER:
         table = f"<details><summary>Layers ({len(rows)})</summary>\n\n{table}\n\n</details>"
     parts.append(table)

@@ -414,9 +414,8 @@ def print_check(result: CheckResult, console: Any) -> None:
 
 def check_markdown(result: CheckResult, *, full_report: bool = True) -> str:
     """A Markdown summary for a CI step summary or a PR comment: verdict, failing checks table, comparison."""
-    from tabulate import tabulate
-
     from .report import render_markdown
+    from .report.markdown import markdown_table
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
@@ -430,8 +429,7 @@ def check_markdown(result: CheckResult, *, full_report: bool = True) -> str:
     if rows:
         icons = {"fail": "❌ fail", "warn": "⚠️ warn", "known": "➖ known", "ignored": "ignored"}
         table_rows = [[icons[s], sev, f"`{r}`", cell(layers), cell(msg)] for s, sev, r, layers, msg in rows]
-        parts.append(str(tabulate(table_rows, headers=["Check", "Severity", "Rule", "Layers", "Message"],
-                                  tablefmt="github", disable_numparse=True)))
+        parts.append(markdown_table(table_rows, ["Check", "Severity", "Rule", "Layers", "Message"]))
     else:
         parts.append("No findings.")
     failures = result.failures

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import tabulate as tabulate_module
 from tabulate import tabulate
 
 from ..results import Finding, Report, Severity, Status, Suggestion
@@ -42,8 +43,18 @@ def _code(text: str) -> str:
 
 
 def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
-    cells = [[_cell(c) for c in row] for row in rows]
-    return str(tabulate(cells, headers=list(headers), tablefmt="github", disable_numparse=True))
+    return markdown_table([[_cell(c) for c in row] for row in rows], headers)
+
+
+def markdown_table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
+    """tabulate's "github" table, identical on every machine: tabulate measures emoji with ``wcwidth`` when that
+    package happens to be installed, which would change the padding with the environment."""
+    saved = tabulate_module.WIDE_CHARS_MODE, tabulate_module.wcwidth  # type: ignore[attr-defined]
+    tabulate_module.WIDE_CHARS_MODE, tabulate_module.wcwidth = False, None  # some paths test wcwidth alone
+    try:
+        return str(tabulate(list(rows), headers=list(headers), tablefmt="github", disable_numparse=True))
+    finally:
+        tabulate_module.WIDE_CHARS_MODE, tabulate_module.wcwidth = saved
 
 
 def _status(status: Status | None) -> str:
