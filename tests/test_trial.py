@@ -112,7 +112,9 @@ def test_digits_normalization_rescues_a_deep_sigmoid_mlp() -> None:
     model = deep_sigmoid()
     before, rng = state(model), torch.get_rng_state()
     chosen = plan(model, ModelFileHooks(), ("auto",), seed=0)
-    assert "normalization" in chosen.selected and "clip" not in chosen.selected
+    # the advice pairs normalization with clipping for a collapsed deep stack; clipping alone is not a candidate
+    assert [s.remedy.value for s in chosen.selected["normalization"]] == ["normalization", "clip"]
+    assert "clip" not in chosen.selected
     report = run_trial(model, data=digits(), candidates=chosen.selected, steps=200, optimizer="adam", lr=None,
                        seed=0, batch_size=64)
     none = report.run("none")
@@ -432,3 +434,14 @@ def test_cli_subprocess_json(tmp_path: Path) -> None:
     d = json.loads(proc.stdout)
     assert d["schema"] == SCHEMA and [r["remedy"] for r in d["runs"]] == ["none", "clip"]
     assert proc.stderr == ""  # no progress bar when stderr is not a terminal
+
+
+def test_a_best_run_far_from_trained_gets_a_caveat() -> None:
+    model = deep_sigmoid()
+    chosen = plan(model, ModelFileHooks(), ("normalization",), seed=0)
+    report = run_trial(model, data=digits(), candidates=chosen.selected, steps=5, optimizer="sgd", lr=None,
+                       seed=0, batch_size=64)
+    accuracy = report.run(report.best).test_accuracy  # type: ignore[arg-type]
+    assert accuracy is not None and accuracy < 0.9
+    assert report.caveat is not None and f"{accuracy:.2f}" in report.caveat
+    assert report.to_dict()["caveat"] == report.caveat

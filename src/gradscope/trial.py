@@ -74,6 +74,7 @@ SYNTHETIC_SAMPLES = 1024
 CURVE_POINTS = 100
 HELPS_ACCURACY = 0.05  # absolute held-out accuracy over the untreated run
 HELPS_LOSS_RATIO = 0.10  # relative held-out loss reduction, when there are no classes
+TRAINED_ACCURACY = 0.90  # below this the best run gets a caveat: it beats untreated but is not trained
 EVAL_CHUNK = 512  # samples per forward when measuring (bounds memory on large held-out sets)
 _DIVERGENCE_CHECK = 10  # steps between host reads of the losses (one sync per check, not per step)
 
@@ -146,6 +147,18 @@ class TrialReport:
     timing: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def caveat(self) -> str | None:
+        """Said when even the best run is far from a trained classifier: "helps" only means "beats untreated"."""
+        if self.data.task is not Task.CLASSIFICATION or self.best is None:
+            return None
+        accuracy = self.run(self.best).test_accuracy
+        if accuracy is None or accuracy >= TRAINED_ACCURACY:
+            return None
+        return (f"even the best run reaches only {accuracy:.2f} held-out accuracy after {self.steps} steps: no "
+                f"remedy that can be applied in memory trains this model in this budget; try more --steps, or the "
+                f"remedies that need a code change (residual blocks) listed by gradscope scan")
+
+    @property
     def untreated(self) -> Run:
         return self.runs[0]
 
@@ -182,6 +195,7 @@ class TrialReport:
             "helps": self.helps,
             "margin": self.margin,
             "note": self.note,
+            "caveat": self.caveat,
             "timing": dict(self.timing),
         })
 
@@ -261,7 +275,10 @@ def plan(
                        "trained (use --remedy all to try the remedies anyway)")
             return Plan({}, available, report, healthy)
         suggested = {s.remedy for s in report.suggestions}
-        chosen = {name: s for name, s in available.items() if name != "clip" or Remedy.CLIP in suggested}
+        # Clipping alone only when the scan suggested it and did not already pair it with the remedy it belongs to.
+        paired = any(len(group) > 1 for group in available.values())
+        chosen = {name: s for name, s in available.items()
+                  if name != "clip" or (Remedy.CLIP in suggested and not paired)}
         rules = ", ".join(dict.fromkeys(f.rule for f in problems))
         return Plan(chosen, available, report, f"the scan found {rules}")
     selected: dict[str, tuple[Suggestion, ...]] = {}

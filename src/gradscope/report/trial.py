@@ -175,6 +175,8 @@ def _verdict(report: TrialReport) -> Text:
     else:
         text.append(". It does not clearly help", style="bold yellow")
     text.append(f" (margin: {report.margin}).")
+    if report.caveat:
+        text.append(f"\nBut {report.caveat}.", style="yellow")
     return text
 
 
