@@ -366,3 +366,22 @@ def test_rendered_report_of_a_real_scan(cls: type[nn.Module], golden) -> None:  
     text = "\n".join(line.rstrip() for line in console.file.getvalue().splitlines()) + "\n"  # type: ignore[attr-defined]
     golden(f"scan_{cls.__name__}.txt", text)
     golden(f"scan_{cls.__name__}.md", render_markdown(report))
+
+
+def test_no_init_suggestion_that_redraws_the_current_init() -> None:
+    from gradscope.advice import candidates
+
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(20):
+        linear = nn.Linear(32, 32)
+        nn.init.xavier_uniform_(linear.weight, gain=1.0)
+        nn.init.zeros_(linear.bias)
+        layers += [linear, nn.Sigmoid()]
+    model = nn.Sequential(*layers, nn.Linear(32, 10))
+    report = scan(model, [torch.randn(16, 32) for _ in range(2)])
+    assert "forward_collapse" in rules(report)
+    remedies = [s.remedy.value for s in report.suggestions]
+    assert remedies[:2] == ["normalization", "clip"] and "init" not in remedies  # Xavier gain 1 is already there
+    options = candidates(report.layers, dict(model.named_modules()), report.suggestions, Config())
+    assert "init" not in options and [s.remedy.value for s in options["normalization"]] == ["normalization", "clip"]

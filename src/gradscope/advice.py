@@ -325,8 +325,9 @@ def candidates(report_layers: Sequence[LayerStats], modules: dict[str, nn.Module
                                              "trial candidate: measured placement", ()),)
     if weighted:
         forward = {s.remedy: s for s in _forward_fixes(report_layers, modules, ())}
-        for remedy in (Remedy.NORMALIZATION, Remedy.INIT):
-            out.setdefault(remedy.value, (forward[remedy],))
+        for remedy in (Remedy.NORMALIZATION, Remedy.INIT):  # init is left out when it would re-draw the same
+            if remedy in forward:
+                out.setdefault(remedy.value, (forward[remedy],))
         if "regularize" not in out:
             lam = config.suggest.regularize_lambda
             names = _names(weighted)
