@@ -637,7 +637,7 @@ def test_no_trainable_parameters(tmp_path: Path) -> None:
     ("args", "needle"),
     [
         (["--batches", "0"], "batches"),
-        (["--batch-size", "-1"], "batch_size"),
+        (["--batch-size", "-1"], "--batch-size -1"),
         (["--device", "tpu"], "tpu"),
         (["--input-shape", "abc"], "--input-shape"),
         (["--input-shape", "8,0"], "--input-shape"),

@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .results import Report
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+_OPTIONS = {"probe.batches": "--batches", "probe.batch_size": "--batch-size", "probe.seed": "--seed",
+            "probe.device": "--device"}
 
 app = typer.Typer(
     name="gradscope",
@@ -129,7 +131,14 @@ def _scan(target: str, *, config: Path | None, overrides: dict[str, Any], model_
           weights: Path | None = None) -> Report:
     from .config import load_config
 
-    settings = load_config(config, overrides)
+    settings = load_config(config)
+    try:
+        settings = settings.with_overrides(overrides)
+    except ConfigError as exc:  # the value came from an option: name the option the user typed
+        message = str(exc).removeprefix("option: ")
+        for key, option in _OPTIONS.items():
+            message = message.replace(f"{key}=", f"{option} ")
+        raise ConfigError(message) from None
     kwargs = dict(settings.model.kwargs)
     kwargs.update(_parse_kwargs(model_kwargs))
     shapes = [_parse_shape(s) for s in input_shape] if input_shape else None
