@@ -32,7 +32,7 @@ ACTIVATIONS = (
 EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
 # The spread, saturation and dead-unit statistics read at most this many elements of a layer's output per batch
 # (a fixed stride; README "Overhead"). Sums of squares and gradients always read everything.
-FORWARD_SAMPLE = 65_536
+FORWARD_SAMPLE = 16_384
 
 
 @dataclass
@@ -208,7 +208,7 @@ class Recorder:
             batch_dim = self._batch_dim(detached)
             rows = _sample(detached, batch_dim)
             if rows.dtype in (torch.float16, torch.bfloat16):
-                rows = rows.float()  # the spread squares deviations: float16 overflows above 256 (≤ 65,536 values)
+                rows = rows.float()  # the spread squares deviations: float16 overflows above 256
             if batch_dim is not None:
                 # Two passes (centre, then square): exact when outputs barely differ, which is what a collapse
                 # looks like; also far faster on CPU than torch.std along dim 0.
