@@ -434,3 +434,44 @@ def test_partly_frozen_model_reports_the_frozen_layer() -> None:
         report = w.report()
         assert report.layer("0").status is Status.FROZEN
         assert report.layer("2").status is Status.OK
+
+
+@pytest.mark.parametrize("mode", ["param", "full"])
+def test_watch_leaves_user_hooks_flags_and_rng_as_training_alone_would(mode: str) -> None:
+    """After ``watch`` the model and the global RNG are where the same training without it leaves them."""
+    import random
+
+    import numpy as np
+
+    def run(watched: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor, object, object, list[object]]:
+        torch.manual_seed(3)
+        random.seed(3)
+        np.random.seed(3)
+        model = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.2), nn.Tanh(), nn.Linear(16, 4))
+        model[0].bias.requires_grad_(False)
+        seen: list[int] = []
+        model[2].register_forward_hook(lambda _m, _i, _o: seen.append(1))
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+        data = [torch.randn(8, 8) for _ in range(3)]
+        context = watch(model, every=1, mode=mode) if watched else None
+        if context is not None:
+            context.__enter__()
+        for x in data:
+            optimizer.zero_grad()
+            loss = model(x).pow(2).mean()
+            loss.backward()
+            if context is not None:
+                context.step(loss)
+            optimizer.step()
+        if context is not None:
+            context.__exit__(None, None, None)
+        hooks = [dict(m._forward_hooks) for m in model.modules()]
+        flags = [p.requires_grad for p in model.parameters()]
+        return (model.state_dict(), torch.get_rng_state(), random.getstate(), np.random.get_state()[1].tolist(),
+                [len(h) for h in hooks] + flags + [len(seen)])
+
+    plain, watched = run(False), run(True)
+    assert all(torch.equal(plain[0][k], watched[0][k]) for k in plain[0])
+    assert torch.equal(plain[1], watched[1])
+    assert plain[2] == watched[2] and plain[3] == watched[3]
+    assert plain[4] == watched[4]  # the user's hook stays (and fired as often), requires_grad untouched
