@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import models as M
 from torch import nn
 
 from gradscope.errors import ProbeError
@@ -28,11 +29,7 @@ def build_model(depth: int = 40):
 
 
 def deep_sigmoid(depth: int = 40) -> nn.Module:
-    torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    for _ in range(depth):
-        layers += [nn.Linear(32, 32), nn.Sigmoid()]
-    return nn.Sequential(*layers, nn.Linear(32, 10))
+    return M.stack(nn.Sigmoid, depth)
 
 
 class Blocks(nn.Module):
@@ -83,14 +80,7 @@ def test_fix_on_a_module_that_is_not_sequential() -> None:
 
 
 def test_pseudo_norm_applied_after_named_modules_restores_the_signal() -> None:
-    torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    for _ in range(30):
-        linear = nn.Linear(32, 32)
-        nn.init.xavier_uniform_(linear.weight, gain=0.7)
-        nn.init.zeros_(linear.bias)
-        layers += [linear, nn.Tanh()]
-    model = nn.Sequential(*layers, nn.Linear(32, 10))
+    model = M.stack(nn.Tanh, 30, gain=0.7)
     data = [torch.randn(16, 32) for _ in range(2)]
     report = scan(model, data)
     pseudo = next(s for s in report.suggestions if s.remedy is Remedy.PSEUDO_NORM)

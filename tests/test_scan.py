@@ -101,14 +101,7 @@ def test_forward_collapse_is_told_apart_and_leads_with_forward_fixes() -> None:
 def test_backward_only_attenuation_gets_pseudo_norm_and_rescale() -> None:
     # Bias-free tanh with a small Xavier gain: every layer scales the signal by ~0.7 in both directions, so the
     # between-sample spread survives (relative to its size) while the gradient loses 4+ orders of magnitude.
-    torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    for _ in range(40):
-        linear = nn.Linear(32, 32)
-        nn.init.xavier_uniform_(linear.weight, gain=0.7)
-        nn.init.zeros_(linear.bias)
-        layers += [linear, nn.Tanh()]
-    model = nn.Sequential(*layers, nn.Linear(32, 10))
+    model = M.stack(nn.Tanh, 40, gain=0.7)
     report = scan(model, [torch.randn(16, 32) for _ in range(2)])
     assert "forward_collapse" not in rules(report)
     vanishing = next(f for f in report.findings if f.rule == "vanishing_gradient")
@@ -371,14 +364,7 @@ def test_rendered_report_of_a_real_scan(cls: type[nn.Module], golden) -> None:  
 def test_no_init_suggestion_that_redraws_the_current_init() -> None:
     from gradscope.advice import candidates
 
-    torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    for _ in range(20):
-        linear = nn.Linear(32, 32)
-        nn.init.xavier_uniform_(linear.weight, gain=1.0)
-        nn.init.zeros_(linear.bias)
-        layers += [linear, nn.Sigmoid()]
-    model = nn.Sequential(*layers, nn.Linear(32, 10))
+    model = M.stack(nn.Sigmoid, 20, gain=1.0)
     report = scan(model, [torch.randn(16, 32) for _ in range(2)])
     assert "forward_collapse" in rules(report)
     remedies = [s.remedy.value for s in report.suggestions]

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import torch
+from fixtures import models as M
 from rich.console import Console
 from torch import nn
 from typer.testing import CliRunner
@@ -62,15 +63,7 @@ def _one_thread() -> Iterator[None]:
 
 
 def deep_sigmoid(depth: int = 20, width: int = 32, seed: int = 0) -> nn.Sequential:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        layers: list[nn.Module] = []
-        fan_in = 64
-        for _ in range(depth):
-            layers += [nn.Linear(fan_in, width), nn.Sigmoid()]
-            fan_in = width
-        layers.append(nn.Linear(fan_in, 10))
-        return nn.Sequential(*layers)
+    return M.stack(nn.Sigmoid, depth, width=width, in_features=64, seed=seed)
 
 
 def small_mlp(inputs: int = 8, classes: int = 3, dropout: float = 0.0) -> nn.Sequential:

@@ -126,13 +126,7 @@ class Recorder:
 
     # -- context manager ---------------------------------------------------------------------------------------
     def __enter__(self) -> Recorder:
-        try:
-            for index, layer in enumerate(self.layers):
-                # prepend: see the module's own output, before any other hook (a remedy's) replaces it
-                self._handles.append(layer.module.register_forward_hook(self._forward_hook(index), prepend=True))
-        except BaseException:
-            self.close()
-            raise
+        self.attach()
         self._compute_weight_rms()
         return self
 
@@ -146,6 +140,7 @@ class Recorder:
             return
         try:
             for index, layer in enumerate(self.layers):
+                # prepend: see the module's own output, before any other hook (a remedy's) replaces it
                 self._handles.append(layer.module.register_forward_hook(self._forward_hook(index), prepend=True))
         except BaseException:
             self.detach()
