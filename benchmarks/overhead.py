@@ -163,9 +163,7 @@ def cases(quick: bool) -> dict[str, Case]:
             lambda g: torch.randn(m_b, m_width, generator=g),
             f"{m_b}×{m_width}",
         ),
-        "cnn": Case(
-            "cnn", lambda: cnn(c_width), lambda g: torch.randn(c_b, 3, 32, 32, generator=g), f"{c_b}×3×32×32"
-        ),
+        "cnn": Case("cnn", lambda: cnn(c_width), lambda g: torch.randn(c_b, 3, 32, 32, generator=g), f"{c_b}×3×32×32"),
         "transformer": Case(
             "transformer",
             lambda: Transformer(vocab, t_d, t_layers, 4, t_seq),
@@ -241,8 +239,7 @@ def measure_time(case: Case, device: torch.device, rounds: int) -> dict[str, Tim
             wall[name].append((time.perf_counter() - start) / len(batches))
             cpu[name].append((time.process_time() - start_cpu) / len(batches))
     return {
-        name: Timing(statistics.median(wall[name]), min(wall[name]), statistics.median(cpu[name]))
-        for name in MODES
+        name: Timing(statistics.median(wall[name]), min(wall[name]), statistics.median(cpu[name])) for name in MODES
     }
 
 
@@ -362,15 +359,9 @@ def measure_memory_cuda(case: Case, device: torch.device, mode: str) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="small models and few rounds (smoke test, ~30 s)"
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=None, help="timed rounds per model (default 9; quick 3)"
-    )
-    parser.add_argument(
-        "--memory-rounds", type=int, default=None, help="memory runs per subprocess (default 3)"
-    )
+    parser.add_argument("--quick", action="store_true", help="small models and few rounds (smoke test, ~30 s)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per model (default 9; quick 3)")
+    parser.add_argument("--memory-rounds", type=int, default=None, help="memory runs per subprocess (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     parser.add_argument("--jobs", type=int, default=2, help="memory subprocesses run at once (default 2)")
     parser.add_argument("--models", default="mlp,cnn,transformer", help="comma-separated subset")
@@ -473,11 +464,7 @@ def main(argv: list[str] | None = None) -> None:
         cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
         print("| " + " | ".join(cells) + " |")
     print()
-    where = (
-        ""
-        if device.type == "cuda"
-        else f" in a fresh subprocess per model and mode, median of {memory_rounds}"
-    )
+    where = "" if device.type == "cuda" else f" in a fresh subprocess per model and mode, median of {memory_rounds}"
     print(
         f"device {device}, torch {torch.__version__}, threads {args.threads}, "
         f"{Config().probe.batches} batches "

@@ -112,9 +112,11 @@ class StackedMLP(nn.Module):
         plains = {seed: plain_mlp(act, depth, init, seed) for seed in {s for _, s in models}}
         linears = [[m for m in plains[s] if isinstance(m, nn.Linear)] for _, s in models]
         self.weights = nn.ParameterList(
-            nn.Parameter(torch.stack([lins[i].weight.detach().t() for lins in linears])) for i in range(depth + 1))
+            nn.Parameter(torch.stack([lins[i].weight.detach().t() for lins in linears])) for i in range(depth + 1)
+        )
         self.biases = nn.ParameterList(
-            nn.Parameter(torch.stack([lins[i].bias.detach()[None] for lins in linears])) for i in range(depth + 1))
+            nn.Parameter(torch.stack([lins[i].bias.detach()[None] for lins in linears])) for i in range(depth + 1)
+        )
         self.scale = torch.ones(len(models), 1, 1)  # per copy, set by train_stacked
         # For each hidden layer: which copies normalise there, per sample and per batch.
         self.sample_idx: list[Tensor] = []
@@ -166,8 +168,9 @@ def make_opt(params: Any, opt: str) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.1) if opt == "sgd" else torch.optim.Adam(params, lr=1e-3)
 
 
-def train_stacked(act: str, depth: int, init: str, opt: str, models: list[tuple[Variant, int]], data: Data,
-                  steps: int) -> tuple[StackedMLP, Tensor]:
+def train_stacked(
+    act: str, depth: int, init: str, opt: str, models: list[tuple[Variant, int]], data: Data, steps: int
+) -> tuple[StackedMLP, Tensor]:
     """The trained stack and the held-out accuracy of every copy after ``steps`` steps."""
     xtr, ytr, xte, yte = data
     model = StackedMLP(act, depth, init, models)
@@ -201,8 +204,9 @@ def train_stacked(act: str, depth: int, init: str, opt: str, models: list[tuple[
     return model, (pred == yte).float().mean(dim=1)
 
 
-def train_plain(act: str, depth: int, init: str, opt: str, variant: Variant, seed: int, data: Data,
-                steps: int) -> nn.Sequential:
+def train_plain(
+    act: str, depth: int, init: str, opt: str, variant: Variant, seed: int, data: Data, steps: int
+) -> nn.Sequential:
     """One copy trained the ordinary way, with PseudoNorm modules (for --check)."""
     xtr, ytr, _, _ = data
     model = plain_mlp(act, depth, init, seed, variant)
@@ -245,8 +249,9 @@ def check(data: Data) -> None:
                 ref = lin.weight.detach().t()
                 diff = (stacked.weights[i][j].detach() - ref).abs().max() / ref.abs().max()
                 worst = max(worst, diff.item())
-        print(f"check {act}/{opt}: largest relative weight difference, stacked vs plain, after {steps} "
-              f"steps: {worst:.1e}")
+        print(
+            f"check {act}/{opt}: largest relative weight difference, stacked vs plain, after {steps} steps: {worst:.1e}"
+        )
         assert worst < 1e-6, "stacked training diverged from plain PseudoNorm training"
     torch.set_default_dtype(torch.float32)
 
@@ -285,8 +290,14 @@ SENSITIVITY = [
 ]
 
 
-def measure(settings: list[tuple[str, int, str, str]], variants: list[Variant], seeds: list[int], steps: int,
-            data: Data, t0: float) -> None:
+def measure(
+    settings: list[tuple[str, int, str, str]],
+    variants: list[Variant],
+    seeds: list[int],
+    steps: int,
+    data: Data,
+    t0: float,
+) -> None:
     models = [(v, s) for v in variants for s in seeds]
     head = ["setting", "att", "fwd std"] + [v.name for v in variants]
     rows: list[list[str]] = []
@@ -295,8 +306,9 @@ def measure(settings: list[tuple[str, int, str, str]], variants: list[Variant], 
         att, spread = grad_profile(act, depth, init, data)
         _, acc = train_stacked(act, depth, init, opt, models, data, steps)
         table[r] = acc.view(len(variants), len(seeds)).mean(dim=1)
-        rows.append([f"{act} d{depth} {init} {opt}", f"{att:.2f}", f"{spread:.0e}"]
-                    + [f"{a:.2f}" for a in table[r].tolist()])
+        rows.append(
+            [f"{act} d{depth} {init} {opt}", f"{att:.2f}", f"{spread:.0e}"] + [f"{a:.2f}" for a in table[r].tolist()]
+        )
         print(f"{rows[-1][0]}: done at {time.perf_counter() - t0:.0f} s", flush=True)
 
     def summary(label: str, mask: list[bool]) -> list[str]:
@@ -309,9 +321,11 @@ def measure(settings: list[tuple[str, int, str, str]], variants: list[Variant], 
     rows.append(["net wins vs none", "", ""] + [f"{int(w):+d}" for w in wins.tolist()])
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
     print()
-    print(f"held-out accuracy on digits after {steps} steps, mean of seeds {seeds} (chance 0.10). att = gradient "
-          f"RMS ratio per hidden layer at init (geometric mean); fwd std = between-sample std of the last hidden "
-          f"layer at init; net wins = settings >= 0.02 above untreated minus settings >= 0.02 below.")
+    print(
+        f"held-out accuracy on digits after {steps} steps, mean of seeds {seeds} (chance 0.10). att = gradient "
+        f"RMS ratio per hidden layer at init (geometric mean); fwd std = between-sample std of the last hidden "
+        f"layer at init; net wins = settings >= 0.02 above untreated minus settings >= 0.02 below."
+    )
     for row in [head, *rows]:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
 
@@ -320,12 +334,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; 64-wide layers gain nothing from a second one, and two threads "
-                             "ran 10-30x slower whenever the other core was busy")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 64-wide layers gain nothing from a second one, and two threads "
+        "ran 10-30x slower whenever the other core was busy",
+    )
     parser.add_argument("--check", action="store_true", help="verify stacked training against plain models")
-    parser.add_argument("--sensitivity", action="store_true",
-                        help="instead: how far the scale may be off the reference (tanh settings, k=2, per-batch)")
+    parser.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="instead: how far the scale may be off the reference (tanh settings, k=2, per-batch)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # Vanished gradients are denormal floats; CPU arithmetic on them is slow and would dominate the run.

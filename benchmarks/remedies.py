@@ -109,8 +109,8 @@ def relu_bn(depth: int, seed: int = 0) -> nn.Sequential:
 
 def probe_batches(x: Tensor) -> list[Tensor]:
     g = torch.Generator().manual_seed(0)
-    idx = torch.randperm(x.shape[0], generator=g)[:PROBE_BATCHES * PROBE_BATCH]
-    return [x[idx[i * PROBE_BATCH:(i + 1) * PROBE_BATCH]] for i in range(PROBE_BATCHES)]
+    idx = torch.randperm(x.shape[0], generator=g)[: PROBE_BATCHES * PROBE_BATCH]
+    return [x[idx[i * PROBE_BATCH : (i + 1) * PROBE_BATCH]] for i in range(PROBE_BATCHES)]
 
 
 def _name(s: Suggestion) -> str:
@@ -139,8 +139,11 @@ def scan_text(report: Report) -> str:
         rule = f.rule
         if rule == "vanishing_gradient":
             kind = str(f.evidence.get("kind", ""))
-            rule = "vanishing(" + {"after_forward_collapse": "after collapse", "backward_only": "backward only"}.get(
-                kind, kind) + ")"
+            rule = (
+                "vanishing("
+                + {"after_forward_collapse": "after collapse", "backward_only": "backward only"}.get(kind, kind)
+                + ")"
+            )
         parts.append(("E " if f.severity is Severity.ERROR else "W ") + rule)
     verdict = "healthy" if report.healthy else "unhealthy"
     return verdict + (": " + ", ".join(parts) if parts else "")
@@ -209,8 +212,14 @@ def _acc(trial: TrialReport, name: str) -> tuple[float | None, bool]:
     return run.test_accuracy, run.diverged
 
 
-def trial(model: nn.Module, data: tuple[Tensor, Tensor], cands: dict[str, tuple[Suggestion, ...]], steps: int,
-          opt: str, label: str) -> TrialReport:
+def trial(
+    model: nn.Module,
+    data: tuple[Tensor, Tensor],
+    cands: dict[str, tuple[Suggestion, ...]],
+    steps: int,
+    opt: str,
+    label: str,
+) -> TrialReport:
     last = [time.perf_counter(), -1]
 
     def progress(name: str, done: int, total: int) -> None:
@@ -219,8 +228,17 @@ def trial(model: nn.Module, data: tuple[Tensor, Tensor], cands: dict[str, tuple[
             last[0], last[1] = now, done
             print(f"    {label}: {name} {done}/{total}", file=sys.stderr, flush=True)
 
-    return run_trial(model, data=data, candidates=cands, steps=steps, optimizer=opt, lr=None, seed=0,
-                     batch_size=BATCH, progress=progress)
+    return run_trial(
+        model,
+        data=data,
+        candidates=cands,
+        steps=steps,
+        optimizer=opt,
+        lr=None,
+        seed=0,
+        batch_size=BATCH,
+        progress=progress,
+    )
 
 
 def what_if_candidates(available: dict[str, tuple[Suggestion, ...]], act: str) -> dict[str, tuple[Suggestion, ...]]:
@@ -240,9 +258,17 @@ def what_if_candidates(available: dict[str, tuple[Suggestion, ...]], act: str) -
     return out
 
 
-def measure(act: str, init: str, depth: int, opt: str, steps: int, data: tuple[Tensor, Tensor],
-            batches: list[Tensor], bn_cache: dict[tuple[int, str], tuple[float | None, str]],
-            what_if: bool = False) -> Row:
+def measure(
+    act: str,
+    init: str,
+    depth: int,
+    opt: str,
+    steps: int,
+    data: tuple[Tensor, Tensor],
+    batches: list[Tensor],
+    bn_cache: dict[tuple[int, str], tuple[float | None, str]],
+    what_if: bool = False,
+) -> Row:
     started = time.perf_counter()
     row = Row(act, init, depth, opt)
     model = mlp(act, depth, init)
@@ -290,8 +316,12 @@ def check(data: tuple[Tensor, Tensor], batches: list[Tensor], steps: int) -> Non
     a, b = (_acc(t, name) for t in both)
     curves = [next(r for r in t.runs if r.remedy == name).curve for t in both]
     assert a == b and curves[0] == curves[1], f"check failed: {name} in auto {a} vs alone {b}"
-    print(f"check: {name} inside auto = alone ({a[0]}); untreated {both[0].runs[0].test_accuracy} = "
-          f"{both[1].runs[0].test_accuracy}", file=sys.stderr, flush=True)
+    print(
+        f"check: {name} inside auto = alone ({a[0]}); untreated {both[0].runs[0].test_accuracy} = "
+        f"{both[1].runs[0].test_accuracy}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def fmt(v: float | None) -> str:
@@ -299,26 +329,53 @@ def fmt(v: float | None) -> str:
 
 
 def table(rows: list[Row], steps: int, note: str) -> str:
-    head = ["act", "init", "depth", "opt", "scan (W/E rules)", "untreated", "picked", "picked acc",
-            "best of auto", "ReLU+BN", "verdict"]
+    head = [
+        "act",
+        "init",
+        "depth",
+        "opt",
+        "scan (W/E rules)",
+        "untreated",
+        "picked",
+        "picked acc",
+        "best of auto",
+        "ReLU+BN",
+        "verdict",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         best = "—" if r.best is None else f"{r.best} {fmt(r.best_acc)}"
         picked_acc = "—" if r.picked is None else ("diverged" if r.picked_diverged else fmt(r.picked_acc))
-        cells = [r.act, r.init, str(r.depth), r.opt, r.scan, fmt(r.untreated), r.picked or "— (none)", picked_acc,
-                 best, fmt(r.relu_bn), r.verdict()]
+        cells = [
+            r.act,
+            r.init,
+            str(r.depth),
+            r.opt,
+            r.scan,
+            fmt(r.untreated),
+            r.picked or "— (none)",
+            picked_acc,
+            best,
+            fmt(r.relu_bn),
+            r.verdict(),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"Held-out accuracy on digits (359 samples, chance 0.10) after {steps} steps, batch 64, seed 0; "
-                 f"SGD lr 0.1, Adam lr 1e-3. {note}")
+    lines.append(
+        f"Held-out accuracy on digits (359 samples, chance 0.10) after {steps} steps, batch 64, seed 0; "
+        f"SGD lr 0.1, Adam lr 1e-3. {note}"
+    )
     return "\n".join(lines)
 
 
 def by_pattern(rows: list[Row]) -> str:
     """For each evidence pattern: how often the picked remedy reaches 0.90 where the model needs fixing, and
     which auto candidates do (count of configurations where each reaches 0.90)."""
-    out = ["", "| pattern | configs needing a fix | picked (times) | picked ≥0.90 "
-           "| candidates reaching ≥0.90 (count) |", "|---|---|---|---|---|"]
+    out = [
+        "",
+        "| pattern | configs needing a fix | picked (times) | picked ≥0.90 | candidates reaching ≥0.90 (count) |",
+        "|---|---|---|---|---|",
+    ]
     groups: dict[str, list[Row]] = {}
     for r in rows:
         groups.setdefault(r.pattern, []).append(r)
@@ -333,23 +390,39 @@ def by_pattern(rows: list[Row]) -> str:
             for name, acc in r.auto.items():
                 if acc is not None and acc >= TRAINS:
                     wins[name] = wins.get(name, 0) + 1
-        out.append(f"| {pat} | {len(need)} of {len(rs)} | "
-                   + ", ".join(f"{k} ({v})" for k, v in picks.items()) + f" | {ok} | "
-                   + (", ".join(f"{k} ({v})" for k, v in sorted(wins.items(), key=lambda kv: -kv[1])) or "—") + " |")
+        out.append(
+            f"| {pat} | {len(need)} of {len(rs)} | "
+            + ", ".join(f"{k} ({v})" for k, v in picks.items())
+            + f" | {ok} | "
+            + (", ".join(f"{k} ({v})" for k, v in sorted(wins.items(), key=lambda kv: -kv[1])) or "—")
+            + " |"
+        )
     return "\n".join(out)
 
 
 def what_if_table(rows: list[Row]) -> str:
     names = list(dict.fromkeys(k for r in rows for k in r.what_if))
     head = ["act", "init", "depth", "opt", "pattern", "picked", *names]
-    lines = ["", "What-if (--what-if; not the tool's choice): configurations where the picked remedy misses 0.90",
-             "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines = [
+        "",
+        "What-if (--what-if; not the tool's choice): configurations where the picked remedy misses 0.90",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+    ]
     for r in rows:
         if not r.what_if:
             continue
         picked = "—" if r.picked is None else f"{r.picked} {fmt(r.picked_acc)}"
-        cells = [r.act, r.init, str(r.depth), r.opt, r.pattern, picked,
-                 *(fmt(r.what_if[k]) if k in r.what_if else "—" for k in names)]
+        cells = [
+            r.act,
+            r.init,
+            str(r.depth),
+            r.opt,
+            r.pattern,
+            picked,
+            *(fmt(r.what_if[k]) if k in r.what_if else "—" for k in names),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -359,13 +432,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a subset in about a minute")
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (300; --quick 150)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--depth60-inits", nargs="+", default=["default", "xavier"], choices=["default", "xavier"],
-                        help="inits to run at depth 60 (the full grid's slowest part)")
+    parser.add_argument(
+        "--depth60-inits",
+        nargs="+",
+        default=["default", "xavier"],
+        choices=["default", "xavier"],
+        help="inits to run at depth 60 (the full grid's slowest part)",
+    )
     parser.add_argument("--check", action="store_true", help="only verify picked-in-auto == picked alone")
     parser.add_argument("--json", default=None, help="also write every row (all auto accuracies) here")
-    parser.add_argument("--what-if", action="store_true",
-                        help="also train combinations of the tool's suggestions (normalization+clip, "
-                             "normalization+init+clip, tanh: init gain 1+clip) where the picked remedy misses 0.90")
+    parser.add_argument(
+        "--what-if",
+        action="store_true",
+        help="also train combinations of the tool's suggestions (normalization+clip, "
+        "normalization+init+clip, tanh: init gain 1+clip) where the picked remedy misses 0.90",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -381,32 +462,38 @@ def main() -> None:
         grid = [(a, "default", d, o) for a in ACTS for d in (20, 30) for o in ("sgd", "adam")]
         note = "--quick: default init, depths 20 and 30 only."
     else:
-        grid = [(a, i, d, o) for a, i, d, o in itertools.product(ACTS, ("default", "xavier"), (20, 30, 60),
-                                                                 ("sgd", "adam"))
-                if d != 60 or i in args.depth60_inits]
+        grid = [
+            (a, i, d, o)
+            for a, i, d, o in itertools.product(ACTS, ("default", "xavier"), (20, 30, 60), ("sgd", "adam"))
+            if d != 60 or i in args.depth60_inits
+        ]
         skipped = sorted({"default", "xavier"} - set(args.depth60_inits))
-        note = (f"Depth 60 run for init {', '.join(args.depth60_inits)} only." if skipped else "")
+        note = f"Depth 60 run for init {', '.join(args.depth60_inits)} only." if skipped else ""
     rows: list[Row] = []
     bn: dict[tuple[int, str], tuple[float | None, str]] = {}
     for n, (act, init, depth, opt) in enumerate(grid, 1):
         row = measure(act, init, depth, opt, steps, (x, y), batches, bn, what_if=args.what_if)
         rows.append(row)
-        print(f"[{n}/{len(grid)}] {act} {init} d{depth} {opt}: {row.scan}; untreated {fmt(row.untreated)}, "
-              f"picked {row.picked} {fmt(row.picked_acc)}, best {row.best} {fmt(row.best_acc)}, relu+bn "
-              f"{fmt(row.relu_bn)} ({row.seconds:.0f} s; {time.perf_counter() - t0:.0f} s total)",
-              file=sys.stderr, flush=True)
+        print(
+            f"[{n}/{len(grid)}] {act} {init} d{depth} {opt}: {row.scan}; untreated {fmt(row.untreated)}, "
+            f"picked {row.picked} {fmt(row.picked_acc)}, best {row.best} {fmt(row.best_acc)}, relu+bn "
+            f"{fmt(row.relu_bn)} ({row.seconds:.0f} s; {time.perf_counter() - t0:.0f} s total)",
+            file=sys.stderr,
+            flush=True,
+        )
     elapsed = time.perf_counter() - t0
     print(table(rows, steps, note + f" Runtime {elapsed:.0f} s on {args.threads} thread(s)."))
     print(by_pattern(rows))
     print()
-    print("ReLU+BN reference, scan verdict: " + "; ".join(
-        f"d{d} {o}: {scan}" for (d, o), (_, scan) in sorted(bn.items()) if o == "sgd"))
+    print(
+        "ReLU+BN reference, scan verdict: "
+        + "; ".join(f"d{d} {o}: {scan}" for (d, o), (_, scan) in sorted(bn.items()) if o == "sgd")
+    )
     if args.what_if:
         print(what_if_table(rows))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"steps": steps, "seconds": round(elapsed, 1), "rows": [asdict(r) for r in rows]}, fh,
-                      indent=1)
+            json.dump({"steps": steps, "seconds": round(elapsed, 1), "rows": [asdict(r) for r in rows]}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -54,8 +54,13 @@ def _loss(out: Any, i: int) -> torch.Tensor:
     return probes.default_loss(probes.select_output(out), 0, i % 8)
 
 
-def block(model: nn.Module, opt: torch.optim.Optimizer, batches: list[torch.Tensor], steps: int,
-          config: tuple[str, int] | None) -> tuple[float, float]:
+def block(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    batches: list[torch.Tensor],
+    steps: int,
+    config: tuple[str, int] | None,
+) -> tuple[float, float]:
     """(seconds per step, seconds per step spent inside ``w.step()``)."""
     ctx: contextlib.AbstractContextManager[Any]
     ctx = contextlib.nullcontext() if config is None else watch(model, mode=config[0], every=config[1])
@@ -74,8 +79,9 @@ def block(model: nn.Module, opt: torch.optim.Optimizer, batches: list[torch.Tens
     return (time.perf_counter() - started) / steps, inside / steps
 
 
-def measure(name: str, case: Any, rounds: int, steps: int,
-            configs: list[tuple[str, int] | None]) -> dict[str, list[float]]:
+def measure(
+    name: str, case: Any, rounds: int, steps: int, configs: list[tuple[str, int] | None]
+) -> dict[str, list[float]]:
     torch.manual_seed(0)
     model = case.build()
     generator = torch.Generator().manual_seed(1)
@@ -87,7 +93,7 @@ def measure(name: str, case: Any, rounds: int, steps: int,
     for config in configs:  # warm-up
         block(model, opt, batches, min(steps, 20), config)
     for r in range(rounds):
-        order = configs[r % len(configs):] + configs[: r % len(configs)]
+        order = configs[r % len(configs) :] + configs[: r % len(configs)]
         for config in order:
             total, in_step = block(model, opt, batches, steps, config)
             times[_label(config)].append(total)
@@ -125,10 +131,14 @@ def main(argv: list[str] | None = None) -> None:
             med = statistics.median(values)
             direct = statistics.median(times.get(f"{label} (in w.step)", [0.0]))
             rows.append((name, case.batch, label, med * 1e3, med / plain, 1 + direct / plain))
-    print(f"\ngradscope.watch overhead: torch {torch.__version__}, {args.threads} thread(s), "
-          f"{args.rounds} rounds × {args.steps} steps, Adam, median ms/step")
-    print("slowdown = median step time / plain's; in-call = 1 + (time inside w.step()) / plain's step time: the\n"
-          "watch's own cost without the machine's noise (in full mode the hooks' cost is outside w.step())")
+    print(
+        f"\ngradscope.watch overhead: torch {torch.__version__}, {args.threads} thread(s), "
+        f"{args.rounds} rounds × {args.steps} steps, Adam, median ms/step"
+    )
+    print(
+        "slowdown = median step time / plain's; in-call = 1 + (time inside w.step()) / plain's step time: the\n"
+        "watch's own cost without the machine's noise (in full mode the hooks' cost is outside w.step())"
+    )
     print(f"{'model':<12} {'batch':<12} {'config':<18} {'ms/step':>9} {'slowdown':>9} {'in-call':>9}  target")
     for name, batch, label, ms, ratio, direct in rows:
         target = ""
@@ -141,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<12} {batch:<12} {label:<18} {ms:>9.2f} {ratio:>8.3f}× {call:>9}  {target}")
     try:
         import wandb  # noqa: F401
+
         print("peer wandb.watch: installed but not timed in this version")
     except ImportError:
         print("peer wandb.watch(log='all'): not installed here (published: 2.18 → 5.72 s/iteration, 2.6×)")
@@ -148,4 +159,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-

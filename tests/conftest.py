@@ -49,8 +49,7 @@ def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
                 tofile="actual",
             )
             pytest.fail(
-                f"output differs from tests/golden/{name} (rerun with --overwrite if intended):\n"
-                + "".join(diff),
+                f"output differs from tests/golden/{name} (rerun with --overwrite if intended):\n" + "".join(diff),
                 pytrace=False,
             )
 

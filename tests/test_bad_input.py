@@ -60,8 +60,7 @@ def net(body: str, *, extra: str = "", layer: str = "nn.Linear(8, 4)") -> str:
         "        super().__init__()\n"
         f"        self.l = {layer}\n\n"
         "    def forward(self, x):\n"
-        f"{forward}\n"
-        + textwrap.dedent(extra)
+        f"{forward}\n" + textwrap.dedent(extra)
     )
 
 
@@ -166,92 +165,236 @@ CASES: list[Case] = [
     Case("empty-file", (M,), ("m.py", "no nn.Module found"), {"m.py": ""}),
     Case("only-comments", (M,), ("m.py", "no nn.Module found"), {"m.py": "# a model will go here\n"}),
     Case("syntax-error", (M,), ("m.py", "syntax error at line 3"), {"m.py": "import torch\n\ndef f(:\n"}),
-    Case("import-missing-package", (M,), ("'gradscope_missing_dep'", "pip install gradscope_missing_dep"),
-         {"m.py": "import torch\nimport gradscope_missing_dep.layers\n"}),
-    Case("import-known-pip-name", (M,), ("'skimage'", "pip install scikit-image"),
-         {"m.py": "import skimage.filters\n"}),
-    Case("import-missing-name", (M,), ("m.py", "no_such_layer_xyz", "'torch'"),
-         {"m.py": "from torch.nn import no_such_layer_xyz\n"}),
-    Case("module-level-argparse", (M,), ("m.py", "exited during import", "sys.exit(2)", "__main__"),
-         {"m.py": OK + "\nimport argparse\np = argparse.ArgumentParser()\np.add_argument('--data', required=True)\n"
-          "args = p.parse_args()\n"}, one_line=False),
-    Case("module-level-sys-exit-message", (M,), ("m.py", "exited during import", "needs a GPU"),
-         {"m.py": "raise SystemExit('this script needs a GPU')\n"}),
-    Case("module-level-exception", (M,), ("m.py", "failed at import", "RuntimeError: dataset not downloaded"),
-         {"m.py": "raise RuntimeError('dataset not downloaded')\n"}),
-    Case("module-level-input", (M,), ("m.py", "failed at import", "EOFError"),
-         {"m.py": "name = input()\n"}),
+    Case(
+        "import-missing-package",
+        (M,),
+        ("'gradscope_missing_dep'", "pip install gradscope_missing_dep"),
+        {"m.py": "import torch\nimport gradscope_missing_dep.layers\n"},
+    ),
+    Case(
+        "import-known-pip-name", (M,), ("'skimage'", "pip install scikit-image"), {"m.py": "import skimage.filters\n"}
+    ),
+    Case(
+        "import-missing-name",
+        (M,),
+        ("m.py", "no_such_layer_xyz", "'torch'"),
+        {"m.py": "from torch.nn import no_such_layer_xyz\n"},
+    ),
+    Case(
+        "module-level-argparse",
+        (M,),
+        ("m.py", "exited during import", "sys.exit(2)", "__main__"),
+        {
+            "m.py": OK + "\nimport argparse\np = argparse.ArgumentParser()\np.add_argument('--data', required=True)\n"
+            "args = p.parse_args()\n"
+        },
+        one_line=False,
+    ),
+    Case(
+        "module-level-sys-exit-message",
+        (M,),
+        ("m.py", "exited during import", "needs a GPU"),
+        {"m.py": "raise SystemExit('this script needs a GPU')\n"},
+    ),
+    Case(
+        "module-level-exception",
+        (M,),
+        ("m.py", "failed at import", "RuntimeError: dataset not downloaded"),
+        {"m.py": "raise RuntimeError('dataset not downloaded')\n"},
+    ),
+    Case("module-level-input", (M,), ("m.py", "failed at import", "EOFError"), {"m.py": "name = input()\n"}),
     # -- model files: building -------------------------------------------------------------------------------
-    Case("factory-raises", (M,), ("m.py", "build_model() raised ValueError: depth must be even"),
-         {"m.py": "def build_model():\n    raise ValueError('depth must be even')\n"}),
-    Case("factory-parses-argv", (M,), ("m.py", "build_model() exited", "--model-kwargs"),
-         {"m.py": "import argparse\n\n\ndef build_model():\n    p = argparse.ArgumentParser()\n"
-          "    p.add_argument('--depth', type=int, required=True)\n    p.parse_args()\n"}, one_line=False),
-    Case("factory-returns-dict", (M,), ("build_model() returned dict, not an nn.Module",),
-         {"m.py": "def build_model():\n    return {'model': None}\n"}),
-    Case("factory-returns-class", (M,), ("build_model() returned type",),
-         {"m.py": "from torch import nn\n\n\ndef build_model():\n    return nn.Linear\n"}),
-    Case("named-attribute-missing", ("{d}/m.py:Nope",), ("no attribute 'Nope'", "Net (class)"),
-         {"m.py": net("return self.l(x)")}),
+    Case(
+        "factory-raises",
+        (M,),
+        ("m.py", "build_model() raised ValueError: depth must be even"),
+        {"m.py": "def build_model():\n    raise ValueError('depth must be even')\n"},
+    ),
+    Case(
+        "factory-parses-argv",
+        (M,),
+        ("m.py", "build_model() exited", "--model-kwargs"),
+        {
+            "m.py": "import argparse\n\n\ndef build_model():\n    p = argparse.ArgumentParser()\n"
+            "    p.add_argument('--depth', type=int, required=True)\n    p.parse_args()\n"
+        },
+        one_line=False,
+    ),
+    Case(
+        "factory-returns-dict",
+        (M,),
+        ("build_model() returned dict, not an nn.Module",),
+        {"m.py": "def build_model():\n    return {'model': None}\n"},
+    ),
+    Case(
+        "factory-returns-class",
+        (M,),
+        ("build_model() returned type",),
+        {"m.py": "from torch import nn\n\n\ndef build_model():\n    return nn.Linear\n"},
+    ),
+    Case(
+        "named-attribute-missing",
+        ("{d}/m.py:Nope",),
+        ("no attribute 'Nope'", "Net (class)"),
+        {"m.py": net("return self.l(x)")},
+    ),
     Case("named-non-callable", ("{d}/m.py:DEPTH",), ("DEPTH is a int",), {"m.py": "DEPTH = 3\n"}),
-    Case("model-kwargs-unknown", (M, "--model-kwargs", '{"depth": 3}'), ("does not take argument(s) depth",),
-         {"m.py": net("return self.l(x)")}),
-    Case("model-kwargs-to-instance", ("{d}/m.py:model", "--model-kwargs", '{"depth": 3}'),
-         ("instance", "--model-kwargs cannot be applied"),
-         {"m.py": "from torch import nn\n\nmodel = nn.Linear(8, 4)\n"}),
-    Case("meta-device-parameters", (M,), ("meta device", "to_empty"),
-         {"m.py": "import torch\nfrom torch import nn\n\n\ndef build_model():\n    with torch.device('meta'):\n"
-          "        return nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 4))\n"}),
-    Case("no-parameters", (M, "--input-shape", "4,8"), ("has no parameters",),
-         {"m.py": "from torch import nn\n\nmodel = nn.Sequential(nn.ReLU())\n"}),
+    Case(
+        "model-kwargs-unknown",
+        (M, "--model-kwargs", '{"depth": 3}'),
+        ("does not take argument(s) depth",),
+        {"m.py": net("return self.l(x)")},
+    ),
+    Case(
+        "model-kwargs-to-instance",
+        ("{d}/m.py:model", "--model-kwargs", '{"depth": 3}'),
+        ("instance", "--model-kwargs cannot be applied"),
+        {"m.py": "from torch import nn\n\nmodel = nn.Linear(8, 4)\n"},
+    ),
+    Case(
+        "meta-device-parameters",
+        (M,),
+        ("meta device", "to_empty"),
+        {
+            "m.py": "import torch\nfrom torch import nn\n\n\ndef build_model():\n    with torch.device('meta'):\n"
+            "        return nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 4))\n"
+        },
+    ),
+    Case(
+        "no-parameters",
+        (M, "--input-shape", "4,8"),
+        ("has no parameters",),
+        {"m.py": "from torch import nn\n\nmodel = nn.Sequential(nn.ReLU())\n"},
+    ),
     # -- model files: forward output -------------------------------------------------------------------------
     Case("output-none", (M,), ("returned None",), {"m.py": net("self.l(x)\nreturn None")}),
     Case("output-integer", (M,), ("integer tensor",), {"m.py": net("return self.l(x).argmax(-1)")}),
     Case("output-bool", (M,), ("boolean tensor",), {"m.py": net("return self.l(x) > 0")}),
     Case("output-string", (M,), ("returned str", "holds no tensor"), {"m.py": net("self.l(x)\nreturn 'done'")}),
-    Case("output-complex", (M,), ("complex tensor", "loss_fn"),
-         {"m.py": net("return torch.complex(self.l(x), self.l(x))")}),
-    Case("output-detached", (M,), ("does not depend on any trainable parameter",),
-         {"m.py": net("return self.l(x).detach()")}),
-    Case("output-ignores-parameters", (M,), ("does not depend on any trainable parameter",),
-         {"m.py": net("return x[:, :4] * 2")}),
-    Case("output-under-no-grad", (M,), ("does not depend on any trainable parameter", "no_grad"),
-         {"m.py": net("with torch.no_grad():\n    return self.l(x)")}),
-    Case("forward-raises", (M,), ("forward failed", "probe batch 0", "tokenizer not set"),
-         {"m.py": net("raise ValueError('tokenizer not set')")}),
+    Case(
+        "output-complex",
+        (M,),
+        ("complex tensor", "loss_fn"),
+        {"m.py": net("return torch.complex(self.l(x), self.l(x))")},
+    ),
+    Case(
+        "output-detached",
+        (M,),
+        ("does not depend on any trainable parameter",),
+        {"m.py": net("return self.l(x).detach()")},
+    ),
+    Case(
+        "output-ignores-parameters",
+        (M,),
+        ("does not depend on any trainable parameter",),
+        {"m.py": net("return x[:, :4] * 2")},
+    ),
+    Case(
+        "output-under-no-grad",
+        (M,),
+        ("does not depend on any trainable parameter", "no_grad"),
+        {"m.py": net("with torch.no_grad():\n    return self.l(x)")},
+    ),
+    Case(
+        "forward-raises",
+        (M,),
+        ("forward failed", "probe batch 0", "tokenizer not set"),
+        {"m.py": net("raise ValueError('tokenizer not set')")},
+    ),
     # -- dtype and shape mismatches name the layer -----------------------------------------------------------
-    Case("dtype-mismatch-names-layer", (M,), ("forward failed in layer 'body.1' (Linear)", "dtype"),
-         {"m.py": "from torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
-          "        super().__init__()\n        self.body = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 4).double())\n\n"
-          "    def forward(self, x):\n        return self.body(x)\n"}),
-    Case("shape-mismatch-names-layer", (M,), ("forward failed in layer '2' (Linear)", "4x16 and 8x4"),
-         {"m.py": "from torch import nn\n\nmodel = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(8, 4))\n"}),
-    Case("input-dtype-for-embedding", (M, "--input-dtype", "float32"), ("token ids", "--input-dtype int64"),
-         {"m.py": "from torch import nn\n\nmodel = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))\n"}),
+    Case(
+        "dtype-mismatch-names-layer",
+        (M,),
+        ("forward failed in layer 'body.1' (Linear)", "dtype"),
+        {
+            "m.py": "from torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+            "        super().__init__()\n"
+            "        self.body = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 4).double())\n\n"
+            "    def forward(self, x):\n        return self.body(x)\n"
+        },
+    ),
+    Case(
+        "shape-mismatch-names-layer",
+        (M,),
+        ("forward failed in layer '2' (Linear)", "4x16 and 8x4"),
+        {"m.py": "from torch import nn\n\nmodel = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(8, 4))\n"},
+    ),
+    Case(
+        "input-dtype-for-embedding",
+        (M, "--input-dtype", "float32"),
+        ("token ids", "--input-dtype int64"),
+        {"m.py": "from torch import nn\n\nmodel = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))\n"},
+    ),
     # -- probe hooks and inputs ------------------------------------------------------------------------------
-    Case("nan-inputs", (M,), ("probe batch 0 (example_inputs)", "NaN"),
-         {"m.py": with_hooks("def example_inputs():\n    return torch.full((4, 8), float('nan'))\n")}),
-    Case("inf-inputs", (M,), ("Inf values",),
-         {"m.py": with_hooks("def example_inputs():\n    x = torch.zeros(4, 8)\n    x[1, 2] = float('-inf')\n"
-                             "    return x\n")}),
-    Case("nan-in-second-probe-batch", (M,), ("probe batch 1 (probe_batches)", "NaN"),
-         {"m.py": with_hooks("def probe_batches(n, seed):\n    yield torch.zeros(4, 8)\n"
-                             "    yield torch.full((4, 8), float('nan'))\n")}),
-    Case("example-inputs-wrong-type", (M,), ("probe batch 0 (example_inputs) is a str",),
-         {"m.py": with_hooks("def example_inputs():\n    return 'x.png'\n")}),
-    Case("example-inputs-raises", (M,), ("example_inputs() raised FileNotFoundError", "x.npy"),
-         {"m.py": with_hooks("def example_inputs():\n    raise FileNotFoundError('x.npy')\n")}),
-    Case("probe-batches-too-few", (M,), ("yielded 1 batch(es), expected 2",),
-         {"m.py": with_hooks("def probe_batches(n, seed):\n    return [torch.zeros(4, 8)]\n")}),
+    Case(
+        "nan-inputs",
+        (M,),
+        ("probe batch 0 (example_inputs)", "NaN"),
+        {"m.py": with_hooks("def example_inputs():\n    return torch.full((4, 8), float('nan'))\n")},
+    ),
+    Case(
+        "inf-inputs",
+        (M,),
+        ("Inf values",),
+        {
+            "m.py": with_hooks(
+                "def example_inputs():\n    x = torch.zeros(4, 8)\n    x[1, 2] = float('-inf')\n    return x\n"
+            )
+        },
+    ),
+    Case(
+        "nan-in-second-probe-batch",
+        (M,),
+        ("probe batch 1 (probe_batches)", "NaN"),
+        {
+            "m.py": with_hooks(
+                "def probe_batches(n, seed):\n    yield torch.zeros(4, 8)\n    yield torch.full((4, 8), float('nan'))\n"
+            )
+        },
+    ),
+    Case(
+        "example-inputs-wrong-type",
+        (M,),
+        ("probe batch 0 (example_inputs) is a str",),
+        {"m.py": with_hooks("def example_inputs():\n    return 'x.png'\n")},
+    ),
+    Case(
+        "example-inputs-raises",
+        (M,),
+        ("example_inputs() raised FileNotFoundError", "x.npy"),
+        {"m.py": with_hooks("def example_inputs():\n    raise FileNotFoundError('x.npy')\n")},
+    ),
+    Case(
+        "probe-batches-too-few",
+        (M,),
+        ("yielded 1 batch(es), expected 2",),
+        {"m.py": with_hooks("def probe_batches(n, seed):\n    return [torch.zeros(4, 8)]\n")},
+    ),
     # -- the loss --------------------------------------------------------------------------------------------
-    Case("infinite-loss", (M,), ("loss is not finite", "loss_fn"),
-         {"m.py": with_hooks("def loss_fn(output, batch):\n    return output.sum() / 0.0\n")}),
-    Case("loss-not-scalar", (M,), ("loss_fn returned a tensor of shape (4, 4)",),
-         {"m.py": with_hooks("def loss_fn(output, batch):\n    return output\n")}),
-    Case("loss-is-a-float", (M,), ("loss_fn returned float",),
-         {"m.py": with_hooks("def loss_fn(output, batch):\n    return 1.0\n")}),
-    Case("loss-raises", (M,), ("loss_fn failed on probe batch 0", "AttributeError", "labels"),
-         {"m.py": with_hooks("def loss_fn(output, batch):\n    return batch.labels\n")}),
+    Case(
+        "infinite-loss",
+        (M,),
+        ("loss is not finite", "loss_fn"),
+        {"m.py": with_hooks("def loss_fn(output, batch):\n    return output.sum() / 0.0\n")},
+    ),
+    Case(
+        "loss-not-scalar",
+        (M,),
+        ("loss_fn returned a tensor of shape (4, 4)",),
+        {"m.py": with_hooks("def loss_fn(output, batch):\n    return output\n")},
+    ),
+    Case(
+        "loss-is-a-float",
+        (M,),
+        ("loss_fn returned float",),
+        {"m.py": with_hooks("def loss_fn(output, batch):\n    return 1.0\n")},
+    ),
+    Case(
+        "loss-raises",
+        (M,),
+        ("loss_fn failed on probe batch 0", "AttributeError", "labels"),
+        {"m.py": with_hooks("def loss_fn(output, batch):\n    return batch.labels\n")},
+    ),
     # -- targets and options ---------------------------------------------------------------------------------
     Case("target-is-directory", ("{d}/pkg",), ("pkg", "directory"), setup=_mkdir("pkg")),
     Case("target-not-python", ("{d}/model.txt",), ("model.txt", "not a .py file"), {"model.txt": "x"}),
@@ -259,78 +402,222 @@ CASES: list[Case] = [
     Case("negative-batches", (M, "--batches", "-3"), ("batches", "-3", "at least 1"), {"m.py": OK}),
     Case("seed-beyond-64-bits", (M, "--seed", str(2**70)), ("--seed", "64 bits"), {"m.py": OK}),
     Case("zero-batch-size", (M, "--batch-size", "0"), ("--batch-size 0", "at least 1"), {"m.py": OK}),
-    Case("negative-input-shape", (M, "--input-shape", "8,-1"), ("--input-shape", "positive integers"),
-         {"m.py": OK}),
+    Case("negative-input-shape", (M, "--input-shape", "8,-1"), ("--input-shape", "positive integers"), {"m.py": OK}),
     Case("unknown-input-dtype", (M, "--input-dtype", "float8"), ("--input-dtype", "float8"), {"m.py": OK}),
-    Case("probe-file-not-python", (M, "--probe", "{d}/probe.txt"), ("--probe", "not a .py file"),
-         {"m.py": OK, "probe.txt": "x"}),
-    Case("cuda-unavailable", (M, "--device", "cuda:0"), ("CUDA is not available", "--device cpu"), {"m.py": OK},
-         marks=(pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here"),)),
+    Case(
+        "probe-file-not-python",
+        (M, "--probe", "{d}/probe.txt"),
+        ("--probe", "not a .py file"),
+        {"m.py": OK, "probe.txt": "x"},
+    ),
+    Case(
+        "cuda-unavailable",
+        (M, "--device", "cuda:0"),
+        ("CUDA is not available", "--device cpu"),
+        {"m.py": OK},
+        marks=(pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here"),),
+    ),
     # -- config files ----------------------------------------------------------------------------------------
-    Case("config-unknown-section", (M, "--config", "{d}/c.yaml"), ("c.yaml", "unknown section 'probes'"),
-         {"m.py": OK, "c.yaml": "probes:\n  batches: 2\n"}),
-    Case("config-unknown-key-diagnose", (M, "--config", "{d}/c.yaml"), ("unknown key 'vanishing_eror'",),
-         {"m.py": OK, "c.yaml": "diagnose:\n  vanishing_eror: 0.001\n"}),
-    Case("config-zero-batches", (M, "--config", "{d}/c.yaml"), ("c.yaml", "probe.batches=0"),
-         {"m.py": OK, "c.yaml": "probe:\n  batches: 0\n"}),
-    Case("config-negative-batches", (M, "--config", "{d}/c.yaml"), ("probe.batches=-2",),
-         {"m.py": OK, "c.yaml": "probe:\n  batches: -2\n"}),
-    Case("config-string-for-int", (M, "--config", "{d}/c.yaml"), ("probe.batches must be int", "four"),
-         {"m.py": OK, "c.yaml": "probe:\n  batches: four\n"}),
-    Case("config-bool-for-int", (M, "--config", "{d}/c.yaml"), ("probe.batch_size must be int", "True"),
-         {"m.py": OK, "c.yaml": "probe:\n  batch_size: yes\n"}),
-    Case("config-top-level-list", (M, "--config", "{d}/c.yaml"), ("top level must be a mapping", "list"),
-         {"m.py": OK, "c.yaml": "- probe\n- diagnose\n"}),
-    Case("config-section-scalar", (M, "--config", "{d}/c.yaml"), ("section 'probe' must be a mapping",),
-         {"m.py": OK, "c.yaml": "probe: 3\n"}),
-    Case("config-invalid-yaml", (M, "--config", "{d}/c.yaml"), ("c.yaml", "invalid YAML at line 3"),
-         {"m.py": OK, "c.yaml": "probe:\n  batches: [2\n  seed: 1\n"}),
-    Case("config-thresholds-inconsistent", (M, "--config", "{d}/c.yaml"), ("vanishing_error <= vanishing_warning",),
-         {"m.py": OK, "c.yaml": "diagnose:\n  vanishing_error: 0.5\n  vanishing_warning: 0.1\n"}),
-    Case("config-kwargs-not-mapping", (M, "--config", "{d}/c.yaml"), ("model.kwargs must be Mapping",),
-         {"m.py": OK, "c.yaml": "model:\n  kwargs: [1, 2]\n"}),
-    Case("config-bad-device", (M, "--config", "{d}/c.yaml"), ("probe.device", "tpu"),
-         {"m.py": OK, "c.yaml": "probe:\n  device: tpu\n"}),
-    Case("config-yaml-python-apply", (M, "--config", "{d}/c.yaml"), ("c.yaml", "invalid YAML"),
-         {"m.py": OK, "c.yaml": YAML_EVIL_APPLY}, after=_no_marker),
-    Case("config-yaml-python-new", (M, "--config", "{d}/c.yaml"), ("c.yaml", "invalid YAML"),
-         {"m.py": OK, "c.yaml": YAML_EVIL_NEW}, after=_no_marker),
-    Case("config-yaml-python-name", (M, "--config", "{d}/c.yaml"), ("c.yaml", "invalid YAML"),
-         {"m.py": OK, "c.yaml": "probe:\n  seed: !!python/name:os.getpid\n"}),
-    Case("config-is-directory", (M, "--config", "{d}/conf"), ("conf", "cannot read config file"),
-         {"m.py": OK}, setup=_mkdir("conf")),
-    Case("config-not-utf8", (M, "--config", "{d}/c.yaml"), ("c.yaml", "cannot read config file"),
-         {"m.py": OK}, setup=_write_bytes("c.yaml", b"probe:\n  seed: \xff\xfe\n")),
+    Case(
+        "config-unknown-section",
+        (M, "--config", "{d}/c.yaml"),
+        ("c.yaml", "unknown section 'probes'"),
+        {"m.py": OK, "c.yaml": "probes:\n  batches: 2\n"},
+    ),
+    Case(
+        "config-unknown-key-diagnose",
+        (M, "--config", "{d}/c.yaml"),
+        ("unknown key 'vanishing_eror'",),
+        {"m.py": OK, "c.yaml": "diagnose:\n  vanishing_eror: 0.001\n"},
+    ),
+    Case(
+        "config-zero-batches",
+        (M, "--config", "{d}/c.yaml"),
+        ("c.yaml", "probe.batches=0"),
+        {"m.py": OK, "c.yaml": "probe:\n  batches: 0\n"},
+    ),
+    Case(
+        "config-negative-batches",
+        (M, "--config", "{d}/c.yaml"),
+        ("probe.batches=-2",),
+        {"m.py": OK, "c.yaml": "probe:\n  batches: -2\n"},
+    ),
+    Case(
+        "config-string-for-int",
+        (M, "--config", "{d}/c.yaml"),
+        ("probe.batches must be int", "four"),
+        {"m.py": OK, "c.yaml": "probe:\n  batches: four\n"},
+    ),
+    Case(
+        "config-bool-for-int",
+        (M, "--config", "{d}/c.yaml"),
+        ("probe.batch_size must be int", "True"),
+        {"m.py": OK, "c.yaml": "probe:\n  batch_size: yes\n"},
+    ),
+    Case(
+        "config-top-level-list",
+        (M, "--config", "{d}/c.yaml"),
+        ("top level must be a mapping", "list"),
+        {"m.py": OK, "c.yaml": "- probe\n- diagnose\n"},
+    ),
+    Case(
+        "config-section-scalar",
+        (M, "--config", "{d}/c.yaml"),
+        ("section 'probe' must be a mapping",),
+        {"m.py": OK, "c.yaml": "probe: 3\n"},
+    ),
+    Case(
+        "config-invalid-yaml",
+        (M, "--config", "{d}/c.yaml"),
+        ("c.yaml", "invalid YAML at line 3"),
+        {"m.py": OK, "c.yaml": "probe:\n  batches: [2\n  seed: 1\n"},
+    ),
+    Case(
+        "config-thresholds-inconsistent",
+        (M, "--config", "{d}/c.yaml"),
+        ("vanishing_error <= vanishing_warning",),
+        {"m.py": OK, "c.yaml": "diagnose:\n  vanishing_error: 0.5\n  vanishing_warning: 0.1\n"},
+    ),
+    Case(
+        "config-kwargs-not-mapping",
+        (M, "--config", "{d}/c.yaml"),
+        ("model.kwargs must be Mapping",),
+        {"m.py": OK, "c.yaml": "model:\n  kwargs: [1, 2]\n"},
+    ),
+    Case(
+        "config-bad-device",
+        (M, "--config", "{d}/c.yaml"),
+        ("probe.device", "tpu"),
+        {"m.py": OK, "c.yaml": "probe:\n  device: tpu\n"},
+    ),
+    Case(
+        "config-yaml-python-apply",
+        (M, "--config", "{d}/c.yaml"),
+        ("c.yaml", "invalid YAML"),
+        {"m.py": OK, "c.yaml": YAML_EVIL_APPLY},
+        after=_no_marker,
+    ),
+    Case(
+        "config-yaml-python-new",
+        (M, "--config", "{d}/c.yaml"),
+        ("c.yaml", "invalid YAML"),
+        {"m.py": OK, "c.yaml": YAML_EVIL_NEW},
+        after=_no_marker,
+    ),
+    Case(
+        "config-yaml-python-name",
+        (M, "--config", "{d}/c.yaml"),
+        ("c.yaml", "invalid YAML"),
+        {"m.py": OK, "c.yaml": "probe:\n  seed: !!python/name:os.getpid\n"},
+    ),
+    Case(
+        "config-is-directory",
+        (M, "--config", "{d}/conf"),
+        ("conf", "cannot read config file"),
+        {"m.py": OK},
+        setup=_mkdir("conf"),
+    ),
+    Case(
+        "config-not-utf8",
+        (M, "--config", "{d}/c.yaml"),
+        ("c.yaml", "cannot read config file"),
+        {"m.py": OK},
+        setup=_write_bytes("c.yaml", b"probe:\n  seed: \xff\xfe\n"),
+    ),
     # -- checkpoints (--weights) -----------------------------------------------------------------------------
-    Case("weights-missing", (M, "--weights", "{d}/nope.pt"), ("--weights", "nope.pt", "file not found"),
-         {"m.py": OK}),
-    Case("weights-empty-file", (M, "--weights", "{d}/ckpt.pt"), ("ckpt.pt", "empty file"), {"m.py": OK},
-         setup=_write_bytes("ckpt.pt", b"")),
-    Case("weights-not-a-checkpoint", (M, "--weights", "{d}/ckpt.pt"), ("ckpt.pt", "not a PyTorch checkpoint"),
-         {"m.py": OK}, setup=_write_bytes("ckpt.pt", b"just some text, not a zip or a pickle")),
-    Case("weights-is-directory", (M, "--weights", "{d}/ckpt"), ("ckpt", "is a directory"), {"m.py": OK},
-         setup=_mkdir("ckpt")),
-    Case("weights-pickle-with-code", (M, "--weights", "{d}/ckpt.pt"), ("ckpt.pt", "refused", "weights_only=True"),
-         {"m.py": OK}, setup=ckpt(lambda d: {"0.weight": _Evil(d / EVIL_MARKER)}), after=_no_marker),
-    Case("weights-not-a-state-dict", (M, "--weights", "{d}/ckpt.pt"), ("not a state dict", "list"),
-         {"m.py": OK}, setup=ckpt(lambda _d: [torch.zeros(2)])),
-    Case("weights-nested-unknown-key", (M, "--weights", "{d}/ckpt.pt"), ("not a state dict", "'weights'"),
-         {"m.py": OK}, setup=ckpt(lambda _d: {"weights": _state(_ok_model()), "epoch": 3})),
-    Case("weights-missing-key", (M, "--weights", "{d}/ckpt.pt"), ("missing key(s) '2.bias'",),
-         {"m.py": OK}, setup=ckpt(_without("2.bias"))),
-    Case("weights-unexpected-key", (M, "--weights", "{d}/ckpt.pt"), ("unexpected key(s) 'extra.weight'",),
-         {"m.py": OK}, setup=ckpt(_with_extra)),
-    Case("weights-many-unexpected-keys", (M, "--weights", "{d}/ckpt.pt"), ("'head4.weight' (and 3 more)",),
-         {"m.py": OK}, setup=ckpt(_many_unexpected)),
-    Case("weights-shape-mismatch", (M, "--weights", "{d}/ckpt.pt"),
-         ("shape mismatch for '0.weight'", "checkpoint [8, 9], model [8, 8]"), {"m.py": OK}, setup=ckpt(_reshaped)),
-    Case("weights-dataparallel-prefix", (M, "--weights", "{d}/ckpt.pt"), ("starts with 'module.'",),
-         {"m.py": OK}, setup=ckpt(_prefixed)),
+    Case("weights-missing", (M, "--weights", "{d}/nope.pt"), ("--weights", "nope.pt", "file not found"), {"m.py": OK}),
+    Case(
+        "weights-empty-file",
+        (M, "--weights", "{d}/ckpt.pt"),
+        ("ckpt.pt", "empty file"),
+        {"m.py": OK},
+        setup=_write_bytes("ckpt.pt", b""),
+    ),
+    Case(
+        "weights-not-a-checkpoint",
+        (M, "--weights", "{d}/ckpt.pt"),
+        ("ckpt.pt", "not a PyTorch checkpoint"),
+        {"m.py": OK},
+        setup=_write_bytes("ckpt.pt", b"just some text, not a zip or a pickle"),
+    ),
+    Case(
+        "weights-is-directory",
+        (M, "--weights", "{d}/ckpt"),
+        ("ckpt", "is a directory"),
+        {"m.py": OK},
+        setup=_mkdir("ckpt"),
+    ),
+    Case(
+        "weights-pickle-with-code",
+        (M, "--weights", "{d}/ckpt.pt"),
+        ("ckpt.pt", "refused", "weights_only=True"),
+        {"m.py": OK},
+        setup=ckpt(lambda d: {"0.weight": _Evil(d / EVIL_MARKER)}),
+        after=_no_marker,
+    ),
+    Case(
+        "weights-not-a-state-dict",
+        (M, "--weights", "{d}/ckpt.pt"),
+        ("not a state dict", "list"),
+        {"m.py": OK},
+        setup=ckpt(lambda _d: [torch.zeros(2)]),
+    ),
+    Case(
+        "weights-nested-unknown-key",
+        (M, "--weights", "{d}/ckpt.pt"),
+        ("not a state dict", "'weights'"),
+        {"m.py": OK},
+        setup=ckpt(lambda _d: {"weights": _state(_ok_model()), "epoch": 3}),
+    ),
+    Case(
+        "weights-missing-key",
+        (M, "--weights", "{d}/ckpt.pt"),
+        ("missing key(s) '2.bias'",),
+        {"m.py": OK},
+        setup=ckpt(_without("2.bias")),
+    ),
+    Case(
+        "weights-unexpected-key",
+        (M, "--weights", "{d}/ckpt.pt"),
+        ("unexpected key(s) 'extra.weight'",),
+        {"m.py": OK},
+        setup=ckpt(_with_extra),
+    ),
+    Case(
+        "weights-many-unexpected-keys",
+        (M, "--weights", "{d}/ckpt.pt"),
+        ("'head4.weight' (and 3 more)",),
+        {"m.py": OK},
+        setup=ckpt(_many_unexpected),
+    ),
+    Case(
+        "weights-shape-mismatch",
+        (M, "--weights", "{d}/ckpt.pt"),
+        ("shape mismatch for '0.weight'", "checkpoint [8, 9], model [8, 8]"),
+        {"m.py": OK},
+        setup=ckpt(_reshaped),
+    ),
+    Case(
+        "weights-dataparallel-prefix",
+        (M, "--weights", "{d}/ckpt.pt"),
+        ("starts with 'module.'",),
+        {"m.py": OK},
+        setup=ckpt(_prefixed),
+    ),
     # -- output paths ----------------------------------------------------------------------------------------
-    Case("output-under-a-file", (M, "--format", "json", "--output", "{d}/m.py/report.json"),
-         ("cannot write", "report.json"), {"m.py": OK}),
-    Case("output-is-a-directory", (M, "--format", "json", "--output", "{d}/out"), ("cannot write", "out"),
-         {"m.py": OK}, setup=_mkdir("out")),
+    Case(
+        "output-under-a-file",
+        (M, "--format", "json", "--output", "{d}/m.py/report.json"),
+        ("cannot write", "report.json"),
+        {"m.py": OK},
+    ),
+    Case(
+        "output-is-a-directory",
+        (M, "--format", "json", "--output", "{d}/out"),
+        ("cannot write", "out"),
+        {"m.py": OK},
+        setup=_mkdir("out"),
+    ),
 ]
 
 
@@ -385,7 +672,10 @@ def test_prints_in_the_model_file_keep_json_stdout_clean(tmp_path: Path) -> None
 
 
 def test_a_thousand_layer_model_scans_without_recursion_error(tmp_path: Path) -> None:
-    path = _write(tmp_path, "deep.py", """
+    path = _write(
+        tmp_path,
+        "deep.py",
+        """
         import torch
         from torch import nn
 
@@ -397,9 +687,11 @@ def test_a_thousand_layer_model_scans_without_recursion_error(tmp_path: Path) ->
                 for _ in range(500):
                     layers += [nn.Linear(4, 4), nn.Tanh()]
                 return nn.Sequential(*layers)
-    """)
-    result = runner.invoke(app, ["scan", str(path), "--batches", "1", "--batch-size", "4", "--format", "json"],
-                           catch_exceptions=False)
+    """,
+    )
+    result = runner.invoke(
+        app, ["scan", str(path), "--batches", "1", "--batch-size", "4", "--format", "json"], catch_exceptions=False
+    )
     assert result.exit_code in (0, 1), result.stderr
     report = json.loads(result.stdout)
     assert len(report["layers"]) == 1000
@@ -408,7 +700,10 @@ def test_a_thousand_layer_model_scans_without_recursion_error(tmp_path: Path) ->
 
 def test_deeply_nested_model_scans(tmp_path: Path) -> None:
     # Nesting, not only length: named_modules(), the recorder and the failure locator all walk the tree.
-    path = _write(tmp_path, "nested.py", """
+    path = _write(
+        tmp_path,
+        "nested.py",
+        """
         import torch
         from torch import nn
 
@@ -431,9 +726,11 @@ def test_deeply_nested_model_scans(tmp_path: Path) -> None:
                 for _ in range(150):
                     block = Block(block)
                 return block
-    """)
-    result = runner.invoke(app, ["scan", str(path), "--batches", "1", "--batch-size", "4", "--format", "json"],
-                           catch_exceptions=False)
+    """,
+    )
+    result = runner.invoke(
+        app, ["scan", str(path), "--batches", "1", "--batch-size", "4", "--format", "json"], catch_exceptions=False
+    )
     assert result.exit_code in (0, 1), result.stderr
     assert len(json.loads(result.stdout)["layers"]) == 150
 
@@ -446,8 +743,11 @@ def test_weights_load_a_nested_state_dict_and_change_the_scan(tmp_path: Path) ->
         trained[2].bias.zero_()
     torch.save({"epoch": 7, "state_dict": trained.state_dict()}, tmp_path / "ckpt.pt")
     base = runner.invoke(app, ["scan", str(path), *FAST, "--format", "json"], catch_exceptions=False)
-    loaded = runner.invoke(app, ["scan", str(path), *FAST, "--format", "json", "--weights",
-                                 str(tmp_path / "ckpt.pt")], catch_exceptions=False)
+    loaded = runner.invoke(
+        app,
+        ["scan", str(path), *FAST, "--format", "json", "--weights", str(tmp_path / "ckpt.pt")],
+        catch_exceptions=False,
+    )
     assert base.exit_code in (0, 1) and loaded.exit_code in (0, 1), loaded.stderr
     weights = {layer["name"]: layer["weight_rms"] for layer in json.loads(loaded.stdout)["layers"]}
     assert weights["2"] == 0.0
@@ -511,9 +811,26 @@ def test_ctrl_c_mid_scan_exits_130_and_writes_nothing(tmp_path: Path) -> None:
     _write(tmp_path, "slow.py", SLOW)
     report = tmp_path / "report.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gradscope", "scan", "slow.py", "--batches", "50", "--batch-size", "4",
-         "--format", "json", "--output", str(report)],
-        cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "gradscope",
+            "scan",
+            "slow.py",
+            "--batches",
+            "50",
+            "--batch-size",
+            "4",
+            "--format",
+            "json",
+            "--output",
+            str(report),
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -542,11 +859,26 @@ def test_full_disk_is_one_line_and_exit_2(tmp_path: Path, where: str) -> None:
     args = [sys.executable, "-m", "gradscope", "scan", "m.py", *FAST, "--format", "json"]
     with open("/dev/full", "w") as full:
         if where == "stdout":
-            done = subprocess.run(args, cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL, stdout=full,
-                                  stderr=subprocess.PIPE, text=True, timeout=120)
+            done = subprocess.run(
+                args,
+                cwd=tmp_path,
+                env=_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=120,
+            )
         else:
-            done = subprocess.run([*args, "--output", "/dev/full"], cwd=tmp_path, env=_env(),
-                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+            done = subprocess.run(
+                [*args, "--output", "/dev/full"],
+                cwd=tmp_path,
+                env=_env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr

@@ -34,8 +34,10 @@ pytest_plugins = ["pytester"]
 
 # Until cli.py calls cli_ci.register(app), the subprocesses register the commands themselves.
 _REGISTERED = any(c.name == "check" for c in app.registered_commands)
-_LAUNCH = ("import sys; from gradscope.cli import app, main; from gradscope.cli_ci import register; "
-           "register(app); sys.argv[0] = 'gradscope'; main()")
+_LAUNCH = (
+    "import sys; from gradscope.cli import app, main; from gradscope.cli_ci import register; "
+    "register(app); sys.argv[0] = 'gradscope'; main()"
+)
 GRADSCOPE = [sys.executable, "-m", "gradscope"] if _REGISTERED else [sys.executable, "-c", _LAUNCH]
 
 from gradscope.cli_ci import register  # noqa: E402
@@ -120,8 +122,17 @@ def _env() -> dict[str, str]:
 
 
 def _start(directory: Path, *args: str) -> Proc:
-    return Proc(subprocess.Popen([*GRADSCOPE, *args], cwd=directory, env=_env(), text=True, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    return Proc(
+        subprocess.Popen(
+            [*GRADSCOPE, *args],
+            cwd=directory,
+            env=_env(),
+            text=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    )
 
 
 @dataclass
@@ -148,20 +159,37 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         # imported).
         procs["baseline"] = _start(d, "baseline", "normed.py", "-o", "base.json", *FAST)
         procs["regressed_no_baseline"] = _start(
-            d, "check", "normed.py", *REGRESSED, "--config", str(CONFIGS / "ci.yaml"), *FAST, "--junit", "nb.xml")
-        for name, file in (("not_report", "package.json"), ("other_schema", "v2.json"),
-                           ("truncated", "truncated.json"), ("missing", "missing.json")):
+            d, "check", "normed.py", *REGRESSED, "--config", str(CONFIGS / "ci.yaml"), *FAST, "--junit", "nb.xml"
+        )
+        for name, file in (
+            ("not_report", "package.json"),
+            ("other_schema", "v2.json"),
+            ("truncated", "truncated.json"),
+            ("missing", "missing.json"),
+        ):
             procs[name] = _start(d, "check", "normed.py", "--baseline", file, *FAST)
-        procs["unwritable_junit"] = _start(d, "check", "normed.py", *FAST, "--junit", "afile.txt/junit.xml",
-                                           "--markdown", "early.md")
+        procs["unwritable_junit"] = _start(
+            d, "check", "normed.py", *FAST, "--junit", "afile.txt/junit.xml", "--markdown", "early.md"
+        )
         assert procs["baseline"].result().code == 0, procs["baseline"].result().stderr
         # Wave 2: against the baseline.
         outputs = lambda stem: ["--junit", f"{stem}.xml", "--markdown", f"{stem}.md", "--html", f"{stem}.html"]  # noqa: E731
         # No probe options: they come from the baseline. Its -o report must equal the baseline, timing apart.
-        procs["clean"] = _start(d, "check", "normed.py", "--baseline", "base.json", *outputs("clean"), "--github",
-                                "--output", "again.json")
-        procs["regressed"] = _start(d, "check", "normed.py", *REGRESSED, "--baseline", "base.json",
-                                    *outputs("reg"), "--github", "-o", "reg.json")
+        procs["clean"] = _start(
+            d, "check", "normed.py", "--baseline", "base.json", *outputs("clean"), "--github", "--output", "again.json"
+        )
+        procs["regressed"] = _start(
+            d,
+            "check",
+            "normed.py",
+            *REGRESSED,
+            "--baseline",
+            "base.json",
+            *outputs("reg"),
+            "--github",
+            "-o",
+            "reg.json",
+        )
         procs["no_match"] = _start(d, "check", "other.py", "--baseline", "base.json", "--junit", "nomatch.xml")
         for proc in procs.values():
             proc.result()
@@ -341,8 +369,8 @@ def _png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
     pos, idat, width = 8, b"", 0
     height = channels = 0
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body)
             assert depth == 8 and interlace == 0 and color in (2, 6)
@@ -355,7 +383,7 @@ def _png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
     rows: list[bytes] = []
     prev = bytearray(stride)
     for y in range(height):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for i in range(stride):
             a = line[i - channels] if i >= channels else 0
             b = prev[i]
@@ -379,10 +407,23 @@ def _png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
 def test_html_renders_the_chart_in_headless_chromium(run: Run, tmp_path: Path) -> None:
     shot = tmp_path / "shot.png"
     proc = subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
-         "--window-size=1000,700", f"--screenshot={shot}", (run.directory / "reg.html").as_uri()],
-        capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL,
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--hide-scrollbars",
+            "--window-size=1000,700",
+            f"--screenshot={shot}",
+            (run.directory / "reg.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        stdin=subprocess.DEVNULL,
     )
     assert shot.exists(), proc.stderr[-2000:]
     width, height, rows = _png_pixels(shot.read_bytes())
@@ -452,8 +493,9 @@ def test_commands_do_not_import_torch_for_help_or_diff(run: Run) -> None:
                 pass
         print("TORCH:", sorted(m for m, v in sys.modules.items() if m.startswith("torch") and v is not None))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_env(),
-                          cwd=run.directory)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_env(), cwd=run.directory
+    )
     assert "TORCH: []" in proc.stdout, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
 
@@ -497,7 +539,8 @@ def test_assert_gradient_health_passes_and_fails() -> None:
 
 
 def test_pytest_plugin_fixture_and_report_option(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytester.makepyfile(test_model=textwrap.dedent("""
+    pytester.makepyfile(
+        test_model=textwrap.dedent("""
         import pytest
         import torch
         from torch import nn
@@ -516,7 +559,8 @@ def test_pytest_plugin_fixture_and_report_option(pytester: pytest.Pytester, monk
         @pytest.mark.parametrize("gain", [1.0, 0.05])
         def test_gradients(gradient_health, gain):
             gradient_health(tanh_stack(gain), [torch.randn(8, 16) for _ in range(2)])
-    """))
+    """)
+    )
     # Load the plugin explicitly and only once, whether or not its entry point is installed.
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     reports = pytester.path / "reports"
@@ -524,8 +568,9 @@ def test_pytest_plugin_fixture_and_report_option(pytester: pytest.Pytester, monk
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*gradient health check failed*", "*gradscope check  FAILED*"])
     names = sorted(p.name for p in reports.iterdir())
-    assert names == sorted(f"test_model.py_test_gradients_{g}.{ext}" for g in ("1.0", "0.05")
-                           for ext in ("html", "json", "md"))
+    assert names == sorted(
+        f"test_model.py_test_gradients_{g}.{ext}" for g in ("1.0", "0.05") for ext in ("html", "json", "md")
+    )
     assert json.loads((reports / "test_model.py_test_gradients_0.05.json").read_text())["healthy"] is False
 
 
@@ -534,8 +579,10 @@ def test_pytest_plugin_is_light_and_declared() -> None:
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert pyproject["project"]["entry-points"]["pytest11"] == {"gradscope": "gradscope.pytest_plugin"}
-    code = ("import sys, gradscope.pytest_plugin; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'gradscope')))")
+    code = (
+        "import sys, gradscope.pytest_plugin; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'gradscope')))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=_env())
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.replace("'", '"')) == ["gradscope", "gradscope._version", "gradscope.pytest_plugin"]

@@ -30,8 +30,16 @@ from gradscope.cli import app
 FAST = ["--batches", "2", "--batch-size", "8"]
 ANSI = re.compile(r"\x1b\[")  # any CSI sequence: colour, bold, cursor movement
 STATUSES = {
-    "ok", "vanishing", "exploding", "nonfinite", "frozen",
-    "disconnected", "saturated", "dead", "underflow", "zero",
+    "ok",
+    "vanishing",
+    "exploding",
+    "nonfinite",
+    "frozen",
+    "disconnected",
+    "saturated",
+    "dead",
+    "underflow",
+    "zero",
 }
 
 # ------------------------------------------------------------------------------------------------ model files
@@ -252,8 +260,14 @@ def _run_blocking_torch(*argv: str) -> subprocess.CompletedProcess[str]:
         print("TORCH-MODULES:", loaded, file=sys.stderr)
         sys.exit(code)
     """)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env=clean_env(), stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+    )
 
 
 # ---------------------------------------------------------------------------------- 1. help and version
@@ -272,8 +286,9 @@ def test_help_and_version_do_not_import_torch(argv: list[str]) -> None:
 
 
 def test_version_through_the_console_script() -> None:
-    proc = subprocess.run([sys.executable, "-m", "gradscope", "--version"], capture_output=True, text=True,
-                          timeout=60, env=clean_env())
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradscope", "--version"], capture_output=True, text=True, timeout=60, env=clean_env()
+    )
     assert proc.returncode == 0
     assert proc.stdout == f"gradscope {__version__}\n"
     assert proc.stderr == ""
@@ -316,9 +331,7 @@ def test_fail_on_never_exits_0_despite_errors(models: Path) -> None:
     assert strict_json(outcome.stdout)["healthy"] is False  # the report still says so
 
 
-@pytest.mark.parametrize(
-    ("extra", "code"), [([], 0), (["--fail-on", "error"], 0), (["--fail-on", "warning"], 1)]
-)
+@pytest.mark.parametrize(("extra", "code"), [([], 0), (["--fail-on", "error"], 0), (["--fail-on", "warning"], 1)])
 def test_fail_on_warning(models: Path, extra: list[str], code: int) -> None:
     outcome = scan(models / "unused.py", "--format", "json", *extra)
     assert outcome.code == code
@@ -342,8 +355,17 @@ def _check_schema(report: dict[str, Any]) -> None:
     assert isinstance(report["healthy"], bool)
     assert {"target", "class", "parameters", "trainable_parameters"} <= set(report["model"])
     assert {"batches", "batch_size", "seed", "loss", "device", "dtype"} <= set(report["probe"])
-    layer_keys = {"index", "name", "type", "grad_rms", "signal_rms", "activation_rms", "activation_std",
-                  "weight_rms", "status"}
+    layer_keys = {
+        "index",
+        "name",
+        "type",
+        "grad_rms",
+        "signal_rms",
+        "activation_rms",
+        "activation_std",
+        "weight_rms",
+        "status",
+    }
     assert report["layers"], "a scan with no layers"
     for layer in report["layers"]:
         assert layer_keys <= set(layer), layer_keys - set(layer)
@@ -372,10 +394,19 @@ def test_json_stdout_is_one_document(procs: dict[str, Proc]) -> None:
     _check_schema(report)
     model = report["model"]
     assert (model["target"], model["class"], model["parameters"], model["trainable_parameters"]) == (
-        "healthy.py", "MLP", 1732, 1732)
+        "healthy.py",
+        "MLP",
+        1732,
+        1732,
+    )
     probe = report["probe"]
     assert (probe["batches"], probe["batch_size"], probe["seed"], probe["device"], probe["dtype"]) == (
-        2, 8, 0, "cpu", "float32")
+        2,
+        8,
+        0,
+        "cpu",
+        "float32",
+    )
     assert [layer["name"] for layer in report["layers"]] == ["net.0", "net.1", "net.2", "net.3", "net.4"]
     assert report["healthy"] is True
     assert all(layer["status"] == "ok" for layer in report["layers"])
@@ -402,8 +433,20 @@ def test_layers_are_in_forward_order_not_registration_order(tmp_path: Path) -> N
 
 
 def test_cli_options_reach_the_probe_section(models: Path) -> None:
-    outcome = cli("scan", models / "healthy.py", "--batches", "3", "--batch-size", "5", "--seed", "7",
-                  "--device", "cpu", "--format", "json")
+    outcome = cli(
+        "scan",
+        models / "healthy.py",
+        "--batches",
+        "3",
+        "--batch-size",
+        "5",
+        "--seed",
+        "7",
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+    )
     assert outcome.code == 0, outcome.stderr
     probe = strict_json(outcome.stdout)["probe"]
     assert (probe["batches"], probe["batch_size"], probe["seed"], probe["device"]) == (3, 5, 7, "cpu")
@@ -494,8 +537,9 @@ def _run_in_pty(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, s
     import pty
 
     leader, follower = pty.openpty()
-    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=follower, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=follower, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+    )
     os.close(follower)
     chunks: list[bytes] = []
     try:
@@ -515,8 +559,9 @@ def _run_in_pty(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, s
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_no_color_in_a_terminal_gives_plain_text(models: Path) -> None:
-    code, text = _run_in_pty([sys.executable, "-m", "gradscope", "scan", "unused.py", *FAST], models,
-                             clean_env(NO_COLOR="1"))
+    code, text = _run_in_pty(
+        [sys.executable, "-m", "gradscope", "scan", "unused.py", *FAST], models, clean_env(NO_COLOR="1")
+    )
     assert code == 0
     assert "disconnected" in text
     assert not ANSI.search(text), sorted(set(re.findall(r"\x1b\[[0-9;?]*[A-Za-z]", text)))
@@ -579,7 +624,10 @@ def test_several_candidates_are_listed(tmp_path: Path) -> None:
 
 
 def test_constructor_needing_arguments_suggests_model_kwargs(tmp_path: Path) -> None:
-    path = write(tmp_path, "needs_args.py", """
+    path = write(
+        tmp_path,
+        "needs_args.py",
+        """
         from torch import nn
 
 
@@ -590,7 +638,8 @@ def test_constructor_needing_arguments_suggests_model_kwargs(tmp_path: Path) -> 
 
             def forward(self, x):
                 return self.l(x)
-    """)
+    """,
+    )
     assert_one_line_error(scan(path), "width", "--model-kwargs")
     assert scan(path, "--model-kwargs", '{"width": 4}').code == 0
 
@@ -682,18 +731,26 @@ def test_model_file_calling_sys_exit(tmp_path: Path) -> None:
 
 
 def test_factory_that_raises_shows_its_message(tmp_path: Path) -> None:
-    path = write(tmp_path, "raises.py", """
+    path = write(
+        tmp_path,
+        "raises.py",
+        """
         def build_model():
             raise RuntimeError("weights file missing: ./w.pt")
-    """)
+    """,
+    )
     assert_one_line_error(scan(path), "raises.py", "weights file missing: ./w.pt")
 
 
 def test_debug_in_process_reraises(tmp_path: Path) -> None:
-    path = write(tmp_path, "raises.py", """
+    path = write(
+        tmp_path,
+        "raises.py",
+        """
         def build_model():
             raise RuntimeError("weights file missing")
-    """)
+    """,
+    )
     result = runner.invoke(app, ["scan", str(path), *FAST, "--debug"])
     assert result.exit_code != 0
     assert result.exception is not None

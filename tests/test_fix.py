@@ -17,7 +17,7 @@ from gradscope.remedies.apply import apply, pick
 from gradscope.results import Remedy, Suggestion, Where
 from gradscope.scanner import scan, verify_fix
 
-SIGMOID_40 = '''
+SIGMOID_40 = """
 from torch import nn
 
 def build_model(depth: int = 40):
@@ -25,7 +25,7 @@ def build_model(depth: int = 40):
     for _ in range(depth):
         layers += [nn.Linear(32, 32), nn.Sigmoid()]
     return nn.Sequential(*layers, nn.Linear(32, 10))
-'''
+"""
 
 
 def deep_sigmoid(depth: int = 40) -> nn.Module:

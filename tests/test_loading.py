@@ -33,7 +33,10 @@ def load_error(target: str, **kwargs: object) -> str:
 
 
 def test_factory_wins_over_instance_and_class(tmp_path: Path) -> None:
-    path = write(tmp_path, "m.py", """
+    path = write(
+        tmp_path,
+        "m.py",
+        """
         class Net(nn.Module):
             def __init__(self):
                 super().__init__()
@@ -41,7 +44,8 @@ def test_factory_wins_over_instance_and_class(tmp_path: Path) -> None:
         model = nn.Linear(5, 5)
         def build_model():
             return nn.Linear(4, 1)
-    """)
+    """,
+    )
     loaded = load(path)
     assert isinstance(loaded, LoadedModel)
     assert loaded.name == "build_model"
@@ -56,18 +60,25 @@ def test_other_factory_names(tmp_path: Path, factory: str) -> None:
 
 
 def test_instance_named_model_before_class(tmp_path: Path) -> None:
-    path = write(tmp_path, "m.py", """
+    path = write(
+        tmp_path,
+        "m.py",
+        """
         class Net(nn.Module):
             pass
         model = nn.Sequential(nn.Linear(3, 3))
-    """)
+    """,
+    )
     loaded = load(path)
     assert loaded.name == "model"
     assert isinstance(loaded.module, nn.Sequential)
 
 
 def test_single_class_defined_in_file(tmp_path: Path) -> None:
-    path = write(tmp_path, "m.py", """
+    path = write(
+        tmp_path,
+        "m.py",
+        """
         from torch.nn import Linear  # imported classes are not candidates
         class Block(nn.Module):
             def __init__(self, dim):
@@ -77,19 +88,24 @@ def test_single_class_defined_in_file(tmp_path: Path) -> None:
             def __init__(self, depth=3):
                 super().__init__()
                 self.layers = nn.Sequential(*[Block(4) for _ in range(depth)])
-    """)
+    """,
+    )
     loaded = load(path)
     assert loaded.name == "DeepTanh"
     assert len(list(loaded.module.get_submodule("layers").children())) == 3
 
 
 def test_several_candidates_listed(tmp_path: Path) -> None:
-    path = write(tmp_path, "m.py", """
+    path = write(
+        tmp_path,
+        "m.py",
+        """
         class A(nn.Module):
             pass
         class B(nn.Module):
             pass
-    """)
+    """,
+    )
     message = load_error(path)
     assert "A" in message and "B" in message
     assert f"{path}:A" in message
@@ -110,12 +126,16 @@ def test_nothing_at_all(tmp_path: Path) -> None:
 
 
 def test_constructor_needing_args(tmp_path: Path) -> None:
-    path = write(tmp_path, "m.py", """
+    path = write(
+        tmp_path,
+        "m.py",
+        """
         class Deep(nn.Module):
             def __init__(self, depth, width=4):
                 super().__init__()
                 self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
-    """)
+    """,
+    )
     message = load_error(path)
     assert "depth" in message and "width" not in message
     assert "--model-kwargs" in message and '"depth"' in message
@@ -135,7 +155,10 @@ def test_kwargs_to_instance_is_an_error(tmp_path: Path) -> None:
 
 
 def test_explicit_names(tmp_path: Path) -> None:
-    path = write(tmp_path, "m.py", """
+    path = write(
+        tmp_path,
+        "m.py",
+        """
         class A(nn.Module):
             def __init__(self, n=2):
                 super().__init__()
@@ -145,7 +168,8 @@ def test_explicit_names(tmp_path: Path) -> None:
         def make(n=3):
             return A(n)
         inst = B()
-    """)
+    """,
+    )
     assert load(f"{path}:A").module.get_submodule("fc").in_features == 2
     assert load(f"{path}:make", model_kwargs={"n": 6}).module.get_submodule("fc").in_features == 6
     assert load(f"{path}:inst").name == "inst"
@@ -233,7 +257,10 @@ def test_sys_path_and_modules_unchanged(tmp_path: Path) -> None:
     write(tmp_path, "gs_helper_layers.py", "class Block(nn.Linear):\n    pass\n")
     (tmp_path / "gs_helper_pkg").mkdir()
     write(tmp_path / "gs_helper_pkg", "__init__.py", "WIDTH = 3\n", header=False)
-    path = write(tmp_path, "m.py", """
+    path = write(
+        tmp_path,
+        "m.py",
+        """
         import sys
         import json  # already imported elsewhere: stays
         from gs_helper_layers import Block
@@ -241,7 +268,8 @@ def test_sys_path_and_modules_unchanged(tmp_path: Path) -> None:
         sys.path.append("/somewhere/else")
         def build_model():
             return Block(WIDTH, 2)
-    """)
+    """,
+    )
     path_before = list(sys.path)
     modules_before = set(sys.modules)
     loaded = load(path)
@@ -272,7 +300,10 @@ def test_argv_seen_by_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_dataclass_in_model_file(tmp_path: Path) -> None:
     # dataclasses look the defining module up in sys.modules while the class is created
-    path = write(tmp_path, "m.py", """
+    path = write(
+        tmp_path,
+        "m.py",
+        """
         from __future__ import annotations
         from dataclasses import dataclass
         from torch import nn
@@ -281,16 +312,22 @@ def test_dataclass_in_model_file(tmp_path: Path) -> None:
             width: int = 3
         def build_model():
             return nn.Linear(Cfg().width, 1)
-    """, header=False)
+    """,
+        header=False,
+    )
     assert load(path).module.in_features == 3
 
 
 def test_main_guard_does_not_run(tmp_path: Path) -> None:
-    path = write(tmp_path, "m.py", """
+    path = write(
+        tmp_path,
+        "m.py",
+        """
         model = nn.Linear(2, 2)
         if __name__ == "__main__":
             raise SystemExit("training would start here")
-    """)
+    """,
+    )
     assert load(path).name == "model"
 
 
@@ -298,7 +335,10 @@ def test_main_guard_does_not_run(tmp_path: Path) -> None:
 
 
 def test_hooks_found(tmp_path: Path) -> None:
-    path = write(tmp_path, "m.py", """
+    path = write(
+        tmp_path,
+        "m.py",
+        """
         model = nn.Linear(2, 2)
         def example_inputs():
             return torch.zeros(1, 2)
@@ -308,7 +348,8 @@ def test_hooks_found(tmp_path: Path) -> None:
             return output.sum()
         def dataset():
             return None
-    """)
+    """,
+    )
     hooks = load(path).hooks
     assert hooks.source == path
     assert hooks.example_inputs is not None and tuple(hooks.example_inputs().shape) == (1, 2)
@@ -323,13 +364,17 @@ def test_non_callable_hook_names_ignored(tmp_path: Path) -> None:
 
 
 def test_probe_file_takes_precedence(tmp_path: Path) -> None:
-    path = write(tmp_path, "m.py", """
+    path = write(
+        tmp_path,
+        "m.py",
+        """
         model = nn.Linear(2, 2)
         def example_inputs():
             return torch.zeros(1, 2)
         def loss_fn(output, batch):
             return output.sum()
-    """)
+    """,
+    )
     probe = write(tmp_path, "probe.py", "def example_inputs():\n    return torch.ones(4, 2)\n")
     hooks = load(path, probe_file=probe).hooks
     assert hooks.example_inputs is not None and tuple(hooks.example_inputs().shape) == (4, 2)

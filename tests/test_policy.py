@@ -31,15 +31,33 @@ MakeReport = Callable[..., Report]
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def _layer(index: int, name: str, grad: float | None, signal: float | None, status: Status = Status.OK,
-           type_: str = "Linear", parameters: int = 100) -> LayerStats:
+def _layer(
+    index: int,
+    name: str,
+    grad: float | None,
+    signal: float | None,
+    status: Status = Status.OK,
+    type_: str = "Linear",
+    parameters: int = 100,
+) -> LayerStats:
     def spread(v: float | None) -> Spread | None:
         return None if v is None else Spread(v, v, v)
 
-    return LayerStats(index=index, name=name, type=type_, depth=name.count(".") + 1, output_shape=(8, 4),
-                      parameters=parameters, trainable=parameters > 0, grad_rms=spread(grad),
-                      signal_rms=spread(signal), activation_rms=spread(1.0), activation_std=spread(0.5),
-                      weight_rms=0.1 if parameters else None, status=status)
+    return LayerStats(
+        index=index,
+        name=name,
+        type=type_,
+        depth=name.count(".") + 1,
+        output_shape=(8, 4),
+        parameters=parameters,
+        trainable=parameters > 0,
+        grad_rms=spread(grad),
+        signal_rms=spread(signal),
+        activation_rms=spread(1.0),
+        activation_std=spread(0.5),
+        weight_rms=0.1 if parameters else None,
+        status=status,
+    )
 
 
 def _finding(rule: str, severity: Severity, *layers: str, **evidence: Any) -> Finding:
@@ -174,19 +192,24 @@ def test_report_round_trips_through_json(sick: Report) -> None:
     assert report_from_dict(data).to_dict() == sick.to_dict()
 
 
-def test_comparison_regressions_improvements_added_removed(healthy: Report, sick: Report,
-                                                          make_report: MakeReport) -> None:
+def test_comparison_regressions_improvements_added_removed(
+    healthy: Report, sick: Report, make_report: MakeReport
+) -> None:
     c = compare(healthy, sick)
     assert [d.name for d in c.regressions] == ["embed", "body.0"]
     assert c.regressions[0].moves[0].ratio == pytest.approx(1e-5)
-    assert {(f.rule, f.layer) for f in c.new_findings} == {("vanishing_gradient", "embed"),
-                                                           ("vanishing_gradient", "body.0")}
+    assert {(f.rule, f.layer) for f in c.new_findings} == {
+        ("vanishing_gradient", "embed"),
+        ("vanishing_gradient", "body.0"),
+    }
     # Reversed: the vanishing layers grew back to ok, which is the cure, not a regression.
     back = compare(sick, healthy)
     assert [d.name for d in back.improvements] == ["embed", "body.0", "body.1"]
     assert not back.regressions and back.known_failures and not back.new_findings
-    assert {(f.rule, f.layer) for f in back.resolved_findings} == {("vanishing_gradient", "embed"),
-                                                                   ("vanishing_gradient", "body.0")}
+    assert {(f.rule, f.layer) for f in back.resolved_findings} == {
+        ("vanishing_gradient", "embed"),
+        ("vanishing_gradient", "body.0"),
+    }
     renamed = make_report([*healthy.layers[:3], dataclasses.replace(healthy.layers[3], name="out")])
     c2 = compare(healthy, renamed)
     assert (c2.added, c2.removed) == (("out",), ("head",))
@@ -201,8 +224,12 @@ def test_a_still_vanishing_layer_that_grew_is_an_improvement(make_report: MakeRe
 
 
 def test_factor_per_layer_and_on_the_command_line(healthy: Report, make_report: MakeReport) -> None:
-    moved = make_report([dataclasses.replace(la, grad_rms=Spread(la.grad_rms.median * 5, 0, 0))
-                         if la.grad_rms else la for la in healthy.layers])
+    moved = make_report(
+        [
+            dataclasses.replace(la, grad_rms=Spread(la.grad_rms.median * 5, 0, 0)) if la.grad_rms else la
+            for la in healthy.layers
+        ]
+    )
     assert not compare(healthy, moved).regressions  # 5× < 10×
     assert len(compare(healthy, moved, factor=3).regressions) == 3
     relaxed = _policy(baseline_factor=3, layers={"head": {"baseline_factor": 10}})
@@ -216,8 +243,11 @@ def test_known_failures_do_not_fail_and_regressions_do(healthy: Report, sick: Re
     worse = evaluate(sick, PolicyConfig(), comparison=compare(healthy, sick))
     rules = {c.rule for c in worse.failures}
     assert rules == {"vanishing_gradient", BASELINE_RULE}
-    ignored = evaluate(sick, _policy(severity={BASELINE_RULE: "ignore", "vanishing_gradient": "warning"}),
-                       comparison=compare(healthy, sick))
+    ignored = evaluate(
+        sick,
+        _policy(severity={BASELINE_RULE: "ignore", "vanishing_gradient": "warning"}),
+        comparison=compare(healthy, sick),
+    )
     assert ignored.passed
 
 
@@ -306,10 +336,12 @@ def test_junit_has_a_case_per_rule_and_layer(healthy: Report, sick: Report) -> N
 
 
 def test_junit_marks_known_failures_skipped_and_survives_control_characters(sick: Report) -> None:
-    evil = dataclasses.replace(sick, findings=(*sick.findings, _finding("frozen", Severity.ERROR, "head")),
-                               layers=sick.layers)
-    evil = dataclasses.replace(evil, findings=tuple(dataclasses.replace(f, message=f.message + " \x00\x1b<&>")
-                                                    for f in evil.findings))
+    evil = dataclasses.replace(
+        sick, findings=(*sick.findings, _finding("frozen", Severity.ERROR, "head")), layers=sick.layers
+    )
+    evil = dataclasses.replace(
+        evil, findings=tuple(dataclasses.replace(f, message=f.message + " \x00\x1b<&>") for f in evil.findings)
+    )
     result = evaluate(evil, PolicyConfig(), comparison=compare(sick, evil))
     root = ET.fromstring(render_junit(result))  # parses: control characters were replaced
     skipped = root.findall(".//skipped")
@@ -357,7 +389,7 @@ def test_html_is_self_contained_and_escapes_names(make_report: MakeReport, healt
     assert "http://" not in page and "https://" not in page and "url(" not in page
     assert tags.count("svg") == 2 and tags.count("polyline") >= 3  # baseline and current lines
     assert '<script>alert("x")</script>' in "".join(parser.text)  # shown as text, escaped in the source
-    assert '<script>alert' not in page
+    assert "<script>alert" not in page
     # One hover column per layer of either report (5: 'head' removed, the script-named layer added).
     assert sum(1 for t, a in parser.tags if t == "rect" and a.get("class") == "hit") == 2 * 5 - 1
 

@@ -42,13 +42,18 @@ TRIAL_EXAMPLES = 10
 CONFIG_EXAMPLES = 40
 CLI_EXAMPLES = 25
 
-COMMON = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-                  derandomize=True)
+COMMON = settings(
+    deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture], derandomize=True
+)
 
 # --------------------------------------------------------------------------------------- random architectures
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "none": nn.Identity,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "none": nn.Identity,
 }
 KINDS = ("linear", "residual", "branch_sum", "branch_cat", "shared", "batchnorm", "layernorm", "dropout")
 
@@ -74,8 +79,10 @@ class Residual(nn.Module):
 class Branch(nn.Module):
     def __init__(self, width_in: int, width: int, act: str, concat: bool) -> None:
         super().__init__()
-        self.left, self.right = nn.Linear(width_in, width), nn.Sequential(nn.Linear(width_in, width),
-                                                                           ACTIVATIONS[act]())
+        self.left, self.right = (
+            nn.Linear(width_in, width),
+            nn.Sequential(nn.Linear(width_in, width), ACTIVATIONS[act]()),
+        )
         self.concat = concat
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,18 +183,33 @@ def seed_everything(seeds: tuple[int, int, int]) -> None:
     np.random.seed(seeds[2])
 
 
-HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-              "_state_dict_hooks", "_load_state_dict_pre_hooks", "_forward_hooks_with_kwargs")
-GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                "_global_backward_pre_hooks")
+HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_load_state_dict_pre_hooks",
+    "_forward_hooks_with_kwargs",
+)
+GLOBAL_HOOKS = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+)
 
 
 def snapshot(model: nn.Module) -> dict[str, Any]:
     return {
-        "modules": [(name, type(m), m.training, {h: dict(getattr(m, h, {})) for h in HOOK_DICTS})
-                    for name, m in model.named_modules()],
-        "params": [(name, id(p), p.detach().clone(), p.requires_grad, p.dtype,
-                    None if p.grad is None else p.grad.clone()) for name, p in model.named_parameters()],
+        "modules": [
+            (name, type(m), m.training, {h: dict(getattr(m, h, {})) for h in HOOK_DICTS})
+            for name, m in model.named_modules()
+        ],
+        "params": [
+            (name, id(p), p.detach().clone(), p.requires_grad, p.dtype, None if p.grad is None else p.grad.clone())
+            for name, p in model.named_parameters()
+        ],
         "buffers": [(name, id(b), b.clone()) for name, b in model.named_buffers()],
         "global_hooks": {h: dict(getattr(module_globals, h)) for h in GLOBAL_HOOKS},
         "torch_rng": torch.get_rng_state(),
@@ -200,8 +222,9 @@ def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
     assert before["modules"] == after["modules"]
     assert before["global_hooks"] == after["global_hooks"]
     assert len(before["params"]) == len(after["params"])
-    for (n, i, data, rg, dt, grad), (n2, i2, data2, rg2, dt2, grad2) in zip(before["params"], after["params"],
-                                                                            strict=True):
+    for (n, i, data, rg, dt, grad), (n2, i2, data2, rg2, dt2, grad2) in zip(
+        before["params"], after["params"], strict=True
+    ):
         assert (n, i, rg, dt) == (n2, i2, rg2, dt2), n
         assert torch.equal(data, data2), n
         assert (grad is None) == (grad2 is None), n
@@ -252,8 +275,10 @@ def test_trial_leaves_the_model_and_rng_as_found(spec: dict[str, Any]) -> None:
 
     model, _ = build(spec)
     generator = torch.Generator().manual_seed(spec["init_seed"])
-    data = (torch.randn(40, spec["width_in"], generator=generator),
-            torch.randint(0, spec["out"], (40,), generator=generator))
+    data = (
+        torch.randn(40, spec["width_in"], generator=generator),
+        torch.randint(0, spec["out"], (40,), generator=generator),
+    )
     seed_everything(spec["rng"])
     before = snapshot(model)
     result = run_trial(model, data=data, candidates={}, steps=3, optimizer="sgd", lr=None, seed=0, batch_size=8)
@@ -266,23 +291,40 @@ def test_trial_leaves_the_model_and_rng_as_found(spec: dict[str, Any]) -> None:
 SECTIONS = {
     "model": ["kwargs"],
     "probe": ["batches", "batch_size", "seed", "device", "mode", "seq_len", "image_size"],
-    "diagnose": ["reference_layers", "vanishing_warning", "vanishing_error", "exploding_warning", "exploding_error",
-                 "collapse_ratio", "saturation_derivative", "saturated_units", "dead_units", "underflow_margin",
-                 "large_weight_gain"],
+    "diagnose": [
+        "reference_layers",
+        "vanishing_warning",
+        "vanishing_error",
+        "exploding_warning",
+        "exploding_error",
+        "collapse_ratio",
+        "saturation_derivative",
+        "saturated_units",
+        "dead_units",
+        "underflow_margin",
+        "large_weight_gain",
+    ],
     "suggest": ["pseudo_norm_min_ratio", "rescale_max_gain", "regularize_lambda"],
     "policy": ["fail_on", "fail_statuses", "severity", "layers", "baseline_factor"],
 }
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=12), st.sampled_from(["error", "warning", "ignore", "off", "cpu", "cuda", "eval", "*", "1e-3"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["error", "warning", "ignore", "off", "cpu", "cuda", "eval", "*", "1e-3"]),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6),
-                                                                                          inner, max_size=3),
-                      max_leaves=8)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
 any_key = st.one_of(st.sampled_from(sorted({k for keys in SECTIONS.values() for k in keys})), st.text(max_size=8))
 section_body = st.one_of(values, st.dictionaries(any_key, values, max_size=4))
-config_data = st.one_of(values, st.dictionaries(st.one_of(st.sampled_from(sorted(SECTIONS)), st.text(max_size=8)),
-                                                section_body, max_size=4))
+config_data = st.one_of(
+    values, st.dictionaries(st.one_of(st.sampled_from(sorted(SECTIONS)), st.text(max_size=8)), section_body, max_size=4)
+)
 
 
 @settings(COMMON, max_examples=CONFIG_EXAMPLES)
@@ -297,11 +339,37 @@ def test_config_merge_accepts_or_names_the_problem(data: Any) -> None:
     assert config.probe.batches >= 1 and config.probe.batch_size >= 1
 
 
-yaml_fragments = st.sampled_from([
-    "probe:\n", "  batches: ", "  seed: ", "diagnose:\n", "  vanishing_error: ", "model:\n  kwargs:\n    depth: ",
-    "!!python/object/apply:os.getpid []", "!!python/name:os.system", "&a [*a]", "{", "[", "- ", "\t", ": ", "\n",
-    "3", "-1", "0", "1e-3", ".inf", "yes", "null", "~", "'x'", "\"\\u0000\"", "%YAML 1.1\n---\n", "...\n",
-])
+yaml_fragments = st.sampled_from(
+    [
+        "probe:\n",
+        "  batches: ",
+        "  seed: ",
+        "diagnose:\n",
+        "  vanishing_error: ",
+        "model:\n  kwargs:\n    depth: ",
+        "!!python/object/apply:os.getpid []",
+        "!!python/name:os.system",
+        "&a [*a]",
+        "{",
+        "[",
+        "- ",
+        "\t",
+        ": ",
+        "\n",
+        "3",
+        "-1",
+        "0",
+        "1e-3",
+        ".inf",
+        "yes",
+        "null",
+        "~",
+        "'x'",
+        '"\\u0000"',
+        "%YAML 1.1\n---\n",
+        "...\n",
+    ]
+)
 yaml_text = st.one_of(st.lists(yaml_fragments, max_size=10).map("".join), st.text(max_size=40))
 
 
@@ -319,8 +387,11 @@ def test_config_files_load_or_fail_with_config_error(tmp_path: Path, text: str) 
 
 
 @settings(COMMON, max_examples=CONFIG_EXAMPLES)
-@given(text=st.one_of(st.text(max_size=16), st.lists(st.integers(-3, 40), max_size=5).map(
-    lambda xs: ",".join(map(str, xs)))))
+@given(
+    text=st.one_of(
+        st.text(max_size=16), st.lists(st.integers(-3, 40), max_size=5).map(lambda xs: ",".join(map(str, xs)))
+    )
+)
 def test_input_shape_parsing(text: str) -> None:
     try:
         shape = _parse_shape(text)
@@ -367,8 +438,9 @@ option_values = {
     "--batch-size": st.integers(-5, 9).map(str),
     "--seed": (st.integers(-(2**70), 2**70) | st.sampled_from([2**63, -(2**63) - 1, 2**64, 2**63 - 1])).map(str),
     "--input-dtype": st.sampled_from(["float32", "float16", "bfloat16", "float64", "int64", "int8", "", "FLOAT32"]),
-    "--input-shape": st.one_of(st.sampled_from(["4,4", "2,4", "3x4", "4", "0,4", "4,5", ",", "a,b"]),
-                               st.text(max_size=5)),
+    "--input-shape": st.one_of(
+        st.sampled_from(["4,4", "2,4", "3x4", "4", "0,4", "4,5", ",", "a,b"]), st.text(max_size=5)
+    ),
     "--device": st.sampled_from(["cpu", "auto", "gpu", "cuda:x", "CPU", ""]),
     "--model-kwargs": st.sampled_from(["{}", "null", '{"depth": 2}', "[", "1"]),
     "--fail-on": st.sampled_from(["error", "warning", "never", "info", ""]),
@@ -377,16 +449,21 @@ option_values = {
 
 
 @settings(COMMON, max_examples=CLI_EXAMPLES)
-@given(options=st.dictionaries(st.sampled_from(sorted(option_values)), st.just(None), max_size=4).flatmap(
-    lambda keys: st.fixed_dictionaries({k: option_values[k] for k in keys})))
+@given(
+    options=st.dictionaries(st.sampled_from(sorted(option_values)), st.just(None), max_size=4).flatmap(
+        lambda keys: st.fixed_dictionaries({k: option_values[k] for k in keys})
+    )
+)
 def test_cli_options_never_crash(model_file: Path, options: dict[str, str]) -> None:
     args = ["scan", str(model_file), "--batches", "1", "--batch-size", "4"]
     for name, value in options.items():
         args += [f"{name}={value}"]
     result = runner.invoke(app, args)
     assert result.exit_code in (0, 1, 2), (args, result.exit_code, result.exception)
-    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), \
-        (args, repr(result.exception))
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), (
+        args,
+        repr(result.exception),
+    )
     assert "Traceback" not in result.stderr
     assert "internal error" not in result.stderr, (args, result.stderr)
 

@@ -88,8 +88,18 @@ def test_pseudonorm_has_no_parameters_or_buffers_and_a_repr() -> None:
     assert repr(pn) == "PseudoNorm(per_sample=False, eps=1e-09, scale=0.5)"
 
 
-@pytest.mark.parametrize("kwargs", [{"eps": 0.0}, {"eps": -1.0}, {"scale": 0.0}, {"scale": float("inf")},
-                                    {"scale": float("nan")}, {"scale": "1"}, {"per_sample": 1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"eps": 0.0},
+        {"eps": -1.0},
+        {"scale": 0.0},
+        {"scale": float("inf")},
+        {"scale": float("nan")},
+        {"scale": "1"},
+        {"per_sample": 1},
+    ],
+)
 def test_pseudonorm_rejects_bad_settings(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         PseudoNorm(**kwargs)  # type: ignore[arg-type]
@@ -199,8 +209,15 @@ def test_pseudonorm_compiles_without_graph_breaks() -> None:
     if why is not None:
         pytest.skip(f"torch.compile cannot run on this machine: {why}")
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 6), nn.Tanh(), PseudoNorm(per_sample=True), nn.Linear(6, 6), nn.Tanh(),
-                          PseudoNorm(scale=0.5), nn.Linear(6, 2))
+    model = nn.Sequential(
+        nn.Linear(6, 6),
+        nn.Tanh(),
+        PseudoNorm(per_sample=True),
+        nn.Linear(6, 6),
+        nn.Tanh(),
+        PseudoNorm(scale=0.5),
+        nn.Linear(6, 2),
+    )
     ref = copy.deepcopy(model)
     x = torch.randn(5, 6)
     try:
@@ -221,8 +238,10 @@ def test_pseudonorm_compiles_without_graph_breaks() -> None:
 
 def _layers(dtype: torch.dtype = torch.float32) -> list[tuple[nn.Module, Tensor]]:
     torch.manual_seed(0)
-    return [(nn.Linear(5, 4).to(dtype), torch.randn(3, 5, dtype=dtype)),
-            (nn.Conv2d(2, 3, 3, padding=1).to(dtype), torch.randn(2, 2, 6, 6, dtype=dtype))]
+    return [
+        (nn.Linear(5, 4).to(dtype), torch.randn(3, 5, dtype=dtype)),
+        (nn.Conv2d(2, 3, 3, padding=1).to(dtype), torch.randn(2, 2, 6, 6, dtype=dtype)),
+    ]
 
 
 @pytest.mark.parametrize("case", [0, 1], ids=["linear", "conv2d"])

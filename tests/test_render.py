@@ -152,9 +152,7 @@ def vanishing(make_report: MakeReport) -> Report:
             "tanh units sit in their flat tails for most probe samples",
             {"saturated_fraction": 0.62, "threshold": 0.3},
         ),
-        Finding(
-            "input_scale", Severity.INFO, (), "probe inputs [32, 32] look standardised", {"input_rms": 1.0}
-        ),
+        Finding("input_scale", Severity.INFO, (), "probe inputs [32, 32] look standardised", {"input_rms": 1.0}),
     ]
     suggestions = [
         PSEUDO_NORM,
@@ -213,9 +211,7 @@ def healthy(make_report: MakeReport) -> Report:
 def broken(make_report: MakeReport) -> Report:
     layers = [
         _layer(0, "embed", "Embedding", (4, 16, 32), 3200, NAN, NAN, Status.NONFINITE, act_std=NAN),
-        _layer(
-            1, "encoder.frozen", "Linear", (4, 16, 32), 1056, None, 2.0e-03, Status.FROZEN, trainable=False
-        ),
+        _layer(1, "encoder.frozen", "Linear", (4, 16, 32), 1056, None, 2.0e-03, Status.FROZEN, trainable=False),
         _layer(2, "encoder.unused", "Linear", None, 1056, None, None, Status.DISCONNECTED),
         _layer(3, "encoder.act", "ReLU", (4, 16, 32), 0, None, 0.0, Status.DEAD, dead_fraction=1.0),
         _layer(4, "encoder.tiny", "Linear", (4, 16, 32), 1056, 1e-41, 3e-40, Status.UNDERFLOW),
@@ -257,16 +253,12 @@ def _terminal(report: Report, width: int = 120) -> str:
 
 
 @pytest.mark.parametrize("name", ["vanishing", "healthy", "broken"])
-def test_terminal_golden(
-    name: str, request: pytest.FixtureRequest, golden: Callable[[str, str], None]
-) -> None:
+def test_terminal_golden(name: str, request: pytest.FixtureRequest, golden: Callable[[str, str], None]) -> None:
     golden(f"render_{name}.txt", _terminal(request.getfixturevalue(name)))
 
 
 @pytest.mark.parametrize("name", ["vanishing", "healthy", "broken"])
-def test_markdown_golden(
-    name: str, request: pytest.FixtureRequest, golden: Callable[[str, str], None]
-) -> None:
+def test_markdown_golden(name: str, request: pytest.FixtureRequest, golden: Callable[[str, str], None]) -> None:
     golden(f"render_{name}.md", render_markdown(request.getfixturevalue(name)))
 
 
@@ -334,9 +326,7 @@ def test_terminal_narrow_console_does_not_crash(vanishing: Report, broken: Repor
 
 def test_numbers() -> None:
     assert fmt.sci(3.2e-07) == "3.2e-07"
-    assert (
-        fmt.sci(None) == "—" and fmt.sci(NAN) == "nan" and fmt.sci(INF) == "inf" and fmt.sci(-INF) == "-inf"
-    )
+    assert fmt.sci(None) == "—" and fmt.sci(NAN) == "nan" and fmt.sci(INF) == "inf" and fmt.sci(-INF) == "-inf"
     assert fmt.sci(0.0) == "0" and fmt.sci(1234.5) == "1.2e+03"
     assert fmt.num(0.58) == "0.58" and fmt.num(1e-05) == "1.0e-05" and fmt.num(3) == "3"
     assert fmt.num(True) == "true" and fmt.num("GELU") == "GELU" and fmt.num(NAN) == "nan"

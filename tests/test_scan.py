@@ -26,8 +26,7 @@ def batches_for(model: nn.Module, name: str, n: int = 2, batch_size: int = 8) ->
     make = getattr(M, "INPUTS", {}).get(name)
     if make is not None:
         return [make(batch_size) for _ in range(n)]
-    return probes.build_batches(model, ModelFileHooks(), n=n, batch_size=batch_size, seed=0,
-                                device=torch.device("cpu"))
+    return probes.build_batches(model, ModelFileHooks(), n=n, batch_size=batch_size, seed=0, device=torch.device("cpu"))
 
 
 def scan_fixture(cls: type[nn.Module], **kwargs: object):  # type: ignore[no-untyped-def]
@@ -178,7 +177,7 @@ def test_numbers_match_a_manual_computation() -> None:
     assert first.weight_rms == pytest.approx(expected_w, rel=1e-5)
     assert last.output_shape == (8, 5)
     assert act.grad_rms is None and act.parameters == 0
-    sat = float(((outs[1].abs() > math.sqrt(1 - 0.05))).float().mean())
+    sat = float((outs[1].abs() > math.sqrt(1 - 0.05)).float().mean())
     assert act.saturated_fraction == pytest.approx(sat)
 
 
@@ -263,8 +262,10 @@ def _snapshot(model: nn.Module) -> dict[str, object]:
         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
         "buffers": {n: b.clone() for n, b in model.named_buffers()},
         "training": {n: m.training for n, m in model.named_modules()},
-        "hooks": {n: (dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
-                  for n, m in model.named_modules()},
+        "hooks": {
+            n: (dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
+            for n, m in model.named_modules()
+        },
         "rng": (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()),
     }
 

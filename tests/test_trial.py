@@ -108,8 +108,9 @@ def test_digits_normalization_rescues_a_deep_sigmoid_mlp() -> None:
     # the advice pairs normalization with clipping for a collapsed deep stack; clipping alone is not a candidate
     assert [s.remedy.value for s in chosen.selected["normalization"]] == ["normalization", "clip"]
     assert "clip" not in chosen.selected
-    report = run_trial(model, data=digits(), candidates=chosen.selected, steps=200, optimizer="adam", lr=None,
-                       seed=0, batch_size=64)
+    report = run_trial(
+        model, data=digits(), candidates=chosen.selected, steps=200, optimizer="adam", lr=None, seed=0, batch_size=64
+    )
     none = report.run("none")
     assert none.test_accuracy is not None and none.test_accuracy < 0.3
     assert report.best == "normalization", [(r.remedy, r.test_accuracy) for r in report.runs]
@@ -139,8 +140,9 @@ def test_digits_normalization_rescues_a_deep_sigmoid_mlp() -> None:
 def test_same_seed_same_json_and_model_untouched() -> None:
     model = small_mlp(dropout=0.2)
     before, rng = state(model), torch.get_rng_state()
-    kwargs: dict[str, Any] = dict(data=clusters(), candidates={"clip": (clip(),)}, steps=25, optimizer="sgd",
-                                  lr=None, seed=3, batch_size=16)
+    kwargs: dict[str, Any] = dict(
+        data=clusters(), candidates={"clip": (clip(),)}, steps=25, optimizer="sgd", lr=None, seed=3, batch_size=16
+    )
     a, b = run_trial(model, **kwargs), run_trial(model, **kwargs)
     assert json.dumps(without_timing(a.to_dict())) == json.dumps(without_timing(b.to_dict()))
     c = run_trial(model, **{**kwargs, "seed": 4})
@@ -151,8 +153,16 @@ def test_same_seed_same_json_and_model_untouched() -> None:
 
 
 def test_json_schema() -> None:
-    report = run_trial(small_mlp(), data=clusters(), candidates={"clip": (clip(),)}, steps=150, optimizer="adam",
-                       lr=None, seed=0, batch_size=16)
+    report = run_trial(
+        small_mlp(),
+        data=clusters(),
+        candidates={"clip": (clip(),)},
+        steps=150,
+        optimizer="adam",
+        lr=None,
+        seed=0,
+        batch_size=16,
+    )
     d = json.loads(render_trial_json(report))
     assert d["schema"] == SCHEMA == "gradscope.trial/1"
     assert {"schema", "steps", "optimizer", "lr", "seed", "data", "runs", "best", "helps", "timing"} <= set(d)
@@ -169,8 +179,9 @@ def test_json_schema() -> None:
 
 
 def test_curve_is_bucketed_means() -> None:
-    report = run_trial(small_mlp(), data=clusters(), candidates={}, steps=7, optimizer="sgd", lr=0.01, seed=0,
-                       batch_size=8)
+    report = run_trial(
+        small_mlp(), data=clusters(), candidates={}, steps=7, optimizer="sgd", lr=0.01, seed=0, batch_size=8
+    )
     assert len(report.runs[0].curve) == 7  # fewer steps than points: one point per step
 
 
@@ -180,8 +191,16 @@ def test_curve_is_bucketed_means() -> None:
 def test_a_diverged_run_stops_and_is_never_best() -> None:
     model = small_mlp()
     huge = Suggestion(Remedy.REGULARIZE, ("0", "3"), Where.MODEL, {"penalty": "l2", "lambda": 1e30}, "test", ())
-    report = run_trial(model, data=clusters(), candidates={"regularize": (huge,), "clip": (clip(),)}, steps=50,
-                       optimizer="sgd", lr=None, seed=0, batch_size=16)
+    report = run_trial(
+        model,
+        data=clusters(),
+        candidates={"regularize": (huge,), "clip": (clip(),)},
+        steps=50,
+        optimizer="sgd",
+        lr=None,
+        seed=0,
+        batch_size=16,
+    )
     bad = report.run("regularize")
     assert bad.diverged and bad.steps_run < 50
     assert bad.test_loss is None and bad.test_accuracy is None and bad.final_train_loss is None
@@ -191,8 +210,16 @@ def test_a_diverged_run_stops_and_is_never_best() -> None:
     assert d["runs"][1]["curve"][-1] is None and d["runs"][1]["diverged"] is True
     text = _terminal(report)
     assert "diverged at step" in text and "✗" in text
-    only_bad = run_trial(model, data=clusters(), candidates={"regularize": (huge,)}, steps=20, optimizer="sgd",
-                         lr=None, seed=0, batch_size=16)
+    only_bad = run_trial(
+        model,
+        data=clusters(),
+        candidates={"regularize": (huge,)},
+        steps=20,
+        optimizer="sgd",
+        lr=None,
+        seed=0,
+        batch_size=16,
+    )
     assert only_bad.best is None and not only_bad.helps
 
 
@@ -227,16 +254,18 @@ def test_sequence_targets_and_regression() -> None:
 
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 20, (40, 6), generator=g)
-    report = run_trial(Tagger(), data=(tokens, tokens % 5), candidates={}, steps=30, optimizer="adam", lr=0.05,
-                       seed=0, batch_size=8)
+    report = run_trial(
+        Tagger(), data=(tokens, tokens % 5), candidates={}, steps=30, optimizer="adam", lr=0.05, seed=0, batch_size=8
+    )
     assert report.data.classes == 5 and report.runs[0].test_accuracy is not None
     assert report.runs[0].test_accuracy > 0.5
 
     x = torch.randn(60, 4, generator=g)
     y = x.sum(dim=1)  # float (B,) against a (B, 1) output: regression, MSE
     model = nn.Sequential(nn.Linear(4, 1))
-    report = run_trial(model, data=(x.double(), y), candidates={}, steps=40, optimizer="sgd", lr=None, seed=0,
-                       batch_size=16)
+    report = run_trial(
+        model, data=(x.double(), y), candidates={}, steps=40, optimizer="sgd", lr=None, seed=0, batch_size=16
+    )
     assert report.data.task is Task.REGRESSION and report.data.loss == "mse"
     assert report.runs[0].test_accuracy is None and report.runs[0].test_loss < 0.5  # type: ignore[operator]
     assert "Test acc" not in _terminal(report)
@@ -262,23 +291,46 @@ def test_bad_data_forms(data: Any, needle: str) -> None:
 def test_targets_that_do_not_fit_the_output() -> None:
     x, _ = clusters()
     with pytest.raises(ProbeError, match="class labels outside 0..2"):
-        run_trial(small_mlp(), data=(x, torch.arange(120) % 7), candidates={}, steps=3, optimizer="sgd", lr=None,
-                  seed=0, batch_size=8)
+        run_trial(
+            small_mlp(),
+            data=(x, torch.arange(120) % 7),
+            candidates={},
+            steps=3,
+            optimizer="sgd",
+            lr=None,
+            seed=0,
+            batch_size=8,
+        )
     with pytest.raises(ProbeError, match="cross-entropy needs"):
-        run_trial(small_mlp(), data=(x, torch.zeros(120, 2, dtype=torch.int64)), candidates={}, steps=3,
-                  optimizer="sgd", lr=None, seed=0, batch_size=8)
+        run_trial(
+            small_mlp(),
+            data=(x, torch.zeros(120, 2, dtype=torch.int64)),
+            candidates={},
+            steps=3,
+            optimizer="sgd",
+            lr=None,
+            seed=0,
+            batch_size=8,
+        )
 
 
 def test_synthetic_task_is_learnable_and_refused_where_it_cannot_be_built() -> None:
-    report = run_trial(small_mlp(inputs=16, classes=4), data=None, candidates={}, steps=100, optimizer="adam",
-                       lr=None, seed=0, batch_size=64)
+    report = run_trial(
+        small_mlp(inputs=16, classes=4),
+        data=None,
+        candidates={},
+        steps=100,
+        optimizer="adam",
+        lr=None,
+        seed=0,
+        batch_size=64,
+    )
     assert report.data.source == "synthetic" and report.data.classes == 4
     assert report.runs[0].test_accuracy >= 0.9  # type: ignore[operator]
     x, y = synthetic_task(small_mlp(), ModelFileHooks(), seed=0)
     assert x.shape == (1024, 8) and y.dtype == torch.int64
     with pytest.raises(ProbeError, match="token ids.*define dataset"):
-        synthetic_task(nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(128, 3)), ModelFileHooks(),
-                       seed=0)
+        synthetic_task(nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(128, 3)), ModelFileHooks(), seed=0)
     with pytest.raises(ProbeError, match=r"outputs shape \(2, 1\).*define dataset"):
         synthetic_task(nn.Sequential(nn.Linear(4, 1)), ModelFileHooks(), seed=0)
 
@@ -286,8 +338,16 @@ def test_synthetic_task_is_learnable_and_refused_where_it_cannot_be_built() -> N
 def test_apply_failure_is_one_clear_error() -> None:
     gone = Suggestion(Remedy.NORMALIZATION, ("missing",), Where.AFTER, {"norm": "BatchNorm1d"}, "test", ())
     with pytest.raises(ProbeError, match="cannot apply remedy normalization: .*'missing'"):
-        run_trial(small_mlp(), data=clusters(), candidates={"normalization": (gone,)}, steps=3, optimizer="sgd",
-                  lr=None, seed=0, batch_size=8)
+        run_trial(
+            small_mlp(),
+            data=clusters(),
+            candidates={"normalization": (gone,)},
+            steps=3,
+            optimizer="sgd",
+            lr=None,
+            seed=0,
+            batch_size=8,
+        )
 
 
 def test_option_checks() -> None:
@@ -363,8 +423,19 @@ def one_line_error(outcome: tuple[int, str, str], *needles: str) -> None:
 
 def test_cli_json_and_table(tmp_path: Path) -> None:
     path = model_file(tmp_path)
-    code, out, err = cli(path, "--steps", "20", "--batch-size", "16", "--remedy", "all", "--format", "json",
-                         "--model-kwargs", '{"depth": 12, "act": "sigmoid"}')
+    code, out, err = cli(
+        path,
+        "--steps",
+        "20",
+        "--batch-size",
+        "16",
+        "--remedy",
+        "all",
+        "--format",
+        "json",
+        "--model-kwargs",
+        '{"depth": 12, "act": "sigmoid"}',
+    )
     assert code == 0, err
     d = json.loads(out)
     assert d["schema"] == SCHEMA and d["data"]["source"] == "dataset" and d["target"] == str(path)
@@ -389,10 +460,13 @@ def test_cli_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     one_line_error(cli(path, "--remedy", "magic"), "'magic' is not a remedy", "pseudo-norm", "normalization")
     one_line_error(cli(path, "--steps", "0"), "--steps 0")
     one_line_error(cli(path, "--lr", "-1"), "--lr -1")
-    one_line_error(cli(path, "--remedy", "activation"), "remedy activation does not apply to this model",
-                   "Sigmoid or Tanh")
-    one_line_error(cli(path, "--remedy", "rescale", "--model-kwargs", '{"depth": 12, "act": "sigmoid"}'),
-                   "remedy rescale does not apply to this model")
+    one_line_error(
+        cli(path, "--remedy", "activation"), "remedy activation does not apply to this model", "Sigmoid or Tanh"
+    )
+    one_line_error(
+        cli(path, "--remedy", "rescale", "--model-kwargs", '{"depth": 12, "act": "sigmoid"}'),
+        "remedy rescale does not apply to this model",
+    )
     for data, needle in (
         ("[1, 2, 3]", "returned a list of length 3"),
         ("torch.zeros(90, 8), torch.zeros(80)", "90 inputs but 80 targets"),
@@ -406,23 +480,36 @@ def test_cli_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     import gradscope.advice
 
     def vanished(*args: Any) -> dict[str, tuple[Suggestion, ...]]:
-        return {"normalization": (Suggestion(Remedy.NORMALIZATION, ("gone",), Where.AFTER,
-                                             {"norm": "BatchNorm1d"}, "test", ()),)}
+        return {
+            "normalization": (
+                Suggestion(Remedy.NORMALIZATION, ("gone",), Where.AFTER, {"norm": "BatchNorm1d"}, "test", ()),
+            )
+        }
 
     (tmp_path / "model.py").unlink()
     monkeypatch.setattr(gradscope.advice, "candidates", vanished)
-    one_line_error(cli(model_file(tmp_path), "--remedy", "normalization", "--steps", "5"),
-                   "cannot apply remedy normalization", "'gone'")
+    one_line_error(
+        cli(model_file(tmp_path), "--remedy", "normalization", "--steps", "5"),
+        "cannot apply remedy normalization",
+        "'gone'",
+    )
 
 
 def test_cli_subprocess_json(tmp_path: Path) -> None:
     path = model_file(tmp_path)
-    code = ("import sys; from gradscope.cli import app; from gradscope.cli_trial import register; "
-            "register(app); sys.argv[0] = 'gradscope'; app()")
+    code = (
+        "import sys; from gradscope.cli import app; from gradscope.cli_trial import register; "
+        "register(app); sys.argv[0] = 'gradscope'; app()"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("NO_COLOR", None)
-    proc = subprocess.run([sys.executable, "-c", code, "trial", str(path), "--steps", "15", "--format", "json",
-                           "--remedy", "clip"], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "trial", str(path), "--steps", "15", "--format", "json", "--remedy", "clip"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert d["schema"] == SCHEMA and [r["remedy"] for r in d["runs"]] == ["none", "clip"]
@@ -432,8 +519,9 @@ def test_cli_subprocess_json(tmp_path: Path) -> None:
 def test_a_best_run_far_from_trained_gets_a_caveat() -> None:
     model = deep_sigmoid()
     chosen = plan(model, ModelFileHooks(), ("normalization",), seed=0)
-    report = run_trial(model, data=digits(), candidates=chosen.selected, steps=5, optimizer="sgd", lr=None,
-                       seed=0, batch_size=64)
+    report = run_trial(
+        model, data=digits(), candidates=chosen.selected, steps=5, optimizer="sgd", lr=None, seed=0, batch_size=64
+    )
     accuracy = report.run(report.best).test_accuracy  # type: ignore[arg-type]
     assert accuracy is not None and accuracy < 0.9
     assert report.caveat is not None and f"{accuracy:.2f}" in report.caveat

@@ -40,8 +40,9 @@ def loss_fn(out: torch.Tensor, b: tuple[torch.Tensor, torch.Tensor]) -> torch.Te
     return nn.functional.cross_entropy(out, b[1])
 
 
-def train(model: nn.Module, w: Watch | None, steps: int, lr: float = 0.1, start: int = 0,
-          poison: dict[int, str] | None = None) -> None:
+def train(
+    model: nn.Module, w: Watch | None, steps: int, lr: float = 0.1, start: int = 0, poison: dict[int, str] | None = None
+) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     for i in range(start, start + steps):
         b = batch(i)
@@ -78,9 +79,14 @@ def test_param_mode_grad_rms_matches_direct_computation_and_full_mode() -> None:
         b = batch(0)
         loss_fn(model(b[0]), b).backward()
         w.step()
-    direct = {name: math.sqrt(sum(float(p.grad.square().sum()) for p in m.parameters())  # type: ignore[union-attr]
-                              / sum(p.numel() for p in m.parameters()))
-              for name, m in model.named_children() if isinstance(m, nn.Linear)}
+    direct = {
+        name: math.sqrt(
+            sum(float(p.grad.square().sum()) for p in m.parameters())  # type: ignore[union-attr]
+            / sum(p.numel() for p in m.parameters())
+        )
+        for name, m in model.named_children()
+        if isinstance(m, nn.Linear)
+    }
     assert set(w.steps[0].layers) == set(direct)  # param mode: parametric layers only
     for name, value in direct.items():
         assert w.steps[0].layers[name]["grad_rms"] == pytest.approx(value, rel=1e-5)
@@ -163,7 +169,8 @@ def test_report_is_a_report_and_the_cli_log_gives_the_same(tmp_path: Path) -> No
     assert isinstance(report, Report)
     assert report.probe.batches == 4
     assert "vanishing_gradient" in {f.rule for f in report.findings} or "forward_collapse" in {
-        f.rule for f in report.findings}
+        f.rule for f in report.findings
+    }
     assert report.suggestions
     from_log = build_report(read_log(log), window=4)
     assert from_log.to_dict() == report.to_dict()
@@ -213,8 +220,10 @@ def test_nonfinite_is_logged_as_null_with_the_reason(tmp_path: Path) -> None:
 def test_on_nonfinite_raise_stops_at_the_first_bad_step_and_names_the_layer(tmp_path: Path, every: int) -> None:
     model = mlp()
     log = tmp_path / "run.jsonl"
-    with pytest.raises(NonFiniteGradientError, match=r"step 3 in layer '2' \(Linear\)") as info, \
-            watch(model, every=every, on_nonfinite="raise", log=log) as w:
+    with (
+        pytest.raises(NonFiniteGradientError, match=r"step 3 in layer '2' \(Linear\)") as info,
+        watch(model, every=every, on_nonfinite="raise", log=log) as w,
+    ):
         train(model, w, 6, poison={3: "2.weight", 4: "0.weight"})
     assert info.value.step == 3 and info.value.layer == "2"
     assert isinstance(info.value, GradscopeError)
@@ -222,14 +231,17 @@ def test_on_nonfinite_raise_stops_at_the_first_bad_step_and_names_the_layer(tmp_
 
 
 # -- bad input ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("kwargs", "error", "match"), [
-    ({"every": 0}, ConfigError, "every=0"),
-    ({"every": 2.5}, ConfigError, "every=2.5"),
-    ({"mode": "everything"}, ConfigError, "mode='everything'.*'param', 'full'"),
-    ({"on_nonfinite": "panic"}, ConfigError, "on_nonfinite"),
-    ({"log": "/nonexistent-dir/run.jsonl"}, ConfigError, "does not exist"),
-    ({"window": 0}, ConfigError, "window"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"every": 0}, ConfigError, "every=0"),
+        ({"every": 2.5}, ConfigError, "every=2.5"),
+        ({"mode": "everything"}, ConfigError, "mode='everything'.*'param', 'full'"),
+        ({"on_nonfinite": "panic"}, ConfigError, "on_nonfinite"),
+        ({"log": "/nonexistent-dir/run.jsonl"}, ConfigError, "does not exist"),
+        ({"window": 0}, ConfigError, "window"),
+    ],
+)
 def test_bad_arguments_fail_at_watch_time(kwargs: dict[str, object], error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         watch(mlp(), **kwargs)  # type: ignore[arg-type]
@@ -369,8 +381,15 @@ def test_lightning_callback_records_each_optimizer_step(tmp_path: Path) -> None:
 
     data = torch.utils.data.DataLoader([(batch(i, 1)[0][0], batch(i, 1)[1][0]) for i in range(16)], batch_size=4)
     callback = GradscopeCallback(every=1, log=tmp_path / "run.jsonl")
-    pl.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
-               enable_progress_bar=False, enable_model_summary=False, callbacks=[callback]).fit(Module(), data)
+    pl.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    ).fit(Module(), data)
     assert callback.watch is not None and callback.watch.steps_seen == 4
     assert [s.step for s in read_log(tmp_path / "run.jsonl").steps] == [0, 1, 2, 3]
 
@@ -389,9 +408,15 @@ def test_hf_trainer_callback_records_each_optimizer_step(tmp_path: Path) -> None
 
     rows = [{"x": batch(i, 1)[0][0], "labels": batch(i, 1)[1][0]} for i in range(16)]
     callback = GradscopeTrainerCallback(every=1, log=tmp_path / "run.jsonl")
-    args = transformers.TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=3,
-                                          per_device_train_batch_size=4, report_to=[], use_cpu=True,
-                                          save_strategy="no", logging_strategy="no")
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="no",
+    )
     transformers.Trainer(model=Model(), args=args, train_dataset=rows, callbacks=[callback]).train()
     assert callback.watch is not None and callback.watch.steps_seen == 3
 
@@ -467,8 +492,13 @@ def test_watch_leaves_user_hooks_flags_and_rng_as_training_alone_would(mode: str
             context.__exit__(None, None, None)
         hooks = [dict(m._forward_hooks) for m in model.modules()]
         flags = [p.requires_grad for p in model.parameters()]
-        return (model.state_dict(), torch.get_rng_state(), random.getstate(), np.random.get_state()[1].tolist(),
-                [len(h) for h in hooks] + flags + [len(seen)])
+        return (
+            model.state_dict(),
+            torch.get_rng_state(),
+            random.getstate(),
+            np.random.get_state()[1].tolist(),
+            [len(h) for h in hooks] + flags + [len(seen)],
+        )
 
     plain, watched = run(False), run(True)
     assert all(torch.equal(plain[0][k], watched[0][k]) for k in plain[0])

@@ -30,8 +30,10 @@ def _model() -> nn.Module:
 
 def _batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(1)
-    return [(torch.randn(GLOBAL_BATCH, 6, generator=g), torch.randint(0, 3, (GLOBAL_BATCH,), generator=g))
-            for _ in range(STEPS)]
+    return [
+        (torch.randn(GLOBAL_BATCH, 6, generator=g), torch.randint(0, 3, (GLOBAL_BATCH,), generator=g))
+        for _ in range(STEPS)
+    ]
 
 
 def _train(model: nn.Module, watched: nn.Module, log: Path, mode: str, rank: int, world: int) -> None:
@@ -39,7 +41,7 @@ def _train(model: nn.Module, watched: nn.Module, log: Path, mode: str, rank: int
     share = GLOBAL_BATCH // world
     with watch(watched, every=1, log=log, mode=mode) as w:
         for x, y in _batches():
-            x, y = x[rank * share:(rank + 1) * share], y[rank * share:(rank + 1) * share]
+            x, y = x[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
             loss = nn.functional.cross_entropy(watched(x), y)
             loss.backward()
             w.step(loss)

@@ -173,44 +173,46 @@ class Comparison:
         return bool(self.regressions or self.new_findings)
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = json_safe({
-            "schema": DIFF_SCHEMA,
-            "baseline": _side(self.baseline, self.baseline_label),
-            "current": _side(self.current, self.current_label),
-            "factor": self.factor,
-            "fail_on": self.fail_on,
-            "failed": self.failed,
-            "counts": {
-                "matched": self.matched,
-                "regressions": len(self.regressions),
-                "improvements": len(self.improvements),
-                "added": len(self.added),
-                "removed": len(self.removed),
-                "new_findings": len(self.new_findings),
-                "resolved_findings": len(self.resolved_findings),
-            },
-            "regressions": [d.name for d in self.regressions],
-            "improvements": [d.name for d in self.improvements],
-            "added": list(self.added),
-            "removed": list(self.removed),
-            "new_findings": [_finding_ref(f) for f in self.new_findings],
-            "resolved_findings": [_finding_ref(f) for f in self.resolved_findings],
-            "notes": list(self.notes),
-            "layers": [
-                {
-                    "name": d.name,
-                    "type": d.type,
-                    "change": d.change.value,
-                    "factor": d.factor,
-                    "baseline": _layer_side(d.baseline),
-                    "current": _layer_side(d.current),
-                    "signal_ratio": d.signal_ratio,
-                    "grad_ratio": d.grad_ratio,
-                    "reason": d.reason,
-                }
-                for d in self.layers
-            ],
-        })
+        data: dict[str, Any] = json_safe(
+            {
+                "schema": DIFF_SCHEMA,
+                "baseline": _side(self.baseline, self.baseline_label),
+                "current": _side(self.current, self.current_label),
+                "factor": self.factor,
+                "fail_on": self.fail_on,
+                "failed": self.failed,
+                "counts": {
+                    "matched": self.matched,
+                    "regressions": len(self.regressions),
+                    "improvements": len(self.improvements),
+                    "added": len(self.added),
+                    "removed": len(self.removed),
+                    "new_findings": len(self.new_findings),
+                    "resolved_findings": len(self.resolved_findings),
+                },
+                "regressions": [d.name for d in self.regressions],
+                "improvements": [d.name for d in self.improvements],
+                "added": list(self.added),
+                "removed": list(self.removed),
+                "new_findings": [_finding_ref(f) for f in self.new_findings],
+                "resolved_findings": [_finding_ref(f) for f in self.resolved_findings],
+                "notes": list(self.notes),
+                "layers": [
+                    {
+                        "name": d.name,
+                        "type": d.type,
+                        "change": d.change.value,
+                        "factor": d.factor,
+                        "baseline": _layer_side(d.baseline),
+                        "current": _layer_side(d.current),
+                        "signal_ratio": d.signal_ratio,
+                        "grad_ratio": d.grad_ratio,
+                        "reason": d.reason,
+                    }
+                    for d in self.layers
+                ],
+            }
+        )
         return data
 
 
@@ -245,8 +247,7 @@ def read_report(path: str | Path, *, role: str = "report") -> Report:
     except json.JSONDecodeError as exc:
         if exc.pos >= len(text.rstrip()):
             raise ConfigError(
-                f"{role} {p}: truncated JSON (it ends at line {exc.lineno} before the document is complete); "
-                f"{hint}"
+                f"{role} {p}: truncated JSON (it ends at line {exc.lineno} before the document is complete); {hint}"
             ) from None
         raise ConfigError(
             f"{role} {p}: not a gradscope report (invalid JSON at line {exc.lineno} column {exc.colno}: "
@@ -272,8 +273,7 @@ def report_from_dict(data: Any, *, label: str = "report", hint: str = "") -> Rep
         raise ConfigError(f"{label}: not a gradscope report (schema {schema!r}, expected {SCHEMA!r}){suffix}")
     if schema != SCHEMA:
         raise ConfigError(
-            f"{label}: schema {schema!r} is not supported by gradscope {__version__}, which reads {SCHEMA!r}"
-            f"{suffix}"
+            f"{label}: schema {schema!r} is not supported by gradscope {__version__}, which reads {SCHEMA!r}{suffix}"
         )
     try:
         return _parse_report(data)
@@ -284,8 +284,14 @@ def report_from_dict(data: Any, *, label: str = "report", hint: str = "") -> Rep
 def _article(kind: str) -> str:
     if kind.startswith("an "):
         return kind
-    name = {"list": "list", "str": "string", "int": "number", "float": "number", "NoneType": "null",
-            "bool": "boolean"}.get(kind, kind)
+    name = {
+        "list": "list",
+        "str": "string",
+        "int": "number",
+        "float": "number",
+        "NoneType": "null",
+        "bool": "boolean",
+    }.get(kind, kind)
     return f"a {name}"
 
 
@@ -311,8 +317,15 @@ def _get(obj: Mapping[str, Any], key: str, kinds: tuple[type, ...], where: str, 
 def _kinds(kinds: tuple[type, ...]) -> str:
     if kinds == _NUM:
         return "a number"
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true/false", list: "a list",
-             dict: "an object", Mapping: "an object"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true/false",
+        list: "a list",
+        dict: "an object",
+        Mapping: "an object",
+    }
     return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
 
 
@@ -334,8 +347,11 @@ def _spread(obj: Mapping[str, Any], key: str, where: str) -> Spread | None:
     rng = obj.get(f"{key}_range")
     lo = hi = median
     if rng is not None:
-        if not (isinstance(rng, list) and len(rng) == 2
-                and all(v is None or (isinstance(v, _NUM) and not isinstance(v, bool)) for v in rng)):
+        if not (
+            isinstance(rng, list)
+            and len(rng) == 2
+            and all(v is None or (isinstance(v, _NUM) and not isinstance(v, bool)) for v in rng)
+        ):
             raise _Invalid(f"{where}.{key}_range must be [min, max]")
         lo = None if rng[0] is None else float(rng[0])
         hi = None if rng[1] is None else float(rng[1])
@@ -598,7 +614,8 @@ def _delta(b: LayerStats | None, c: LayerStats | None, factor: float) -> LayerDe
     if b is None:
         return LayerDelta(c.name, c.type, None, c, Change.ADDED, factor, reason="new in the current model")
     moves = tuple(
-        m for metric in ("signal_rms", "grad_rms")
+        m
+        for metric in ("signal_rms", "grad_rms")
         if (m := _moved(metric, _median(b, metric), _median(c, metric), factor)) is not None
     )
     type_name = c.type if c.type == b.type else f"{b.type} → {c.type}"
@@ -709,27 +726,38 @@ def comparison_rows(c: Comparison, *, only_changed: bool = False) -> list[tuple[
     for d in c.layers:
         if only_changed and d.change is Change.UNCHANGED:
             continue
-        rows.append((
-            d.name or "(model)",
-            d.type,
-            _num(_median(d.baseline, "signal_rms")),
-            _num(_median(d.current, "signal_rms")),
-            ratio_text(d.signal_ratio),
-            _num(_median(d.baseline, "grad_rms")),
-            _num(_median(d.current, "grad_rms")),
-            ratio_text(d.grad_ratio),
-            _status_change(d),
-            _CHANGE_MARK[d.change],
-        ))
+        rows.append(
+            (
+                d.name or "(model)",
+                d.type,
+                _num(_median(d.baseline, "signal_rms")),
+                _num(_median(d.current, "signal_rms")),
+                ratio_text(d.signal_ratio),
+                _num(_median(d.baseline, "grad_rms")),
+                _num(_median(d.current, "grad_rms")),
+                ratio_text(d.grad_ratio),
+                _status_change(d),
+                _CHANGE_MARK[d.change],
+            )
+        )
     return rows
 
 
-COMPARISON_HEADERS = ("Layer", "Type", "Signal RMS (baseline)", "Signal RMS (now)", "Signal ×",
-                      "Grad RMS (baseline)", "Grad RMS (now)", "Grad ×", "Status", "Change")
+COMPARISON_HEADERS = (
+    "Layer",
+    "Type",
+    "Signal RMS (baseline)",
+    "Signal RMS (now)",
+    "Signal ×",
+    "Grad RMS (baseline)",
+    "Grad RMS (now)",
+    "Grad ×",
+    "Status",
+    "Change",
+)
 
 
-def render_comparison(c: Comparison, format: str = "table", *, width: int | None = None,
-                      color: bool = False) -> str:
+def render_comparison(c: Comparison, format: str = "table", *, width: int | None = None, color: bool = False) -> str:
     """The comparison as ``table`` (terminal text), ``markdown`` or ``json``."""
     if format == "json":
         return json.dumps(c.to_dict(), indent=2, allow_nan=False) + "\n"
@@ -739,8 +767,14 @@ def render_comparison(c: Comparison, format: str = "table", *, width: int | None
         from rich.console import Console
 
         buffer = io.StringIO()
-        console = Console(file=buffer, width=width or 120, color_system="standard" if color else None,
-                          force_terminal=color, no_color=not color, highlight=False)
+        console = Console(
+            file=buffer,
+            width=width or 120,
+            color_system="standard" if color else None,
+            force_terminal=color,
+            no_color=not color,
+            highlight=False,
+        )
         print_comparison(c, console)
         return buffer.getvalue()
     raise ConfigError(f"--format {format!r} must be table, markdown or json")
@@ -752,8 +786,13 @@ def print_comparison(c: Comparison, console: Any) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    style = {Change.REGRESSION: "bold red", Change.IMPROVEMENT: "green", Change.ADDED: "cyan",
-             Change.REMOVED: "magenta", Change.UNCHANGED: ""}
+    style = {
+        Change.REGRESSION: "bold red",
+        Change.IMPROVEMENT: "green",
+        Change.ADDED: "cyan",
+        Change.REMOVED: "magenta",
+        Change.UNCHANGED: "",
+    }
     head = Text()
     head.append("baseline ", style="dim")
     head.append(c.baseline_label, style="bold")
@@ -773,8 +812,11 @@ def print_comparison(c: Comparison, console: Any) -> None:
     sections = [
         ("Regressions", [f"{d.name or '(model)'}: {d.reason}" for d in c.regressions], "bold red"),
         ("Improvements", [f"{d.name or '(model)'}: {d.reason}" for d in c.improvements], "green"),
-        ("New failing findings", [f"{f.severity} {f.rule} on {f.layer}: {f.message}" for f in c.new_findings],
-         "bold red"),
+        (
+            "New failing findings",
+            [f"{f.severity} {f.rule} on {f.layer}: {f.message}" for f in c.new_findings],
+            "bold red",
+        ),
         ("Resolved findings", [f"{f.rule} on {f.layer}" for f in c.resolved_findings], "green"),
         ("Added layers", list(c.added), "cyan"),
         ("Removed layers", list(c.removed), "magenta"),
@@ -801,17 +843,26 @@ def render_comparison_markdown(c: Comparison, *, level: int = 2) -> str:
     ]
     parts += [f"> ⚠️ {cell(n)}" for n in c.notes]
     if c.regressions:
-        parts.append("**Regressions**\n\n" + "\n".join(
-            f"- `{cell(d.name or '(model)')}`: {cell(d.reason)}" for d in c.regressions))
+        parts.append(
+            "**Regressions**\n\n"
+            + "\n".join(f"- `{cell(d.name or '(model)')}`: {cell(d.reason)}" for d in c.regressions)
+        )
     if c.new_findings:
-        parts.append("**New failing findings**\n\n" + "\n".join(
-            f"- **{f.severity}** `{f.rule}` on `{cell(f.layer)}` — {cell(f.message)}" for f in c.new_findings))
+        parts.append(
+            "**New failing findings**\n\n"
+            + "\n".join(
+                f"- **{f.severity}** `{f.rule}` on `{cell(f.layer)}` — {cell(f.message)}" for f in c.new_findings
+            )
+        )
     if c.improvements:
-        parts.append("**Improvements**\n\n" + "\n".join(
-            f"- `{cell(d.name or '(model)')}`: {cell(d.reason)}" for d in c.improvements))
+        parts.append(
+            "**Improvements**\n\n"
+            + "\n".join(f"- `{cell(d.name or '(model)')}`: {cell(d.reason)}" for d in c.improvements)
+        )
     if c.resolved_findings:
-        parts.append("**Resolved findings**: " + ", ".join(
-            f"`{f.rule}` on `{cell(f.layer)}`" for f in c.resolved_findings))
+        parts.append(
+            "**Resolved findings**: " + ", ".join(f"`{f.rule}` on `{cell(f.layer)}`" for f in c.resolved_findings)
+        )
     if c.added:
         parts.append("**Added layers**: " + ", ".join(f"`{cell(n)}`" for n in c.added))
     if c.removed:
@@ -847,5 +898,3 @@ def _layer_side(layer: LayerStats | None) -> dict[str, Any] | None:
 
 def _finding_ref(f: FindingRef) -> dict[str, Any]:
     return {"rule": f.rule, "layer": f.layer, "severity": f.severity, "message": f.message}
-
-

@@ -117,7 +117,7 @@ def _check_keys(model: nn.Module, state: Mapping[str, torch.Tensor], path: str |
 def _prefix_hint(expected: list[str], given: list[str]) -> str:
     """DataParallel/compile checkpoints prefix every key ('module.', '_orig_mod.'): say so instead of listing keys."""
     for prefix in ("module.", "_orig_mod."):
-        if given and all(k.startswith(prefix) for k in given) and {k[len(prefix):] for k in given} == set(expected):
+        if given and all(k.startswith(prefix) for k in given) and {k[len(prefix) :] for k in given} == set(expected):
             return f"; every checkpoint key starts with {prefix!r}: strip that prefix when saving"
     return ""
 

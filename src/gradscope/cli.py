@@ -27,8 +27,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .results import Report
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
-_OPTIONS = {"probe.batches": "--batches", "probe.batch_size": "--batch-size", "probe.seed": "--seed",
-            "probe.device": "--device"}
+_OPTIONS = {
+    "probe.batches": "--batches",
+    "probe.batch_size": "--batch-size",
+    "probe.seed": "--seed",
+    "probe.device": "--device",
+}
 
 app = typer.Typer(
     name="gradscope",
@@ -76,7 +80,7 @@ def scan(
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for inputs, dropout and the probe loss.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or auto (default).")] = None,
     model_kwargs: Annotated[
-        str | None, typer.Option("--model-kwargs", help='Constructor/factory keyword args as JSON: \'{"depth": 30}\'.')
+        str | None, typer.Option("--model-kwargs", help="Constructor/factory keyword args as JSON: '{\"depth\": 30}'.")
     ] = None,
     input_shape: Annotated[
         list[str] | None,
@@ -90,9 +94,7 @@ def scan(
     ] = None,
     format: Annotated[Format, typer.Option("--format", help="Report format.")] = Format.table,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (atomically).")] = None,
-    fail_on: Annotated[
-        FailOn, typer.Option("--fail-on", help="Lowest finding severity that exits 1.")
-    ] = FailOn.error,
+    fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Lowest finding severity that exits 1.")] = FailOn.error,
     fix: Annotated[
         bool, typer.Option("--fix", help="Apply the lead suggestion per finding in memory, re-scan, show before/after.")
     ] = False,
@@ -107,9 +109,19 @@ def scan(
     The exit code always judges the model as given, also with --fix."""
     with _errors(debug):
         report = _scan(
-            target, config=config, overrides={
-                "probe.batches": batches, "probe.batch_size": batch_size, "probe.seed": seed, "probe.device": device,
-            }, model_kwargs=model_kwargs, input_shape=input_shape, input_dtype=input_dtype, probe=probe, fix=fix,
+            target,
+            config=config,
+            overrides={
+                "probe.batches": batches,
+                "probe.batch_size": batch_size,
+                "probe.seed": seed,
+                "probe.device": device,
+            },
+            model_kwargs=model_kwargs,
+            input_shape=input_shape,
+            input_dtype=input_dtype,
+            probe=probe,
+            fix=fix,
             weights=weights,
         )
         _emit(report, format, output)
@@ -126,9 +138,18 @@ def exit_code(report: Report, fail_on: FailOn | str) -> int:
     return EXIT_FINDINGS if failing else EXIT_OK
 
 
-def _scan(target: str, *, config: Path | None, overrides: dict[str, Any], model_kwargs: str | None,
-          input_shape: list[str] | None, input_dtype: str | None, probe: Path | None, fix: bool = False,
-          weights: Path | None = None) -> Report:
+def _scan(
+    target: str,
+    *,
+    config: Path | None,
+    overrides: dict[str, Any],
+    model_kwargs: str | None,
+    input_shape: list[str] | None,
+    input_dtype: str | None,
+    probe: Path | None,
+    fix: bool = False,
+    weights: Path | None = None,
+) -> Report:
     from .config import load_config
 
     settings = load_config(config)
@@ -167,11 +188,26 @@ def _scan(target: str, *, config: Path | None, overrides: dict[str, Any], model_
         model = loaded.module.to(dev)
         tick("building probe batches")
         p = settings.probe
-        data = build_batches(model, loaded.hooks, n=p.batches, batch_size=p.batch_size, seed=p.seed, device=dev,
-                             input_shapes=shapes, input_dtype=input_dtype, seq_len=p.seq_len,
-                             image_size=p.image_size)
-        report = run_scan(model, data, loss_fn=loaded.hooks.loss_fn, config=settings, target=target,
-                          progress=lambda i, n: tick(f"probing batch {i}/{n}"))
+        data = build_batches(
+            model,
+            loaded.hooks,
+            n=p.batches,
+            batch_size=p.batch_size,
+            seed=p.seed,
+            device=dev,
+            input_shapes=shapes,
+            input_dtype=input_dtype,
+            seq_len=p.seq_len,
+            image_size=p.image_size,
+        )
+        report = run_scan(
+            model,
+            data,
+            loss_fn=loaded.hooks.loss_fn,
+            config=settings,
+            target=target,
+            progress=lambda i, n: tick(f"probing batch {i}/{n}"),
+        )
         if fix:
             tick("applying the suggestions and re-scanning")
             report = verify_fix(model, data, report, loss_fn=loaded.hooks.loss_fn, config=settings, target=target)
@@ -189,8 +225,9 @@ def _emit(report: Report, fmt: Format, output: Path | None) -> None:
         deliver(output, draw=lambda console: render_terminal(report, console))
 
 
-def deliver(output: Path | None, *, text: str | None = None, draw: Callable[[Console], None] | None = None,
-            what: str = "report") -> None:
+def deliver(
+    output: Path | None, *, text: str | None = None, draw: Callable[[Console], None] | None = None, what: str = "report"
+) -> None:
     """Put a rendered result where the user asked: ``text`` as is, or ``draw`` (a terminal renderer) on the terminal
     — or, with ``--output``, as plain 120-column text. Files are written atomically; stdout failures are one line."""
     from .report import write_atomic

@@ -51,9 +51,7 @@ def register(app: typer.Typer) -> None:
 
 
 # Options shared with `scan`, spelled the same way.
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="YAML settings and policy (see configs/ci.yaml).")
-]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings and policy (see configs/ci.yaml).")]
 BatchesOpt = Annotated[int | None, typer.Option("--batches", help="Probe batches (default 4, or the baseline's).")]
 BatchSizeOpt = Annotated[
     int | None, typer.Option("--batch-size", help="Samples per batch (default 16, or the baseline's).")
@@ -61,7 +59,7 @@ BatchSizeOpt = Annotated[
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for inputs, dropout and the probe loss.")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or auto (default).")]
 KwargsOpt = Annotated[
-    str | None, typer.Option("--model-kwargs", help='Constructor/factory keyword args as JSON: \'{"depth": 30}\'.')
+    str | None, typer.Option("--model-kwargs", help="Constructor/factory keyword args as JSON: '{\"depth\": 30}'.")
 ]
 ShapeOpt = Annotated[
     list[str] | None,
@@ -73,8 +71,11 @@ ProbeOpt = Annotated[
 ]
 FactorOpt = Annotated[
     float | None,
-    typer.Option("--factor", help="A layer whose signal or grad RMS moves by more than this is a regression "
-                                  "(default: policy.baseline_factor, 10)."),
+    typer.Option(
+        "--factor",
+        help="A layer whose signal or grad RMS moves by more than this is a regression "
+        "(default: policy.baseline_factor, 10).",
+    ),
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 
@@ -129,19 +130,40 @@ def check(
         settings = load_config(config)  # the policy is validated before any model code runs
         _check_factor(factor)
         base = read_baseline(baseline_file) if baseline_file is not None else None
-        overrides: dict[str, Any] = {"probe.batches": batches, "probe.batch_size": batch_size, "probe.seed": seed,
-                                     "probe.device": device}
+        overrides: dict[str, Any] = {
+            "probe.batches": batches,
+            "probe.batch_size": batch_size,
+            "probe.seed": seed,
+            "probe.device": device,
+        }
         if base is not None:
             # Probe like the baseline did unless told otherwise: the numbers are only comparable that way.
-            defaults = {"probe.batches": base.probe.batches, "probe.batch_size": base.probe.batch_size,
-                        "probe.seed": base.probe.seed}
+            defaults = {
+                "probe.batches": base.probe.batches,
+                "probe.batch_size": base.probe.batch_size,
+                "probe.seed": base.probe.seed,
+            }
             overrides = {k: (defaults.get(k) if v is None else v) for k, v in overrides.items()}
-        report = _scan(target, config=config, overrides=overrides, model_kwargs=model_kwargs,
-                       input_shape=input_shape, input_dtype=input_dtype, probe=probe)
+        report = _scan(
+            target,
+            config=config,
+            overrides=overrides,
+            model_kwargs=model_kwargs,
+            input_shape=input_shape,
+            input_dtype=input_dtype,
+            probe=probe,
+        )
         comparison = None
         if base is not None:
-            comparison = compare(base, report, policy=settings.policy, fail_on=fail_on, factor=factor,
-                                 baseline_label=str(baseline_file), current_label=target)
+            comparison = compare(
+                base,
+                report,
+                policy=settings.policy,
+                fail_on=fail_on,
+                factor=factor,
+                baseline_label=str(baseline_file),
+                current_label=target,
+            )
         result = evaluate(report, settings.policy, fail_on=fail_on.value if fail_on else None, comparison=comparison)
         texts = _render_outputs(result, junit=junit, markdown=markdown, html=html, output=output)
         _print_check(result, github=github)
@@ -173,12 +195,26 @@ def baseline(
         from .report import render_json, write_atomic
 
         load_config(config)
-        report = _scan(target, config=config, overrides={
-            "probe.batches": batches, "probe.batch_size": batch_size, "probe.seed": seed, "probe.device": device,
-        }, model_kwargs=model_kwargs, input_shape=input_shape, input_dtype=input_dtype, probe=probe)
+        report = _scan(
+            target,
+            config=config,
+            overrides={
+                "probe.batches": batches,
+                "probe.batch_size": batch_size,
+                "probe.seed": seed,
+                "probe.device": device,
+            },
+            model_kwargs=model_kwargs,
+            input_shape=input_shape,
+            input_dtype=input_dtype,
+            probe=probe,
+        )
         write_atomic(output, render_json(report))
-        _stderr().print(f"baseline written to {output}: {fmt.plural(len(report.layers), 'layer')}, "
-                        f"{fmt.verdict(report).text}", highlight=False, markup=False)
+        _stderr().print(
+            f"baseline written to {output}: {fmt.plural(len(report.layers), 'layer')}, {fmt.verdict(report).text}",
+            highlight=False,
+            markup=False,
+        )
     raise typer.Exit(EXIT_OK)
 
 
@@ -210,10 +246,18 @@ def diff(
         a = read_report(baseline_report, role="report")
         b = read_report(current_report, role="report")
         threshold = fail_on.value if fail_on else None
-        comparison = compare(a, b, policy=settings.policy, fail_on=threshold, factor=factor,
-                             baseline_label=str(baseline_report), current_label=str(current_report))
+        comparison = compare(
+            a,
+            b,
+            policy=settings.policy,
+            fail_on=threshold,
+            factor=factor,
+            baseline_label=str(baseline_report),
+            current_label=str(current_report),
+        )
         failing = bool(comparison.new_findings) or any(
-            c.failed for c in regression_checks(comparison, settings.policy, comparison.fail_on))
+            c.failed for c in regression_checks(comparison, settings.policy, comparison.fail_on)
+        )
         if format is DiffFormat.html:
             from .report.html import render_html
 
@@ -252,8 +296,9 @@ def _check_factor(factor: float | None) -> None:
         raise ConfigError(f"--factor {factor:g} must be a number > 1 (e.g. 10: a tenfold move is a regression)")
 
 
-def _render_outputs(result: Any, *, junit: Path | None, markdown: Path | None, html: Path | None,
-                    output: Path | None) -> list[tuple[Path, str]]:
+def _render_outputs(
+    result: Any, *, junit: Path | None, markdown: Path | None, html: Path | None, output: Path | None
+) -> list[tuple[Path, str]]:
     """Render every requested file before writing any: a renderer bug leaves no partial set behind."""
     texts: list[tuple[Path, str]] = []
     if junit is not None:

@@ -24,9 +24,11 @@ from .errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from .trial import TrialReport
 
-REMEDY_HELP = ("auto (the scan's remedies plus the classic ones its evidence allows), none, all, or one of "
-               "pseudo-norm, rescale, regularize, activation, normalization, init, clip "
-               "(comma-separate several).")
+REMEDY_HELP = (
+    "auto (the scan's remedies plus the classic ones its evidence allows), none, all, or one of "
+    "pseudo-norm, rescale, regularize, activation, normalization, init, clip "
+    "(comma-separate several)."
+)
 
 
 class TrialFormat(StrEnum):
@@ -53,41 +55,54 @@ def trial(
     optimizer: Annotated[
         OptimizerName, typer.Option("--optimizer", help="sgd (default lr 0.1) or adam (default lr 1e-3).")
     ] = OptimizerName.adam,
-    lr: Annotated[
-        float | None, typer.Option("--lr", help="Learning rate (default: sgd 0.1, adam 1e-3).")
-    ] = None,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Seed for the split, the minibatches, the init and dropout.")
-    ] = 0,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Training minibatch size (default 64).")
-    ] = 64,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: sgd 0.1, adam 1e-3).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the split, the minibatches, the init and dropout.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training minibatch size (default 64).")] = 64,
     model_kwargs: Annotated[
         str | None,
-        typer.Option("--model-kwargs", help='Constructor/factory keyword args as JSON: \'{"depth": 30}\'.'),
+        typer.Option("--model-kwargs", help="Constructor/factory keyword args as JSON: '{\"depth\": 30}'."),
     ] = None,
     probe: Annotated[
         Path | None, typer.Option("--probe", help="A .py file with dataset(), example_inputs, probe_batches.")
     ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (default).")] = "auto",
     format: Annotated[TrialFormat, typer.Option("--format", help="Report format.")] = TrialFormat.table,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report here (atomically).")
-    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (atomically).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Train copies of the model from one init, untreated and with each remedy; compare held-out results."""
     from .cli import EXIT_OK, _errors
 
     with _errors(debug):
-        report = _trial(target, remedy=remedy, steps=steps, optimizer=optimizer.value, lr=lr, seed=seed,
-                        batch_size=batch_size, model_kwargs=model_kwargs, probe=probe, device=device)
+        report = _trial(
+            target,
+            remedy=remedy,
+            steps=steps,
+            optimizer=optimizer.value,
+            lr=lr,
+            seed=seed,
+            batch_size=batch_size,
+            model_kwargs=model_kwargs,
+            probe=probe,
+            device=device,
+        )
         _emit(report, format, output)
     raise typer.Exit(EXIT_OK)
 
 
-def _trial(target: str, *, remedy: str, steps: int, optimizer: str, lr: float | None, seed: int,
-           batch_size: int, model_kwargs: str | None, probe: Path | None, device: str) -> TrialReport:
+def _trial(
+    target: str,
+    *,
+    remedy: str,
+    steps: int,
+    optimizer: str,
+    lr: float | None,
+    seed: int,
+    batch_size: int,
+    model_kwargs: str | None,
+    probe: Path | None,
+    device: str,
+) -> TrialReport:
     from .cli import _parse_kwargs, _progress, _resolve_device
     from .trial import parse_remedies
 
@@ -115,14 +130,31 @@ def _trial(target: str, *, remedy: str, steps: int, optimizer: str, lr: float | 
         tick("reading dataset()")
         data = dataset_from(loaded.hooks)
         tick("scanning")
-        chosen = plan(model, loaded.hooks, remedies, seed=seed, target=target,
-                      progress=lambda i, n: tick(f"scanning: probe batch {i}/{n}"))
+        chosen = plan(
+            model,
+            loaded.hooks,
+            remedies,
+            seed=seed,
+            target=target,
+            progress=lambda i, n: tick(f"scanning: probe batch {i}/{n}"),
+        )
     from .trial import run_trial
 
     with _training_bar() as progress, contextlib.redirect_stdout(sys.stderr):
-        return run_trial(model, data=data, candidates=chosen.selected, steps=steps, optimizer=optimizer,
-                         lr=lr, seed=seed, batch_size=batch_size, progress=progress, hooks=loaded.hooks,
-                         target=target, note=chosen.note)
+        return run_trial(
+            model,
+            data=data,
+            candidates=chosen.selected,
+            steps=steps,
+            optimizer=optimizer,
+            lr=lr,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+            hooks=loaded.hooks,
+            target=target,
+            note=chosen.note,
+        )
 
 
 @contextmanager
@@ -136,8 +168,14 @@ def _training_bar() -> Iterator[Callable[[str, int, int], None] | None]:
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress(TextColumn("training {task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=console, transient=True)
+    bar = Progress(
+        TextColumn("training {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
     task: Any = None
 
     def update(remedy: str, done: int, total: int) -> None:

@@ -35,7 +35,8 @@ def register(app: typer.Typer) -> None:
 def report(
     log: Annotated[Path, typer.Argument(help="A JSONL log written by gradscope.watch(..., log=PATH).")],
     format: Annotated[TimelineFormat, typer.Option("--format", help="table, json, markdown or html.")] = (
-        TimelineFormat.table),
+        TimelineFormat.table
+    ),
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (atomically).")] = None,
     window: Annotated[
         int | None, typer.Option("--window", help="Recorded steps the report's medians cover (default: the run's).")
@@ -69,8 +70,9 @@ def report(
             text = render_timeline_html(timeline)
         elif output is not None:
             buffer = io.StringIO()
-            render_timeline_terminal(timeline, Console(file=buffer, width=120, color_system=None,
-                                                       force_terminal=False, no_color=True))
+            render_timeline_terminal(
+                timeline, Console(file=buffer, width=120, color_system=None, force_terminal=False, no_color=True)
+            )
             text = buffer.getvalue()
         else:
             render_timeline_terminal(timeline, _stdout_console())

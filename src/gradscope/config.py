@@ -37,8 +37,12 @@ class ProbeConfig:
         _require(self.batch_size >= 1, "probe.batch_size", self.batch_size, "must be at least 1")
         # torch.Generator.manual_seed takes 64 bits; beyond that it failed as an internal OverflowError.
         _require(-(2**63) <= self.seed < 2**63, "probe.seed", self.seed, "must fit in 64 bits (|seed| < 2**63)")
-        _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "probe.device",
-                 self.device, "must be cpu, cuda, cuda:N or auto")
+        _require(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            "probe.device",
+            self.device,
+            "must be cpu, cuda, cuda:N or auto",
+        )
         _require(self.mode in ("train", "eval"), "probe.mode", self.mode, "must be train or eval")
         _require(self.seq_len >= 1, "probe.seq_len", self.seq_len, "must be at least 1")
         _require(self.image_size >= 1, "probe.image_size", self.image_size, "must be at least 1")
@@ -60,10 +64,18 @@ class DiagnoseConfig:
 
     def __post_init__(self) -> None:
         _require(self.reference_layers >= 1, "diagnose.reference_layers", self.reference_layers, "must be >= 1")
-        _require(0 < self.vanishing_error <= self.vanishing_warning < 1, "diagnose.vanishing_error",
-                 self.vanishing_error, "needs 0 < vanishing_error <= vanishing_warning < 1")
-        _require(1 < self.exploding_warning <= self.exploding_error, "diagnose.exploding_warning",
-                 self.exploding_warning, "needs 1 < exploding_warning <= exploding_error")
+        _require(
+            0 < self.vanishing_error <= self.vanishing_warning < 1,
+            "diagnose.vanishing_error",
+            self.vanishing_error,
+            "needs 0 < vanishing_error <= vanishing_warning < 1",
+        )
+        _require(
+            1 < self.exploding_warning <= self.exploding_error,
+            "diagnose.exploding_warning",
+            self.exploding_warning,
+            "needs 1 < exploding_warning <= exploding_error",
+        )
         _require(0 < self.collapse_ratio < 1, "diagnose.collapse_ratio", self.collapse_ratio, "must be in (0, 1)")
         for name in ("saturation_derivative", "saturated_units", "dead_units"):
             value = getattr(self, name)
@@ -79,8 +91,12 @@ class SuggestConfig:
     regularize_lambda: float = 1e-2
 
     def __post_init__(self) -> None:
-        _require(0 < self.pseudo_norm_min_ratio < 1, "suggest.pseudo_norm_min_ratio", self.pseudo_norm_min_ratio,
-                 "must be in (0, 1)")
+        _require(
+            0 < self.pseudo_norm_min_ratio < 1,
+            "suggest.pseudo_norm_min_ratio",
+            self.pseudo_norm_min_ratio,
+            "must be in (0, 1)",
+        )
         _require(self.rescale_max_gain >= 1, "suggest.rescale_max_gain", self.rescale_max_gain, "must be >= 1")
         _require(self.regularize_lambda > 0, "suggest.regularize_lambda", self.regularize_lambda, "must be > 0")
 

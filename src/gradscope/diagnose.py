@@ -28,8 +28,9 @@ class Diagnosis:
     forward_collapse: bool
 
 
-def diagnose(records: Sequence[LayerRecord], config: DiagnoseConfig,
-             nonfinite_culprit: tuple[str, str] | None = None) -> Diagnosis:
+def diagnose(
+    records: Sequence[LayerRecord], config: DiagnoseConfig, nonfinite_culprit: tuple[str, str] | None = None
+) -> Diagnosis:
     """``nonfinite_culprit``: (name, type) of the first module of any kind whose output was non-finite, when the
     scan looked for it (a module without parameters, such as a custom op, is not a layer but can be the cause)."""
     stats = [_stats(index, record) for index, record in enumerate(records)]
@@ -103,8 +104,9 @@ def _nonfinite_spread(s: Spread | None) -> bool:
     return s is not None and not (math.isfinite(s.median) and math.isfinite(s.min) and math.isfinite(s.max))
 
 
-def _statuses(s: LayerStats, r: LayerRecord, reference: float | None, growth: Growth | None,
-              c: DiagnoseConfig) -> list[Status]:
+def _statuses(
+    s: LayerStats, r: LayerRecord, reference: float | None, growth: Growth | None, c: DiagnoseConfig
+) -> list[Status]:
     found = [Status.OK]
     if any(_nonfinite_spread(x) for x in (s.grad_rms, s.signal_rms, s.activation_rms)):
         found.append(Status.NONFINITE)
@@ -138,8 +140,9 @@ def _statuses(s: LayerStats, r: LayerRecord, reference: float | None, growth: Gr
     return found
 
 
-def _underflowed_zeros(stats: Sequence[LayerStats], statuses: list[list[Status]], reference: float | None,
-                       c: DiagnoseConfig) -> None:
+def _underflowed_zeros(
+    stats: Sequence[LayerStats], statuses: list[list[Status]], reference: float | None, c: DiagnoseConfig
+) -> None:
     """An exactly-zero gradient upstream of a vanishing layer is the vanishing gradient rounded to zero: the
     float range ran out (underflow), which is not the same as a zero-valued path."""
     downstream_vanishing = False
@@ -152,16 +155,21 @@ def _underflowed_zeros(stats: Sequence[LayerStats], statuses: list[list[Status]]
             downstream_vanishing = grad / reference < c.vanishing_warning  # type: ignore[operator]
 
 
-def _flushed_loss_gradient(stats: Sequence[LayerStats], records: Sequence[LayerRecord],
-                           statuses: list[list[Status]]) -> None:
+def _flushed_loss_gradient(
+    stats: Sequence[LayerStats], records: Sequence[LayerRecord], statuses: list[list[Status]]
+) -> None:
     """float16: when even the output-side layer's gradient is exactly zero, the loss gradient itself rounded to
     zero on its way into float16 (a tiny loss scale, a mean over many elements). Every exact zero is then underflow,
     which loss scaling fixes — not a zero-valued path, which is what "zero" tells the user to look for."""
-    last = next((i for i in reversed(range(len(stats))) if records[i].trainable and stats[i].grad_rms is not None),
-                None)
+    last = next(
+        (i for i in reversed(range(len(stats))) if records[i].trainable and stats[i].grad_rms is not None), None
+    )
     # grad_dtype for .half() models; signal_dtype (the output's) under autocast, where parameters stay float32
-    if last is None or Status.ZERO not in statuses[last] or torch.float16 not in (records[last].grad_dtype,
-                                                                                   records[last].signal_dtype):
+    if (
+        last is None
+        or Status.ZERO not in statuses[last]
+        or torch.float16 not in (records[last].grad_dtype, records[last].signal_dtype)
+    ):
         return
     for found in statuses:
         if Status.ZERO in found:
@@ -188,20 +196,30 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2g}"
 
 
-def _nonfinite(layers: Sequence[LayerStats], findings: list[Finding],
-               culprit: tuple[str, str] | None) -> str | None:
+def _nonfinite(layers: Sequence[LayerStats], findings: list[Finding], culprit: tuple[str, str] | None) -> str | None:
     bad = [layer for layer in layers if layer.status is Status.NONFINITE]
     if not bad:
         return None
     forward = [layer for layer in bad if _nonfinite_spread(layer.activation_rms)]
     if forward and culprit is not None:
         name, kind = culprit
-        findings.append(Finding(
-            rule="nonfinite", severity=Severity.ERROR, layers=_names(bad),
-            message=(f"non-finite values (NaN/Inf) first appear in the output of '{name}' ({kind}) in the forward "
-                     f"pass; {len(bad)} layer(s) after it are affected"),
-            evidence={"first_layer": name, "first_layer_type": kind, "pass": "forward", "layers_affected": len(bad)},
-        ))
+        findings.append(
+            Finding(
+                rule="nonfinite",
+                severity=Severity.ERROR,
+                layers=_names(bad),
+                message=(
+                    f"non-finite values (NaN/Inf) first appear in the output of '{name}' ({kind}) in the forward "
+                    f"pass; {len(bad)} layer(s) after it are affected"
+                ),
+                evidence={
+                    "first_layer": name,
+                    "first_layer_type": kind,
+                    "pass": "forward",
+                    "layers_affected": len(bad),
+                },
+            )
+        )
         return name
     if forward:
         origin, where = forward[0], "forward pass (its output)"
@@ -218,9 +236,12 @@ def _nonfinite(layers: Sequence[LayerStats], findings: list[Finding],
                 f"non-finite values (NaN/Inf) first appear in '{origin.name}' ({origin.type}) in the {where}; "
                 f"{len(bad)} layer(s) are affected after it"
             ),
-            evidence={"first_layer": origin.name, "first_layer_type": origin.type,
-                      "pass": "forward" if forward else "backward",
-                      "layers_affected": len(bad)},
+            evidence={
+                "first_layer": origin.name,
+                "first_layer_type": origin.type,
+                "pass": "forward" if forward else "backward",
+                "layers_affected": len(bad),
+            },
         )
     )
     return origin.name
@@ -237,7 +258,8 @@ def _forward_spread(layer: LayerStats) -> float | None:
 def _forward_spread_ratio(layers: Sequence[LayerStats], count: int) -> float | None:
     """Relative spread of the deepest parametric layers over that of the first one."""
     spreads = [
-        (layer, v) for layer in layers
+        (layer, v)
+        for layer in layers
         if layer.is_parametric and (v := _forward_spread(layer)) is not None and math.isfinite(v)
     ]
     if len(spreads) < 2 or spreads[0][1] <= 0:
@@ -246,8 +268,7 @@ def _forward_spread_ratio(layers: Sequence[LayerStats], count: int) -> float | N
     return tail[len(tail) // 2] / spreads[0][1]
 
 
-def _forward_collapse(layers: Sequence[LayerStats], ratio: float, c: DiagnoseConfig,
-                      findings: list[Finding]) -> None:
+def _forward_collapse(layers: Sequence[LayerStats], ratio: float, c: DiagnoseConfig, findings: list[Finding]) -> None:
     spreads = [(layer, _forward_spread(layer)) for layer in layers if layer.is_parametric]
     first = next(layer for layer, v in spreads if v is not None)
     base = _forward_spread(first) or 1.0
@@ -263,8 +284,12 @@ def _forward_collapse(layers: Sequence[LayerStats], ratio: float, c: DiagnoseCon
                 f"(spread {ratio:.2g}× that of the first layer '{first.name}'); later layers see one input, and "
                 f"no backward-only fix can restore that"
             ),
-            evidence={"spread_ratio": ratio, "first_layer": first.name, "first_collapsed_layer": start,
-                      "threshold": c.collapse_ratio},
+            evidence={
+                "spread_ratio": ratio,
+                "first_layer": first.name,
+                "first_collapsed_layer": start,
+                "threshold": c.collapse_ratio,
+            },
         )
     )
 
@@ -286,30 +311,39 @@ class Growth:
 
 
 def _forward_growth(stats: Sequence[LayerStats], records: Sequence[LayerRecord], count: int) -> Growth | None:
-    sizes = [(s, s.activation_rms.median) for s, r in zip(stats, records, strict=True)
-             if fan_in(r.module) is not None and s.activation_rms is not None and _usable(s.activation_rms.median)]
+    sizes = [
+        (s, s.activation_rms.median)
+        for s, r in zip(stats, records, strict=True)
+        if fan_in(r.module) is not None and s.activation_rms is not None and _usable(s.activation_rms.median)
+    ]
     if len(sizes) < 2:
         return None
     tail = sorted(size for _, size in sizes[-count:])
     return Growth(tail[len(tail) // 2] / sizes[0][1], sizes[0][0].name, tuple((s.index, v) for s, v in sizes))
 
 
-def _forward_explosion(layers: Sequence[LayerStats], growth: Growth, c: DiagnoseConfig,
-                       findings: list[Finding]) -> None:
+def _forward_explosion(
+    layers: Sequence[LayerStats], growth: Growth, c: DiagnoseConfig, findings: list[Finding]
+) -> None:
     grown = growth.exploding(c.exploding_warning)
-    findings.append(Finding(
-        rule="forward_explosion",
-        severity=Severity.ERROR if growth.ratio > c.exploding_error else Severity.WARNING,
-        layers=tuple(layer.name for layer in layers if layer.index in grown),
-        message=(f"the forward signal grows with depth: the deepest layers' outputs are {growth.ratio:.2g}× the "
-                 f"size of the first layer's ('{growth.first}'); the weights amplify the signal at every layer, and "
-                 f"the backward signal grows toward the input the same way"),
-        evidence={"growth": growth.ratio, "first_layer": growth.first, "threshold": c.exploding_error},
-    ))
+    findings.append(
+        Finding(
+            rule="forward_explosion",
+            severity=Severity.ERROR if growth.ratio > c.exploding_error else Severity.WARNING,
+            layers=tuple(layer.name for layer in layers if layer.index in grown),
+            message=(
+                f"the forward signal grows with depth: the deepest layers' outputs are {growth.ratio:.2g}× the "
+                f"size of the first layer's ('{growth.first}'); the weights amplify the signal at every layer, and "
+                f"the backward signal grows toward the input the same way"
+            ),
+            evidence={"growth": growth.ratio, "first_layer": growth.first, "threshold": c.exploding_error},
+        )
+    )
 
 
-def _attenuation(layers: Sequence[LayerStats], reference: float | None, c: DiagnoseConfig, collapse: bool,
-                 findings: list[Finding]) -> None:
+def _attenuation(
+    layers: Sequence[LayerStats], reference: float | None, c: DiagnoseConfig, collapse: bool, findings: list[Finding]
+) -> None:
     if not _usable(reference):
         return
     assert reference is not None
@@ -318,20 +352,36 @@ def _attenuation(layers: Sequence[LayerStats], reference: float | None, c: Diagn
         (Status.VANISHING, "vanishing_gradient", c.vanishing_error, "vanish"),
         (Status.EXPLODING, "exploding_gradient", c.exploding_error, "explode"),
     ):
-        hit = [layer for layer in layers if layer.status is status and layer.grad_rms is not None
-               and _usable(layer.grad_rms.median) and (layer.grad_rms.median / reference < c.vanishing_warning
-                                                        if status is Status.VANISHING else
-                                                        layer.grad_rms.median / reference > c.exploding_warning)]
+        hit = [
+            layer
+            for layer in layers
+            if layer.status is status
+            and layer.grad_rms is not None
+            and _usable(layer.grad_rms.median)
+            and (
+                layer.grad_rms.median / reference < c.vanishing_warning
+                if status is Status.VANISHING
+                else layer.grad_rms.median / reference > c.exploding_warning
+            )
+        ]
         if not hit:
             continue
         ratios = [layer.grad_rms.median / reference for layer in hit]  # type: ignore[union-attr]
-        worst_i = min(range(len(hit)), key=lambda i: ratios[i]) if status is Status.VANISHING else max(
-            range(len(hit)), key=lambda i: ratios[i])
+        worst_i = (
+            min(range(len(hit)), key=lambda i: ratios[i])
+            if status is Status.VANISHING
+            else max(range(len(hit)), key=lambda i: ratios[i])
+        )
         worst, worst_ratio = hit[worst_i], ratios[worst_i]
         failing = worst_ratio < error_at if status is Status.VANISHING else worst_ratio > error_at
         orders = abs(math.log10(worst_ratio))
-        cause = (" — a consequence of the forward collapse above" if collapse and status is Status.VANISHING
-                 else " in the backward pass while the forward signal keeps its spread" if not collapse else "")
+        cause = (
+            " — a consequence of the forward collapse above"
+            if collapse and status is Status.VANISHING
+            else " in the backward pass while the forward signal keeps its spread"
+            if not collapse
+            else ""
+        )
         findings.append(
             Finding(
                 rule=rule,
@@ -344,9 +394,14 @@ def _attenuation(layers: Sequence[LayerStats], reference: float | None, c: Diagn
                     f"'{worst.name}' at {worst_ratio:.2g}× ({orders:.1f} orders)"
                     + (f", {abs(decay):.2f} orders of magnitude per layer" if decay is not None else "")
                 ),
-                evidence={"reference_grad_rms": reference, "worst_layer": worst.name, "worst_ratio": worst_ratio,
-                          "decay_per_layer": decay, "threshold": error_at,
-                          "kind": "after_forward_collapse" if collapse else "backward_only"},
+                evidence={
+                    "reference_grad_rms": reference,
+                    "worst_layer": worst.name,
+                    "worst_ratio": worst_ratio,
+                    "decay_per_layer": decay,
+                    "threshold": error_at,
+                    "kind": "after_forward_collapse" if collapse else "backward_only",
+                },
             )
         )
 
@@ -358,8 +413,11 @@ def _orders(ratio: float) -> str:
 def _decay_per_layer(layers: Sequence[LayerStats]) -> float | None:
     """Least-squares slope of log10(grad RMS) over trainable layers in forward order: orders of magnitude the
     gradient loses per layer going from the output back toward the input (negative: it grows)."""
-    ys = [math.log10(layer.grad_rms.median) for layer in layers
-          if layer.grad_rms is not None and _usable(layer.grad_rms.median)]
+    ys = [
+        math.log10(layer.grad_rms.median)
+        for layer in layers
+        if layer.grad_rms is not None and _usable(layer.grad_rms.median)
+    ]
     n = len(ys)
     if n < 3:
         return None
@@ -384,8 +442,9 @@ def fan_in(module: torch.nn.Module) -> int | None:
     return None
 
 
-def _saturation(layers: Sequence[LayerStats], records: Sequence[LayerRecord], c: DiagnoseConfig,
-                findings: list[Finding]) -> None:
+def _saturation(
+    layers: Sequence[LayerStats], records: Sequence[LayerRecord], c: DiagnoseConfig, findings: list[Finding]
+) -> None:
     hit = [layer for layer in layers if layer.status is Status.SATURATED]
     if not hit:
         return
@@ -402,7 +461,9 @@ def _saturation(layers: Sequence[LayerStats], records: Sequence[LayerRecord], c:
     worst = max(hit, key=lambda layer: layer.saturated_fraction or 0.0)
     cause = (
         f"the weights feeding them are large (weight RMS × √fan-in up to {max(large.values()):.3g}, "
-        f"above {c.large_weight_gain:g})" if large else "their inputs are large although the weights are not"
+        f"above {c.large_weight_gain:g})"
+        if large
+        else "their inputs are large although the weights are not"
     )
     findings.append(
         Finding(
@@ -413,9 +474,13 @@ def _saturation(layers: Sequence[LayerStats], records: Sequence[LayerRecord], c:
                 f"{len(hit)} activation layer(s) are saturated: up to {worst.saturated_fraction:.0%} of outputs of "
                 f"'{worst.name}' sit where the slope is below {c.saturation_derivative:.0%} of its peak; {cause}"
             ),
-            evidence={"worst_layer": worst.name, "worst_fraction": worst.saturated_fraction,
-                      "large_weight_layers": dict(large), "weight_gain": dict(feeding),
-                      "threshold": c.saturated_units},
+            evidence={
+                "worst_layer": worst.name,
+                "worst_fraction": worst.saturated_fraction,
+                "large_weight_layers": dict(large),
+                "weight_gain": dict(feeding),
+                "threshold": c.saturated_units,
+            },
         )
     )
 
@@ -440,16 +505,20 @@ def _dead_units(layers: Sequence[LayerStats], findings: list[Finding]) -> None:
     )
 
 
-def _underflow(layers: Sequence[LayerStats], records: Sequence[LayerRecord], c: DiagnoseConfig,
-               findings: list[Finding]) -> None:
+def _underflow(
+    layers: Sequence[LayerStats], records: Sequence[LayerRecord], c: DiagnoseConfig, findings: list[Finding]
+) -> None:
     hit = [(layer, r) for layer, r in zip(layers, records, strict=True) if layer.status is Status.UNDERFLOW]
     if not hit:
         return
     dtypes = sorted({str(r.grad_dtype or r.signal_dtype).replace("torch.", "") for _, r in hit})
     # float16 has a narrow exponent range that loss scaling widens; float32/bfloat16 only run out of range when
     # the gradient has already vanished by tens of orders of magnitude, and then the vanishing is the thing to fix.
-    advice = ("use torch.amp.GradScaler, or bfloat16/float32 gradients" if "float16" in dtypes
-              else "this is the vanishing gradient running out of float range: fix the vanishing and it goes")
+    advice = (
+        "use torch.amp.GradScaler, or bfloat16/float32 gradients"
+        if "float16" in dtypes
+        else "this is the vanishing gradient running out of float range: fix the vanishing and it goes"
+    )
     findings.append(
         Finding(
             rule="underflow",
@@ -464,40 +533,54 @@ def _underflow(layers: Sequence[LayerStats], records: Sequence[LayerRecord], c: 
     )
 
 
-def _zero_and_disconnected(layers: Sequence[LayerStats], records: Sequence[LayerRecord],
-                           findings: list[Finding]) -> None:
+def _zero_and_disconnected(
+    layers: Sequence[LayerStats], records: Sequence[LayerRecord], findings: list[Finding]
+) -> None:
     frozen = [layer for layer in layers if layer.status is Status.FROZEN]
     if frozen:
-        findings.append(Finding(
-            rule="frozen", severity=Severity.INFO, layers=_names(frozen),
-            message=f"{len(frozen)} layer(s) are frozen (requires_grad=False) and are not judged",
-            evidence={"parameters": sum(layer.parameters for layer in frozen)},
-        ))
+        findings.append(
+            Finding(
+                rule="frozen",
+                severity=Severity.INFO,
+                layers=_names(frozen),
+                message=f"{len(frozen)} layer(s) are frozen (requires_grad=False) and are not judged",
+                evidence={"parameters": sum(layer.parameters for layer in frozen)},
+            )
+        )
     gone = [layer for layer in layers if layer.status is Status.DISCONNECTED and layer.is_parametric]
     if gone:
-        findings.append(Finding(
-            rule="disconnected", severity=Severity.WARNING, layers=_names(gone),
-            message=(
-                f"no gradient reaches {len(gone)} trainable layer(s) ({', '.join(_names(gone)[:3])}"
-                f"{', ...' if len(gone) > 3 else ''}): they are unused in forward or cut from the loss "
-                f"(detach, no_grad, an unused output), so they will never train"
-            ),
-            evidence={"parameters": sum(layer.parameters for layer in gone)},
-        ))
+        findings.append(
+            Finding(
+                rule="disconnected",
+                severity=Severity.WARNING,
+                layers=_names(gone),
+                message=(
+                    f"no gradient reaches {len(gone)} trainable layer(s) ({', '.join(_names(gone)[:3])}"
+                    f"{', ...' if len(gone) > 3 else ''}): they are unused in forward or cut from the loss "
+                    f"(detach, no_grad, an unused output), so they will never train"
+                ),
+                evidence={"parameters": sum(layer.parameters for layer in gone)},
+            )
+        )
     zero = [layer for layer in layers if layer.status is Status.ZERO and layer.is_parametric]
     if zero:
         zero_weight = [layer for layer in layers if layer.weight_rms == 0.0 and layer.trainable]
         explained = bool(zero_weight) and zero_weight[-1].index > zero[0].index
-        because = (f"'{zero_weight[-1].name}' has all-zero weights, which blocks the gradient at initialisation "
-                   f"(zero-init by design is fine: it gets a gradient itself and opens after the first steps)"
-                   if explained else "the gradient reaching them is exactly zero (a multiplication by zero, a "
-                   "mask, or a zero-valued path)")
-        findings.append(Finding(
-            rule="zero_gradient", severity=Severity.INFO if explained else Severity.WARNING,
-            layers=_names(zero),
-            message=f"{len(zero)} layer(s) receive an exactly-zero gradient: {because}",
-            evidence={"zero_weight_layer": zero_weight[-1].name if explained else None},
-        ))
+        because = (
+            f"'{zero_weight[-1].name}' has all-zero weights, which blocks the gradient at initialisation "
+            f"(zero-init by design is fine: it gets a gradient itself and opens after the first steps)"
+            if explained
+            else "the gradient reaching them is exactly zero (a multiplication by zero, a mask, or a zero-valued path)"
+        )
+        findings.append(
+            Finding(
+                rule="zero_gradient",
+                severity=Severity.INFO if explained else Severity.WARNING,
+                layers=_names(zero),
+                message=f"{len(zero)} layer(s) receive an exactly-zero gradient: {because}",
+                evidence={"zero_weight_layer": zero_weight[-1].name if explained else None},
+            )
+        )
     del records
 
 

@@ -281,8 +281,7 @@ def _discover(namespace: types.ModuleType, path: str, kwargs: dict[str, Any]) ->
     if len(usable) > 1:
         names = ", ".join(cls.__name__ for cls in usable)
         raise ModelLoadError(
-            f"{path}: several model classes could be built ({names}); "
-            f"pick one with {path}:{usable[0].__name__}"
+            f"{path}: several model classes could be built ({names}); pick one with {path}:{usable[0].__name__}"
         )
     if len(classes) == 1:  # the only class needs arguments: say which
         cls = classes[0]
@@ -291,8 +290,7 @@ def _discover(namespace: types.ModuleType, path: str, kwargs: dict[str, Any]) ->
     if candidates:
         example = candidates[0].split(" ")[0]
         raise ModelLoadError(
-            f"{path}: no model found by discovery (candidates: {', '.join(candidates)}); "
-            f"pick one with {path}:{example}"
+            f"{path}: no model found by discovery (candidates: {', '.join(candidates)}); pick one with {path}:{example}"
         )
     raise ModelLoadError(
         f"{path}: no nn.Module found; define build_model(), a module-level 'model' instance or an nn.Module "
@@ -338,9 +336,7 @@ def _unsatisfied(obj: Callable[..., Any], kwargs: Mapping[str, Any]) -> tuple[li
     params = signature.parameters.values()
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     accepted = {
-        p.name
-        for p in params
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     }
     missing = [
         p.name
@@ -362,20 +358,15 @@ def _instantiate(obj: Any, name: str, kwargs: dict[str, Any], where: str) -> nn.
             )
         return obj
     if not callable(obj):
-        raise ModelLoadError(
-            f"{where}:{name} is a {type(obj).__name__}, not an nn.Module class, factory or instance"
-        )
+        raise ModelLoadError(f"{where}:{name} is a {type(obj).__name__}, not an nn.Module class, factory or instance")
     missing, unknown = _unsatisfied(obj, kwargs)
     if missing:
         example = ", ".join(f'"{arg}": <value>' for arg in missing)
         raise ModelLoadError(
-            f"{where}:{name} needs argument(s) {', '.join(missing)}; "
-            f"pass them with --model-kwargs '{{{example}}}'"
+            f"{where}:{name} needs argument(s) {', '.join(missing)}; pass them with --model-kwargs '{{{example}}}'"
         )
     if unknown:
-        raise ModelLoadError(
-            f"{where}:{name} does not take argument(s) {', '.join(unknown)} given in --model-kwargs"
-        )
+        raise ModelLoadError(f"{where}:{name} does not take argument(s) {', '.join(unknown)} given in --model-kwargs")
     # As at import: the factory sees sys.argv = [file], not gradscope's own options, and an argparse/sys.exit in
     # it is a load error naming the file, not gradscope exiting with argparse's usage line.
     saved_argv = sys.argv
@@ -438,4 +429,3 @@ def _first_line(exc: BaseException) -> str:
 def _describe(exc: BaseException) -> str:
     line = _first_line(exc)
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
-

@@ -235,8 +235,9 @@ def apply_policy(
     checks: dict[tuple[str, str], Check] = {}
     for finding in report.findings:
         for name in finding.layers or (None,):
-            check = _check(finding, name, layers.get(name) if name is not None else None, policy, threshold,
-                           report, known_keys)
+            check = _check(
+                finding, name, layers.get(name) if name is not None else None, policy, threshold, report, known_keys
+            )
             previous = checks.get(check.key)
             # Two findings of one rule on one layer (rare): keep the more severe.
             if previous is None or _rank(check.severity) > _rank(previous.severity):
@@ -252,13 +253,28 @@ def apply_policy(
         message = base.message if base is not None else f"layer '{layer.name}' has status {layer.status.value}"
         evidence = dict(base.evidence) if base is not None else _layer_evidence(layer, report)
         state = State.KNOWN if key in known_keys else State.FAIL
-        checks[key] = Check(rule, layer.name, Severity.ERROR, base.original if base else Severity.ERROR, state,
-                            message, evidence, f"policy.fail_statuses ({layer.status.value})")
+        checks[key] = Check(
+            rule,
+            layer.name,
+            Severity.ERROR,
+            base.original if base else Severity.ERROR,
+            state,
+            message,
+            evidence,
+            f"policy.fail_statuses ({layer.status.value})",
+        )
     return tuple(sorted(checks.values(), key=lambda c: (_rule_order(c.rule), _layer_order(report, c.layer))))
 
 
-def _check(finding: Finding, name: str | None, layer: LayerStats | None, policy: PolicyConfig, threshold: str,
-           report: Report, known: set[tuple[str, str]]) -> Check:
+def _check(
+    finding: Finding,
+    name: str | None,
+    layer: LayerStats | None,
+    policy: PolicyConfig,
+    threshold: str,
+    report: Report,
+    known: set[tuple[str, str]],
+) -> Check:
     severity, source = severity_for(policy, finding.rule, name, finding.severity)
     layer_name = MODEL_LAYER if name is None else name
     if severity is None:
@@ -333,8 +349,18 @@ def regression_checks(comparison: Comparison, policy: PolicyConfig, fail_on: str
             state = State.IGNORED
         else:
             state = State.FAIL if fails(severity, fail_on) else State.WARN
-        out.append(Check(BASELINE_RULE, delta.name, severity, DEFAULT_BASELINE_SEVERITY, state, delta.reason,
-                         delta.evidence(), source))
+        out.append(
+            Check(
+                BASELINE_RULE,
+                delta.name,
+                severity,
+                DEFAULT_BASELINE_SEVERITY,
+                state,
+                delta.reason,
+                delta.evidence(),
+                source,
+            )
+        )
     return out
 
 
@@ -384,8 +410,7 @@ def summary_rows(result: CheckResult, *, limit: int | None = None) -> list[tuple
         message = first.message
         if rule == BASELINE_RULE and len(checks) > 1:
             message = f"{len(checks)} layers moved beyond the allowed factor; first: '{first.layer}': {message}"
-        rows.append((state.value, "—" if severity is None else severity.value, rule,
-                     fmt.layer_list(names), message))
+        rows.append((state.value, "—" if severity is None else severity.value, rule, fmt.layer_list(names), message))
     return rows if limit is None else rows[:limit]
 
 
@@ -422,9 +447,11 @@ def check_markdown(result: CheckResult, *, full_report: bool = True) -> str:
 
     report = result.report
     icon = "✅" if result.passed else "❌"
-    parts = [f"## {icon} gradscope check: `{cell(report.model.class_name)}` — {cell(verdict_line(result))}",
-             f"Target `{cell(report.model.target)}` · fail on `{result.fail_on}`"
-             + (f" · baseline `{cell(result.comparison.baseline_label)}`" if result.comparison else "")]
+    parts = [
+        f"## {icon} gradscope check: `{cell(report.model.class_name)}` — {cell(verdict_line(result))}",
+        f"Target `{cell(report.model.target)}` · fail on `{result.fail_on}`"
+        + (f" · baseline `{cell(result.comparison.baseline_label)}`" if result.comparison else ""),
+    ]
     rows = summary_rows(result)
     if rows:
         icons = {"fail": "❌ fail", "warn": "⚠️ warn", "known": "➖ known", "ignored": "ignored"}
@@ -437,8 +464,9 @@ def check_markdown(result: CheckResult, *, full_report: bool = True) -> str:
         lines = [f"- `{c.rule}` on `{cell(c.layer)}`: {cell(_evidence_text(c.evidence))}" for c in failures[:20]]
         if len(failures) > 20:
             lines.append(f"- … and {len(failures) - 20} more (see the JUnit report)")
-        parts.append("<details><summary>Failing checks with evidence</summary>\n\n" + "\n".join(lines)
-                     + "\n\n</details>")
+        parts.append(
+            "<details><summary>Failing checks with evidence</summary>\n\n" + "\n".join(lines) + "\n\n</details>"
+        )
     if result.comparison is not None:
         from .baseline import render_comparison_markdown
 

@@ -133,8 +133,7 @@ def _user_batches(hook: Any, n: int, seed: int) -> list[Batch]:
         raise ProbeError(f"{label} raised {_describe(exc)} while yielding batches") from None
     if len(batches) < n:
         raise ProbeError(
-            f"{label} yielded {len(batches)} batch(es), expected {n}; "
-            "yield one per --batches or lower --batches"
+            f"{label} yielded {len(batches)} batch(es), expected {n}; yield one per --batches or lower --batches"
         )
     return batches
 
@@ -197,9 +196,7 @@ def _draw(shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator
     return torch.randint(0, high, shape, generator=generator, dtype=dtype)
 
 
-def _from_shapes(
-    model: nn.Module, shapes: Sequence[tuple[int, ...]], dtype: torch.dtype | None
-) -> Any:
+def _from_shapes(model: nn.Module, shapes: Sequence[tuple[int, ...]], dtype: torch.dtype | None) -> Any:
     resolved: list[tuple[int, ...]] = []
     for shape in shapes:
         shape = tuple(int(d) for d in shape)
@@ -250,9 +247,7 @@ _KNOWN: tuple[type[nn.Module], ...] = (
 )
 
 
-def _inferred(
-    model: nn.Module, dtype: torch.dtype | None, *, batch_size: int, seq_len: int, image_size: int
-) -> Any:
+def _inferred(model: nn.Module, dtype: torch.dtype | None, *, batch_size: int, seq_len: int, image_size: int) -> Any:
     found = _first_layer(model)
     if found is None:
         raise ProbeError(
@@ -367,14 +362,11 @@ def select_output(output: Any) -> torch.Tensor:
         )
     if tensor.is_complex():
         raise ProbeError(
-            f"model output is a complex tensor ({tensor.dtype}); "
-            "define loss_fn(output, batch) returning a real scalar"
+            f"model output is a complex tensor ({tensor.dtype}); define loss_fn(output, batch) returning a real scalar"
         )
     if not tensor.is_floating_point():
         kind = "a boolean" if tensor.dtype == torch.bool else "an integer"
-        raise ProbeError(
-            f"model output is {kind} tensor ({tensor.dtype}); gradients need a floating-point output"
-        )
+        raise ProbeError(f"model output is {kind} tensor ({tensor.dtype}); gradients need a floating-point output")
     if not tensor.requires_grad:
         raise ProbeError(
             "the model output does not depend on any trainable parameter (requires_grad=False); check that "

@@ -26,8 +26,24 @@ from torch.nn.utils import parametrize
 SATURATING = (nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Softsign, nn.Hardsigmoid)  # Hardtanh covers ReLU6
 RECTIFYING = (nn.ReLU, nn.ReLU6)
 ACTIVATIONS = (
-    nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Softsign, nn.Hardsigmoid, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU,
-    nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Hardswish, nn.LogSigmoid, nn.Tanhshrink,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Hardtanh,
+    nn.Softsign,
+    nn.Hardsigmoid,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Softplus,
+    nn.Hardswish,
+    nn.LogSigmoid,
+    nn.Tanhshrink,
 )
 EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
 # The spread, saturation and dead-unit statistics read at most this many elements of a layer's output per batch
@@ -348,8 +364,11 @@ class Recorder:
             parts = layer.name.split(".")
             for cut in range(len(parts) - 1, -1, -1):
                 ancestor = ".".join(parts[:cut])
-                hits = [i for i, other in enumerate(result) if other.name == ancestor
-                        or other.name.startswith(ancestor + ".") and ancestor]
+                hits = [
+                    i
+                    for i, other in enumerate(result)
+                    if other.name == ancestor or other.name.startswith(ancestor + ".") and ancestor
+                ]
                 if hits:
                     position = hits[-1] + 1
                     break

@@ -49,9 +49,11 @@ def scan(
     if not batches:
         raise ProbeError("no probe batches: pass at least one batch (--batches must be >= 1)")
     device = _device_of(model)
-    with preserved(model), _rng(device, config.probe.seed), Recorder(
-        model, saturation_derivative=config.diagnose.saturation_derivative
-    ) as recorder:
+    with (
+        preserved(model),
+        _rng(device, config.probe.seed),
+        Recorder(model, saturation_derivative=config.diagnose.saturation_derivative) as recorder,
+    ):
         model.train(config.probe.mode == "train")
         for i, batch in enumerate(batches):
             _probe_once(model, recorder, probes.to_device(batch, device), i, loss_fn, config.probe.seed)
@@ -69,8 +71,9 @@ def scan(
     if any(not math.isfinite(v) for v in losses) and (diagnosis.nonfinite_origin is None or forward_finite):
         raise ProbeError(
             "the loss is not finite although every layer's output is: check loss_fn in the model file "
-            "(log of zero? division by zero?)" if loss_fn is not None else
-            "the loss is not finite although every layer's output is: check the model's final operation"
+            "(log of zero? division by zero?)"
+            if loss_fn is not None
+            else "the loss is not finite although every layer's output is: check the model's final operation"
         )
     suggestions = suggest(diagnosis, records, config)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
@@ -94,8 +97,9 @@ def scan(
     )
 
 
-def _probe_once(model: nn.Module, recorder: Recorder, batch: Any, index: int, loss_fn: LossFn | None,
-                seed: int) -> None:
+def _probe_once(
+    model: nn.Module, recorder: Recorder, batch: Any, index: int, loss_fn: LossFn | None, seed: int
+) -> None:
     for p in model.parameters():
         p.grad = None
     recorder.start_batch(probes.batch_size_of(batch))
@@ -116,8 +120,9 @@ def _probe_once(model: nn.Module, recorder: Recorder, batch: Any, index: int, lo
         try:
             loss = loss_fn(output, batch)
         except Exception as exc:
-            raise ProbeError(f"loss_fn failed on probe batch {index}: {type(exc).__name__}: {_first_line(exc)}") \
-                from exc
+            raise ProbeError(
+                f"loss_fn failed on probe batch {index}: {type(exc).__name__}: {_first_line(exc)}"
+            ) from exc
         _check_loss(loss)
     recorder.add_loss(loss)
     try:
@@ -145,11 +150,15 @@ def _check_model(model: Any) -> None:
     if not params:
         raise ProbeError(f"{type(model).__name__} has no parameters: there is no gradient to measure")
     if any(p.is_meta for p in params):
-        raise ProbeError(f"{type(model).__name__} has parameters on the meta device (no data): materialise them "
-                         "first (e.g. model.to_empty(device='cpu') and initialise, or load a checkpoint)")
+        raise ProbeError(
+            f"{type(model).__name__} has parameters on the meta device (no data): materialise them "
+            "first (e.g. model.to_empty(device='cpu') and initialise, or load a checkpoint)"
+        )
     if not any(p.requires_grad for p in params):
-        raise ProbeError(f"{type(model).__name__} has no trainable parameters (all {len(params)} have "
-                         "requires_grad=False): nothing to diagnose")
+        raise ProbeError(
+            f"{type(model).__name__} has no trainable parameters (all {len(params)} have "
+            "requires_grad=False): nothing to diagnose"
+        )
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -261,8 +270,15 @@ def _tensors(obj: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(item)
 
 
-def verify_fix(model: nn.Module, batches: Sequence[Any], report: Report, *, loss_fn: LossFn | None = None,
-               config: Config | None = None, target: str | None = None) -> Report:
+def verify_fix(
+    model: nn.Module,
+    batches: Sequence[Any],
+    report: Report,
+    *,
+    loss_fn: LossFn | None = None,
+    config: Config | None = None,
+    target: str | None = None,
+) -> Report:
     """``report`` with its ``fix``: the lead suggestion for each finding applied to a copy of ``model`` in memory,
     and the copy scanned again over the same batches. The model itself is not changed."""
     from dataclasses import replace
@@ -272,8 +288,11 @@ def verify_fix(model: nn.Module, batches: Sequence[Any], report: Report, *, loss
     from .remedies.pseudonorm import DEFAULT_PSEUDO_NORM_ARGS
 
     chosen = pick(report.suggestions)
-    skipped = tuple((s, "needs a change to the model's code; it cannot be applied in memory")
-                    for s in report.suggestions if s not in chosen and not set(s.rules) <= _rules(chosen))
+    skipped = tuple(
+        (s, "needs a change to the model's code; it cannot be applied in memory")
+        for s in report.suggestions
+        if s not in chosen and not set(s.rules) <= _rules(chosen)
+    )
     if not chosen:
         return replace(report, fix=Fix((), report, skipped, ""))
     config = config or Config()

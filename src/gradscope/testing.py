@@ -66,8 +66,14 @@ def assert_gradient_health(
     comparison = None
     if baseline is not None:
         base = read_baseline(baseline) if isinstance(baseline, (str, Path)) else baseline
-        comparison = compare(base, report, policy=settings.policy, fail_on=fail_on, factor=factor,
-                             baseline_label=str(baseline) if isinstance(baseline, (str, Path)) else None)
+        comparison = compare(
+            base,
+            report,
+            policy=settings.policy,
+            fail_on=fail_on,
+            factor=factor,
+            baseline_label=str(baseline) if isinstance(baseline, (str, Path)) else None,
+        )
     result = evaluate(report, settings.policy, fail_on=fail_on, comparison=comparison)
     if not result.passed:
         raise GradientHealthError(render_check_text(result), result)
@@ -82,8 +88,7 @@ def render_check_text(result: CheckResult, width: int = 120) -> str:
     from .report import render_terminal
 
     buffer = io.StringIO()
-    console = Console(file=buffer, width=width, color_system=None, force_terminal=False, no_color=True,
-                      highlight=False)
+    console = Console(file=buffer, width=width, color_system=None, force_terminal=False, no_color=True, highlight=False)
     render_terminal(result.report, console)
     print_check(result, console)
     if result.comparison is not None:
@@ -115,5 +120,13 @@ def _synthetic_batches(model: Any, settings: Config) -> list[Any]:
     params = list(model.parameters()) if hasattr(model, "parameters") else []
     device = params[0].device if params else torch.device("cpu")
     p = settings.probe
-    return build_batches(model, ModelFileHooks(), n=p.batches, batch_size=p.batch_size, seed=p.seed, device=device,
-                         seq_len=p.seq_len, image_size=p.image_size)
+    return build_batches(
+        model,
+        ModelFileHooks(),
+        n=p.batches,
+        batch_size=p.batch_size,
+        seed=p.seed,
+        device=device,
+        seq_len=p.seq_len,
+        image_size=p.image_size,
+    )

@@ -37,8 +37,21 @@ STATS = ("grad_rms", "signal_rms", "activation_rms", "activation_std", "saturate
 EVENTS = ("nonfinite", "exploding", "vanishing")  # the statuses whose first step the timeline reports
 DEFAULT_WINDOW = 8
 # Constructor numbers the rules and the advice read from a module (fan-in, saturation bounds).
-_ATTRS = ("in_features", "out_features", "in_channels", "out_channels", "kernel_size", "groups", "min_val",
-          "max_val", "negative_slope", "num_embeddings", "embedding_dim", "hidden_size", "num_layers")
+_ATTRS = (
+    "in_features",
+    "out_features",
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "groups",
+    "min_val",
+    "max_val",
+    "negative_slope",
+    "num_embeddings",
+    "embedding_dim",
+    "hidden_size",
+    "num_layers",
+)
 
 
 @dataclass(frozen=True)
@@ -58,23 +71,36 @@ class LayerMeta:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "type": self.type, "kind": self.kind, "order": self.order,
+            "name": self.name,
+            "type": self.type,
+            "kind": self.kind,
+            "order": self.order,
             "output_shape": None if self.output_shape is None else list(self.output_shape),
-            "parameters": self.parameters, "trainable": self.trainable,
-            "shares_parameters_with": self.shares_parameters_with, "output_needs_grad": self.output_needs_grad,
-            "grad_dtype": self.grad_dtype, "signal_dtype": self.signal_dtype, "attrs": dict(self.attrs),
+            "parameters": self.parameters,
+            "trainable": self.trainable,
+            "shares_parameters_with": self.shares_parameters_with,
+            "output_needs_grad": self.output_needs_grad,
+            "grad_dtype": self.grad_dtype,
+            "signal_dtype": self.signal_dtype,
+            "attrs": dict(self.attrs),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LayerMeta:
         shape = d.get("output_shape")
         return cls(
-            name=str(d["name"]), type=str(d.get("type", "Module")), kind=str(d.get("kind", "Module")),
-            order=int(d.get("order", -1)), output_shape=None if shape is None else tuple(int(x) for x in shape),
-            parameters=int(d.get("parameters", 0)), trainable=bool(d.get("trainable", False)),
+            name=str(d["name"]),
+            type=str(d.get("type", "Module")),
+            kind=str(d.get("kind", "Module")),
+            order=int(d.get("order", -1)),
+            output_shape=None if shape is None else tuple(int(x) for x in shape),
+            parameters=int(d.get("parameters", 0)),
+            trainable=bool(d.get("trainable", False)),
             shares_parameters_with=d.get("shares_parameters_with"),
-            output_needs_grad=bool(d.get("output_needs_grad", False)), grad_dtype=d.get("grad_dtype"),
-            signal_dtype=d.get("signal_dtype"), attrs=dict(d.get("attrs") or {}),
+            output_needs_grad=bool(d.get("output_needs_grad", False)),
+            grad_dtype=d.get("grad_dtype"),
+            signal_dtype=d.get("signal_dtype"),
+            attrs=dict(d.get("attrs") or {}),
         )
 
 
@@ -203,8 +229,9 @@ def parse_log(lines: Iterable[str], source: str = "") -> Run:
         for s in ordered:
             for name in s.layers:
                 seen.setdefault(name, None)
-        layers = tuple(LayerMeta(n, "Module", "Module", i, None, 1, True, None, False, None, None)
-                       for i, n in enumerate(seen))
+        layers = tuple(
+            LayerMeta(n, "Module", "Module", i, None, 1, True, None, False, None, None) for i, n in enumerate(seen)
+        )
     return Run(meta, layers, ordered, skipped, source)
 
 
@@ -224,8 +251,15 @@ def standin(meta: LayerMeta) -> Any:
     return module
 
 
-def build_report(run: Run, *, window: int = DEFAULT_WINDOW, config: Any = None, modules: Mapping[str, Any] | None
-                 = None, target: str | None = None, upto: int | None = None) -> Report:
+def build_report(
+    run: Run,
+    *,
+    window: int = DEFAULT_WINDOW,
+    config: Any = None,
+    modules: Mapping[str, Any] | None = None,
+    target: str | None = None,
+    upto: int | None = None,
+) -> Report:
     """The Report of the last ``window`` recorded steps (up to step ``upto``), like ``scan`` makes from batches."""
     import torch
 
@@ -241,12 +275,20 @@ def build_report(run: Run, *, window: int = DEFAULT_WINDOW, config: Any = None, 
     suggestions = suggest(diagnosis, records, config)
     meta = run.meta
     return Report(
-        model=ModelInfo(target or str(meta.get("target") or meta.get("model") or "model"),
-                        str(meta.get("model", "Module")), int(meta.get("parameters", 0)),
-                        int(meta.get("trainable_parameters", 0))),
-        probe=ProbeInfo(batches=len(steps), batch_size=meta.get("batch_size"), seed=0,
-                        loss=f"training loss, steps {steps[0].step}–{steps[-1].step}" if steps else "training loss",
-                        device=str(meta.get("device", "cpu")), dtype=str(meta.get("dtype", "float32"))),
+        model=ModelInfo(
+            target or str(meta.get("target") or meta.get("model") or "model"),
+            str(meta.get("model", "Module")),
+            int(meta.get("parameters", 0)),
+            int(meta.get("trainable_parameters", 0)),
+        ),
+        probe=ProbeInfo(
+            batches=len(steps),
+            batch_size=meta.get("batch_size"),
+            seed=0,
+            loss=f"training loss, steps {steps[0].step}–{steps[-1].step}" if steps else "training loss",
+            device=str(meta.get("device", "cpu")),
+            dtype=str(meta.get("dtype", "float32")),
+        ),
         layers=diagnosis.layers,
         findings=diagnosis.findings,
         suggestions=suggestions,
@@ -261,28 +303,32 @@ def _records(layers: Sequence[LayerMeta], steps: Sequence[Step], modules: Mappin
     records = []
     for meta in sorted(layers, key=lambda m: (m.order < 0, m.order)):
         params = [torch.empty(meta.parameters, device="meta")] if meta.parameters else []
-        values = {stat: [s.layers[meta.name][stat] for s in steps
-                         if meta.name in s.layers and stat in s.layers[meta.name]] for stat in STATS}
+        values = {
+            stat: [s.layers[meta.name][stat] for s in steps if meta.name in s.layers and stat in s.layers[meta.name]]
+            for stat in STATS
+        }
         weights = [s.weight_rms[meta.name] for s in steps if meta.name in s.weight_rms]
-        records.append(LayerRecord(
-            name=meta.name,
-            module=modules.get(meta.name) or standin(meta),
-            params=params,
-            trainable=params if meta.trainable else [],
-            shares_parameters_with=meta.shares_parameters_with,
-            order=meta.order,
-            output_shape=meta.output_shape,
-            weight_rms=weights[-1] if weights else None,
-            grad_rms=values["grad_rms"],
-            signal_rms=values["signal_rms"],
-            activation_rms=values["activation_rms"],
-            activation_std=values["activation_std"],
-            saturated_fraction=values["saturated_fraction"],
-            dead_fraction=values["dead_fraction"],
-            output_needs_grad=meta.output_needs_grad,
-            grad_dtype=_dtype(meta.grad_dtype, torch),
-            signal_dtype=_dtype(meta.signal_dtype, torch),
-        ))
+        records.append(
+            LayerRecord(
+                name=meta.name,
+                module=modules.get(meta.name) or standin(meta),
+                params=params,
+                trainable=params if meta.trainable else [],
+                shares_parameters_with=meta.shares_parameters_with,
+                order=meta.order,
+                output_shape=meta.output_shape,
+                weight_rms=weights[-1] if weights else None,
+                grad_rms=values["grad_rms"],
+                signal_rms=values["signal_rms"],
+                activation_rms=values["activation_rms"],
+                activation_std=values["activation_std"],
+                saturated_fraction=values["saturated_fraction"],
+                dead_fraction=values["dead_fraction"],
+                output_needs_grad=meta.output_needs_grad,
+                grad_dtype=_dtype(meta.grad_dtype, torch),
+                signal_dtype=_dtype(meta.signal_dtype, torch),
+            )
+        )
     return records
 
 
@@ -307,9 +353,19 @@ def first_events(run: Run, config: Any = None) -> dict[str, dict[str, int]]:
     return first
 
 
-def layer_meta(name: str, module: Any, *, order: int, output_shape: tuple[int, ...] | None, parameters: int,
-               trainable: bool, shares: str | None, output_needs_grad: bool, grad_dtype: Any,
-               signal_dtype: Any) -> LayerMeta:
+def layer_meta(
+    name: str,
+    module: Any,
+    *,
+    order: int,
+    output_shape: tuple[int, ...] | None,
+    parameters: int,
+    trainable: bool,
+    shares: str | None,
+    output_needs_grad: bool,
+    grad_dtype: Any,
+    signal_dtype: Any,
+) -> LayerMeta:
     from torch import nn
 
     kind = "Module"
@@ -324,9 +380,20 @@ def layer_meta(name: str, module: Any, *, order: int, output_shape: tuple[int, .
             attrs[key] = value
         elif isinstance(value, tuple) and all(isinstance(v, int) for v in value):
             attrs[key] = list(value)
-    return LayerMeta(name, type(module).__name__, kind, order, output_shape, parameters, trainable, shares,
-                     output_needs_grad, None if grad_dtype is None else str(grad_dtype).replace("torch.", ""),
-                     None if signal_dtype is None else str(signal_dtype).replace("torch.", ""), attrs)
+    return LayerMeta(
+        name,
+        type(module).__name__,
+        kind,
+        order,
+        output_shape,
+        parameters,
+        trainable,
+        shares,
+        output_needs_grad,
+        None if grad_dtype is None else str(grad_dtype).replace("torch.", ""),
+        None if signal_dtype is None else str(signal_dtype).replace("torch.", ""),
+        attrs,
+    )
 
 
 def _finite(x: float | None) -> float | None:

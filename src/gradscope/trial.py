@@ -61,7 +61,13 @@ SCHEMA = "gradscope.trial/1"
 
 UNTREATED = "none"
 REMEDY_NAMES: tuple[str, ...] = (
-    "pseudo-norm", "rescale", "regularize", "activation", "normalization", "init", "clip",
+    "pseudo-norm",
+    "rescale",
+    "regularize",
+    "activation",
+    "normalization",
+    "init",
+    "clip",
 )
 SELECTORS: tuple[str, ...] = ("auto", UNTREATED, *REMEDY_NAMES, "all")
 
@@ -154,9 +160,11 @@ class TrialReport:
         accuracy = self.run(self.best).test_accuracy
         if accuracy is None or accuracy >= TRAINED_ACCURACY:
             return None
-        return (f"even the best run reaches only {accuracy:.2f} held-out accuracy after {self.steps} steps: no "
-                f"remedy that can be applied in memory trains this model in this budget; try more --steps, or the "
-                f"remedies that need a code change (residual blocks) listed by gradscope scan")
+        return (
+            f"even the best run reaches only {accuracy:.2f} held-out accuracy after {self.steps} steps: no "
+            f"remedy that can be applied in memory trains this model in this budget; try more --steps, or the "
+            f"remedies that need a code change (residual blocks) listed by gradscope scan"
+        )
 
     @property
     def untreated(self) -> Run:
@@ -174,30 +182,32 @@ class TrialReport:
         raise KeyError(remedy)
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe({  # type: ignore[no-any-return]
-            "schema": SCHEMA,
-            "target": self.target,
-            "steps": self.steps,
-            "optimizer": self.optimizer.value,
-            "lr": self.lr,
-            "seed": self.seed,
-            "batch_size": self.batch_size,
-            "data": {
-                "source": self.data.source,
-                "train": self.data.train,
-                "test": self.data.test,
-                "task": self.data.task.value,
-                "classes": self.data.classes,
-                "loss": self.data.loss,
-            },
-            "runs": [r.to_dict() for r in self.runs],
-            "best": self.best,
-            "helps": self.helps,
-            "margin": self.margin,
-            "note": self.note,
-            "caveat": self.caveat,
-            "timing": dict(self.timing),
-        })
+        return json_safe(
+            {  # type: ignore[no-any-return]
+                "schema": SCHEMA,
+                "target": self.target,
+                "steps": self.steps,
+                "optimizer": self.optimizer.value,
+                "lr": self.lr,
+                "seed": self.seed,
+                "batch_size": self.batch_size,
+                "data": {
+                    "source": self.data.source,
+                    "train": self.data.train,
+                    "test": self.data.test,
+                    "task": self.data.task.value,
+                    "classes": self.data.classes,
+                    "loss": self.data.loss,
+                },
+                "runs": [r.to_dict() for r in self.runs],
+                "best": self.best,
+                "helps": self.helps,
+                "margin": self.margin,
+                "note": self.note,
+                "caveat": self.caveat,
+                "timing": dict(self.timing),
+            }
+        )
 
 
 def margin_text(task: Task) -> str:
@@ -228,8 +238,10 @@ def parse_remedies(text: str) -> tuple[str, ...]:
         if name not in SELECTORS:
             raise ConfigError(f"--remedy {name!r} is not a remedy; choose from {', '.join(SELECTORS)}")
     if len(names) > 1 and set(names) & {"auto", "all", UNTREATED}:
-        raise ConfigError("--remedy auto, all and none stand alone; list remedy names with commas instead, "
-                          "e.g. --remedy normalization,init")
+        raise ConfigError(
+            "--remedy auto, all and none stand alone; list remedy names with commas instead, "
+            "e.g. --remedy normalization,init"
+        )
     return names
 
 
@@ -261,8 +273,16 @@ def plan(
     config = config.with_overrides({"probe.seed": seed})
     device = _device_of(model)
     p = config.probe
-    batches = probes.build_batches(model, hooks, n=p.batches, batch_size=p.batch_size, seed=p.seed,
-                                   device=device, seq_len=p.seq_len, image_size=p.image_size)
+    batches = probes.build_batches(
+        model,
+        hooks,
+        n=p.batches,
+        batch_size=p.batch_size,
+        seed=p.seed,
+        device=device,
+        seq_len=p.seq_len,
+        image_size=p.image_size,
+    )
     report = scan(model, batches, loss_fn=hooks.loss_fn, config=config, target=target, progress=progress)
     modules = dict(model.named_modules())
     available = candidates(report.layers, modules, report.suggestions, config)
@@ -271,14 +291,17 @@ def plan(
     if tuple(remedies) == ("auto",):
         problems = [f for f in report.findings if f.severity.rank >= Severity.WARNING.rank]
         if not problems:
-            healthy = ("the scan found no problems: the model is healthy, so only the untreated model was "
-                       "trained (use --remedy all to try the remedies anyway)")
+            healthy = (
+                "the scan found no problems: the model is healthy, so only the untreated model was "
+                "trained (use --remedy all to try the remedies anyway)"
+            )
             return Plan({}, available, report, healthy)
         suggested = {s.remedy for s in report.suggestions}
         # Clipping alone only when the scan suggested it and did not already pair it with the remedy it belongs to.
         paired = any(len(group) > 1 for group in available.values())
-        chosen = {name: s for name, s in available.items()
-                  if name != "clip" or (Remedy.CLIP in suggested and not paired)}
+        chosen = {
+            name: s for name, s in available.items() if name != "clip" or (Remedy.CLIP in suggested and not paired)
+        }
         rules = ", ".join(dict.fromkeys(f.rule for f in problems))
         return Plan(chosen, available, report, f"the scan found {rules}")
     selected: dict[str, tuple[Suggestion, ...]] = {}
@@ -292,19 +315,25 @@ def plan(
 
 def _why_not(name: str, report: Report, modules: Mapping[str, nn.Module]) -> str:
     rules = {f.rule for f in report.findings if f.severity.rank >= Severity.WARNING.rank}
-    weighted = [layer for layer in report.layers if layer.trainable
-                and isinstance(modules.get(layer.name), (nn.Linear, nn.modules.conv._ConvNd))]
+    weighted = [
+        layer
+        for layer in report.layers
+        if layer.trainable and isinstance(modules.get(layer.name), (nn.Linear, nn.modules.conv._ConvNd))
+    ]
     if name in ("pseudo-norm", "rescale"):
         if "forward_collapse" in rules:
-            return ("the forward signal has collapsed (forward_collapse), and a backward-only fix cannot "
-                    "bring it back, so the scan offers none; try normalization or init")
+            return (
+                "the forward signal has collapsed (forward_collapse), and a backward-only fix cannot "
+                "bring it back, so the scan offers none; try normalization or init"
+            )
         if "vanishing_gradient" not in rules:
             return f"no layer's gradient is vanishing, so there is nothing to restore ({_verdict(report)})"
         if name == "pseudo-norm":
-            return ("the measured backward signal never falls below suggest.pseudo_norm_min_ratio between "
-                    "layers, so there is nowhere to put one")
-        return ("no layer's gradient is below diagnose.vanishing_warning of the reference, so there is no "
-                "gain to set")
+            return (
+                "the measured backward signal never falls below suggest.pseudo_norm_min_ratio between "
+                "layers, so there is nowhere to put one"
+            )
+        return "no layer's gradient is below diagnose.vanishing_warning of the reference, so there is no gain to set"
     if name == "activation":
         return "it has no Sigmoid or Tanh modules to replace"
     if name in ("normalization", "init", "regularize") and not weighted:
@@ -336,47 +365,63 @@ def dataset_from(hooks: ModelFileHooks) -> tuple[Tensor, Tensor] | None:
 def check_data(data: Any, label: str = "data") -> tuple[Tensor, Tensor]:
     """``(inputs, targets)``: two tensors, same first dimension, at least MIN_SAMPLES rows, finite inputs."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
-        kind = f"a {type(data).__name__} of length {len(data)}" if isinstance(data, (tuple, list)) \
+        kind = (
+            f"a {type(data).__name__} of length {len(data)}"
+            if isinstance(data, (tuple, list))
             else f"a {type(data).__name__}"
+        )
         raise ProbeError(f"{label} returned {kind}; it must return a pair (inputs, targets) of tensors")
     inputs, targets = data
     for what, value in (("inputs", inputs), ("targets", targets)):
         if not isinstance(value, Tensor):
-            raise ProbeError(f"{label} {what} is a {type(value).__name__}; return torch tensors "
-                             "(e.g. torch.tensor(x, dtype=torch.float32))")
+            raise ProbeError(
+                f"{label} {what} is a {type(value).__name__}; return torch tensors "
+                "(e.g. torch.tensor(x, dtype=torch.float32))"
+            )
         if value.dim() == 0:
             raise ProbeError(f"{label} {what} is a 0-d tensor; the first dimension must index the samples")
     if inputs.shape[0] != targets.shape[0]:
-        raise ProbeError(f"{label} returned {inputs.shape[0]} inputs but {targets.shape[0]} targets; "
-                         "the first dimensions must match")
+        raise ProbeError(
+            f"{label} returned {inputs.shape[0]} inputs but {targets.shape[0]} targets; the first dimensions must match"
+        )
     if inputs.shape[0] < MIN_SAMPLES:
-        raise ProbeError(f"{label} returned {inputs.shape[0]} sample(s); a trial needs at least "
-                         f"{MIN_SAMPLES} (one fifth is held out)")
+        raise ProbeError(
+            f"{label} returned {inputs.shape[0]} sample(s); a trial needs at least "
+            f"{MIN_SAMPLES} (one fifth is held out)"
+        )
     if targets.dtype == torch.bool or targets.is_complex():
-        raise ProbeError(f"{label} targets are {targets.dtype}; use int64 class labels or float regression "
-                         "targets")
+        raise ProbeError(f"{label} targets are {targets.dtype}; use int64 class labels or float regression targets")
     for what, value in (("inputs", inputs), ("targets", targets)):
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise ProbeError(f"{label} {what} contain NaN or Inf values; return finite data")
     return inputs, targets
 
 
-def synthetic_task(model: nn.Module, hooks: ModelFileHooks, *, seed: int,
-                   samples: int = SYNTHETIC_SAMPLES) -> tuple[Tensor, Tensor]:
+def synthetic_task(
+    model: nn.Module, hooks: ModelFileHooks, *, seed: int, samples: int = SYNTHETIC_SAMPLES
+) -> tuple[Tensor, Tensor]:
     """Gaussian class clusters in the model's inferred input shape (see the module docstring).
 
     Raises ProbeError (advising ``dataset()``) when the model does not take one float tensor or does not
     output ``(B, C)`` logits with C ≥ 2."""
     advice = "define dataset() in the model file returning (inputs, targets) tensors"
     try:
-        batch = probes.build_batches(model, ModelFileHooks(example_inputs=hooks.example_inputs), n=1,
-                                     batch_size=2, seed=seed, device=_device_of(model))[0]
+        batch = probes.build_batches(
+            model,
+            ModelFileHooks(example_inputs=hooks.example_inputs),
+            n=1,
+            batch_size=2,
+            seed=seed,
+            device=_device_of(model),
+        )[0]
     except ProbeError as exc:
         raise ProbeError(f"no dataset() and no synthetic task for this model ({exc}); {advice}") from None
     if not isinstance(batch, Tensor) or not batch.is_floating_point():
         kind = f"{batch.dtype} tensor" if isinstance(batch, Tensor) else type(batch).__name__
-        raise ProbeError(f"no dataset() in the model file, and the synthetic task needs one float input "
-                         f"tensor; this model takes a {kind} (e.g. token ids): {advice}")
+        raise ProbeError(
+            f"no dataset() in the model file, and the synthetic task needs one float input "
+            f"tensor; this model takes a {kind} (e.g. token ids): {advice}"
+        )
     try:
         with torch.no_grad(), _kept_mode(model):
             model.eval()
@@ -384,11 +429,15 @@ def synthetic_task(model: nn.Module, hooks: ModelFileHooks, *, seed: int,
     except ProbeError:
         raise
     except Exception as exc:
-        raise ProbeError(f"the model's forward failed on a synthetic batch of shape {tuple(batch.shape)} "
-                         f"({_describe(exc)}); {advice}") from None
+        raise ProbeError(
+            f"the model's forward failed on a synthetic batch of shape {tuple(batch.shape)} "
+            f"({_describe(exc)}); {advice}"
+        ) from None
     if out.dim() != 2 or out.shape[1] < 2:
-        raise ProbeError(f"no dataset() in the model file, and the synthetic task needs (batch, classes) "
-                         f"logits; this model outputs shape {tuple(out.shape)}: {advice}")
+        raise ProbeError(
+            f"no dataset() in the model file, and the synthetic task needs (batch, classes) "
+            f"logits; this model outputs shape {tuple(out.shape)}: {advice}"
+        )
     classes = int(out.shape[1])
     sample_shape = tuple(batch.shape[1:])
     generator = torch.Generator().manual_seed(seed)
@@ -490,37 +539,68 @@ def run_trial(
             except Exception as exc:
                 raise ProbeError(f"run {name}: evaluation in eval mode failed: {_describe(exc)}") from None
         tick(steps)
-        runs.append(Run(
-            remedy=name,
-            final_train_loss=final_train,
-            test_loss=test_loss,
-            test_accuracy=accuracy,
-            curve=_bucketed(losses, steps),
-            steps_run=len(losses),
-            diverged=diverged,
-            applied=tuple(patched.applied),
-            skipped=tuple(patched.skipped),
-            seconds=round(time.perf_counter() - run_started, 3),
-        ))
+        runs.append(
+            Run(
+                remedy=name,
+                final_train_loss=final_train,
+                test_loss=test_loss,
+                test_accuracy=accuracy,
+                curve=_bucketed(losses, steps),
+                steps_run=len(losses),
+                diverged=diverged,
+                applied=tuple(patched.applied),
+                skipped=tuple(patched.skipped),
+                seconds=round(time.perf_counter() - run_started, 3),
+            )
+        )
     best, helps = verdict(runs, task)
-    info = DataInfo(source, int(train_idx.numel()), int(test_idx.numel()), task, classes,
-                    "cross_entropy" if task is Task.CLASSIFICATION else "mse")
+    info = DataInfo(
+        source,
+        int(train_idx.numel()),
+        int(test_idx.numel()),
+        task,
+        classes,
+        "cross_entropy" if task is Task.CLASSIFICATION else "mse",
+    )
     return TrialReport(
-        steps=steps, optimizer=opt, lr=rate, seed=seed, batch_size=batch, data=info, runs=tuple(runs),
-        best=best, helps=helps, target=target, note=note,
-        timing={"seconds": round(time.perf_counter() - started, 3),
-                "runs": {r.remedy: r.seconds for r in runs}},
+        steps=steps,
+        optimizer=opt,
+        lr=rate,
+        seed=seed,
+        batch_size=batch,
+        data=info,
+        runs=tuple(runs),
+        best=best,
+        helps=helps,
+        target=target,
+        note=note,
+        timing={"seconds": round(time.perf_counter() - started, 3), "runs": {r.remedy: r.seconds for r in runs}},
     )
 
 
-def _pseudo_norm_scale(model: nn.Module, candidates: Mapping[str, tuple[Suggestion, ...]], x: Tensor, y: Tensor,
-                       task: Task, source: str, device: torch.device, seed: int) -> float | None:
+def _pseudo_norm_scale(
+    model: nn.Module,
+    candidates: Mapping[str, tuple[Suggestion, ...]],
+    x: Tensor,
+    y: Tensor,
+    task: Task,
+    source: str,
+    device: torch.device,
+    seed: int,
+) -> float | None:
     """The gradient scale pseudo-norms restore in training: the RMS of the training loss's gradient at the last
     hidden layer, for one training minibatch. The scan's own value was measured with its probe loss and batch size;
     under SGD a scale a few times off already fails (benchmarks/pseudonorm_choices.py), so it is measured again here,
     on a copy (a forward in training mode updates BatchNorm statistics)."""
-    layer = next((str(s.params["reference_layer"]) for group in candidates.values() for s in group
-                  if s.remedy is Remedy.PSEUDO_NORM and "reference_layer" in s.params), None)
+    layer = next(
+        (
+            str(s.params["reference_layer"])
+            for group in candidates.values()
+            for s in group
+            if s.remedy is Remedy.PSEUDO_NORM and "reference_layer" in s.params
+        ),
+        None,
+    )
     if layer is None:
         return None
     probe = copy.deepcopy(model).train()
@@ -547,8 +627,12 @@ def verdict(runs: Sequence[Run], task: Task) -> tuple[str | None, bool]:
         helps = (best.test_accuracy or 0.0) >= (untreated.test_accuracy or 0.0) + HELPS_ACCURACY - 1e-12
     else:
         ours, theirs = best.test_loss, untreated.test_loss
-        helps = (ours is not None and theirs is not None and math.isfinite(ours)
-                 and (not math.isfinite(theirs) or ours <= (1 - HELPS_LOSS_RATIO) * theirs))
+        helps = (
+            ours is not None
+            and theirs is not None
+            and math.isfinite(ours)
+            and (not math.isfinite(theirs) or ours <= (1 - HELPS_LOSS_RATIO) * theirs)
+        )
     return best.remedy, bool(helps)
 
 
@@ -584,7 +668,7 @@ def _split(n: int, seed: int) -> tuple[Tensor, Tensor]:
     generator = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=generator)
     test = max(1, round(n * TEST_FRACTION))
-    return perm[: n - test], perm[n - test:]
+    return perm[: n - test], perm[n - test :]
 
 
 def _batch_order(train_idx: Tensor, batch: int, steps: int, seed: int) -> Tensor:
@@ -615,11 +699,22 @@ def _kept_mode(model: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
-def _train(patched: Patched, name: str, inputs: Tensor, targets: Tensor, order: Tensor, task: Task,
-           opt: Optimizer, lr: float, tick: Callable[[int], None], source: str) -> tuple[list[float], bool]:
+def _train(
+    patched: Patched,
+    name: str,
+    inputs: Tensor,
+    targets: Tensor,
+    order: Tensor,
+    task: Task,
+    opt: Optimizer,
+    lr: float,
+    tick: Callable[[int], None],
+    source: str,
+) -> tuple[list[float], bool]:
     params = [p for p in patched.parameters() if p.requires_grad]
-    optim: torch.optim.Optimizer = (torch.optim.SGD(params, lr=lr) if opt is Optimizer.sgd
-                                    else torch.optim.Adam(params, lr=lr))
+    optim: torch.optim.Optimizer = (
+        torch.optim.SGD(params, lr=lr) if opt is Optimizer.sgd else torch.optim.Adam(params, lr=lr)
+    )
     patched.train()
     pending: list[Tensor] = []
     losses: list[float] = []
@@ -654,35 +749,42 @@ def _forward(model: nn.Module, x: Tensor, name: str, step: int, source: str) -> 
         raise
     except Exception as exc:
         where = "dataset() inputs" if source == "dataset" else "synthetic inputs"
-        raise ProbeError(f"run {name}: forward failed at step {step} on {where} of shape {tuple(x.shape)}: "
-                         f"{_describe(exc)}") from None
+        raise ProbeError(
+            f"run {name}: forward failed at step {step} on {where} of shape {tuple(x.shape)}: {_describe(exc)}"
+        ) from None
 
 
 def _loss(output: Tensor, y: Tensor, task: Task, source: str) -> Tensor:
     label = "dataset()" if source == "dataset" else "the synthetic task"
     if task is Task.CLASSIFICATION:
-        if not ((output.dim() == 2 and y.dim() == 1) or (output.dim() == 3 and y.dim() == 2)) \
-                or output.shape[:-1] != y.shape:
-            raise ProbeError(f"{label} has integer targets of shape {tuple(y.shape)} (classes), but the "
-                             f"model outputs shape {tuple(output.shape)}; cross-entropy needs outputs (B, C) "
-                             "with targets (B,), or (B, T, C) with (B, T)")
+        if (
+            not ((output.dim() == 2 and y.dim() == 1) or (output.dim() == 3 and y.dim() == 2))
+            or output.shape[:-1] != y.shape
+        ):
+            raise ProbeError(
+                f"{label} has integer targets of shape {tuple(y.shape)} (classes), but the "
+                f"model outputs shape {tuple(output.shape)}; cross-entropy needs outputs (B, C) "
+                "with targets (B,), or (B, T, C) with (B, T)"
+            )
         classes = output.shape[-1]
         if bool(((y < 0) | (y >= classes)).any()):
-            raise ProbeError(f"{label} has class labels outside 0..{classes - 1}, the model's {classes} "
-                             "output classes")
+            raise ProbeError(f"{label} has class labels outside 0..{classes - 1}, the model's {classes} output classes")
         return nn.functional.cross_entropy(output.reshape(-1, classes).float(), y.reshape(-1))
     target = y
     if output.shape != y.shape:
         if output.numel() != y.numel():
-            raise ProbeError(f"{label} has float targets of shape {tuple(y.shape)} (regression), but the "
-                             f"model outputs shape {tuple(output.shape)}; mean squared error needs matching "
-                             "shapes")
+            raise ProbeError(
+                f"{label} has float targets of shape {tuple(y.shape)} (regression), but the "
+                f"model outputs shape {tuple(output.shape)}; mean squared error needs matching "
+                "shapes"
+            )
         target = y.reshape(output.shape)
     return nn.functional.mse_loss(output.float(), target.float())
 
 
-def _evaluate(model: nn.Module, inputs: Tensor, targets: Tensor, idx: Tensor, task: Task
-              ) -> tuple[float | None, float | None]:
+def _evaluate(
+    model: nn.Module, inputs: Tensor, targets: Tensor, idx: Tensor, task: Task
+) -> tuple[float | None, float | None]:
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=inputs.device)
     correct = torch.zeros((), dtype=torch.float64, device=inputs.device)

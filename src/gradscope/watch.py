@@ -102,18 +102,43 @@ class NonFiniteGradientError(GradscopeError):
         self.layer = layer
 
 
-def watch(model: nn.Module, *, every: int = 1, log: str | os.PathLike[str] | None = None,
-          mode: str = "param", optimizer: torch.optim.Optimizer | None = None, on_nonfinite: str = "record",
-          window: int = DEFAULT_WINDOW, config: Config | None = None) -> Watch:
+def watch(
+    model: nn.Module,
+    *,
+    every: int = 1,
+    log: str | os.PathLike[str] | None = None,
+    mode: str = "param",
+    optimizer: torch.optim.Optimizer | None = None,
+    on_nonfinite: str = "record",
+    window: int = DEFAULT_WINDOW,
+    config: Config | None = None,
+) -> Watch:
     """Watch ``model`` while the caller trains it; use as a context manager (see the module docstring)."""
-    return Watch(model, every=every, log=log, mode=mode, optimizer=optimizer, on_nonfinite=on_nonfinite,
-                 window=window, config=config)
+    return Watch(
+        model,
+        every=every,
+        log=log,
+        mode=mode,
+        optimizer=optimizer,
+        on_nonfinite=on_nonfinite,
+        window=window,
+        config=config,
+    )
 
 
 class Watch:
-    def __init__(self, model: nn.Module, *, every: int = 1, log: str | os.PathLike[str] | None = None,
-                 mode: str = "param", optimizer: torch.optim.Optimizer | None = None,
-                 on_nonfinite: str = "record", window: int = DEFAULT_WINDOW, config: Config | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        every: int = 1,
+        log: str | os.PathLike[str] | None = None,
+        mode: str = "param",
+        optimizer: torch.optim.Optimizer | None = None,
+        on_nonfinite: str = "record",
+        window: int = DEFAULT_WINDOW,
+        config: Config | None = None,
+    ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ConfigError(f"watch(every={every!r}): must be an integer >= 1 (record every Nth step)")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
@@ -127,14 +152,18 @@ class Watch:
         if not params:
             raise ProbeError(f"{type(self.module).__name__} has no parameters: there is no gradient to watch")
         if not any(p.requires_grad for p in params):
-            raise ProbeError(f"{type(self.module).__name__} has no trainable parameters (all {len(params)} have "
-                             "requires_grad=False): nothing to watch")
+            raise ProbeError(
+                f"{type(self.module).__name__} has no trainable parameters (all {len(params)} have "
+                "requires_grad=False): nothing to watch"
+            )
         self.log_path = None if log is None else Path(log)
         if self.log_path is not None:
             parent = self.log_path.parent
             if not parent.is_dir():
-                raise ConfigError(f"watch(log={str(log)!r}): directory {str(parent)!r} does not exist; create it "
-                                  "first or choose another path")
+                raise ConfigError(
+                    f"watch(log={str(log)!r}): directory {str(parent)!r} does not exist; create it "
+                    "first or choose another path"
+                )
             if self.log_path.is_dir():
                 raise ConfigError(f"watch(log={str(log)!r}): is a directory; give a file name such as run.jsonl")
         self.every = every
@@ -159,20 +188,24 @@ class Watch:
                 self._owner.append(i)
         # Dense gradients of ordinary tensors on one device (checked once, on the parameters): _grads takes its
         # fast path while every one of them has a gradient.
-        self._plain_grads = (len({p.device for p in self._params}) <= 1 and all(
-            p.layout is torch.strided and not hasattr(p, "placements") for p in self._params) and not any(
-            isinstance(layers[i].module, EMBEDDINGS) and getattr(layers[i].module, "sparse", False)
-            for i in self._layers))
+        self._plain_grads = (
+            len({p.device for p in self._params}) <= 1
+            and all(p.layout is torch.strided and not hasattr(p, "placements") for p in self._params)
+            and not any(
+                isinstance(layers[i].module, EMBEDDINGS) and getattr(layers[i].module, "sparse", False)
+                for i in self._layers
+            )
+        )
         self._numels = [p.numel() for p in self._params]
         self._weighted = [i for i in self._layers if layers[i].params]
         self._weight_params = [p for i in self._weighted for p in layers[i].params]
         self._sharded_weights = any(hasattr(p, "placements") for p in self._weight_params)
         # DTensor.numel() is the global size: the layout's counts are those of the full, unsharded weights
-        self._weight_layout = [(i, len(layers[i].params), sum(p.numel() for p in layers[i].params))
-                               for i in self._weighted]
+        self._weight_layout = [
+            (i, len(layers[i].params), sum(p.numel() for p in layers[i].params)) for i in self._weighted
+        ]
         self._weight_step: int | None = None
-        self._embeddings = [i for i in self._layers if isinstance(layers[i].module, EMBEDDINGS)
-                            and layers[i].trainable]
+        self._embeddings = [i for i in self._layers if isinstance(layers[i].module, EMBEDDINGS) and layers[i].trainable]
         self._grad_dtype: dict[int, torch.dtype] = {}
         self._armed = False
         self._started = False  # the armed step's first forward happened
@@ -319,8 +352,9 @@ class Watch:
         if self.on_nonfinite is OnNonFinite.RAISE:
             self._raise_if_nonfinite(step)
 
-    def _param_stats(self, stats: dict[int, dict[str, float]], loss: torch.Tensor | None, step: int,
-                     with_grads: bool = True) -> tuple[float | None, dict[str, float]]:
+    def _param_stats(
+        self, stats: dict[int, dict[str, float]], loss: torch.Tensor | None, step: int, with_grads: bool = True
+    ) -> tuple[float | None, dict[str, float]]:
         """Gradient and weight RMS per layer (and the loss): one fused norm call, one stack, one host copy.
 
         Weights change slowly: their RMS is read on the first recorded step and then on recorded steps at least
@@ -376,7 +410,7 @@ class Watch:
             self._weight_step = step
             pos = len(grads)
             for i, size, numel in self._weight_layout:
-                weight_rms[layers[i].name] = math.sqrt(sum(host[pos:pos + size]) / max(numel, 1))
+                weight_rms[layers[i].name] = math.sqrt(sum(host[pos : pos + size]) / max(numel, 1))
                 pos += size
         loss_value = None
         if loss is not None:
@@ -431,7 +465,9 @@ class Watch:
                 raise NonFiniteGradientError(
                     f"non-finite gradient at step {step.step} in layer '{name}' ({layers[i].type_name}): "
                     f"{bad[0].replace('_', ' ')} is {s[bad[0]]}; inspect that layer's inputs and the learning rate",
-                    step=step.step, layer=name)
+                    step=step.step,
+                    layer=name,
+                )
 
     # -- output ------------------------------------------------------------------------------------------------
     def _write(self, step: Step) -> None:
@@ -450,21 +486,35 @@ class Watch:
         for i in self._layers:
             r = self._recorder.layers[i]
             order = r.order if self.mode is WatchMode.FULL else i  # param mode has no hooks: definition order
-            out.append(layer_meta(
-                r.name, r.module, order=order, output_shape=r.output_shape,
-                parameters=sum(p.numel() for p in r.params), trainable=bool(r.trainable),
-                shares=r.shares_parameters_with,
-                output_needs_grad=r.output_needs_grad and self.mode is WatchMode.FULL,
-                grad_dtype=self._grad_dtype.get(i, r.grad_dtype), signal_dtype=r.signal_dtype))
+            out.append(
+                layer_meta(
+                    r.name,
+                    r.module,
+                    order=order,
+                    output_shape=r.output_shape,
+                    parameters=sum(p.numel() for p in r.params),
+                    trainable=bool(r.trainable),
+                    shares=r.shares_parameters_with,
+                    output_needs_grad=r.output_needs_grad and self.mode is WatchMode.FULL,
+                    grad_dtype=self._grad_dtype.get(i, r.grad_dtype),
+                    signal_dtype=r.signal_dtype,
+                )
+            )
         return tuple(out)
 
     def meta(self) -> dict[str, Any]:
         params = list(self.module.parameters())
         dtype = next((p.dtype for p in params if p.is_floating_point()), torch.float32)
         return {
-            "schema": SCHEMA, "model": type(self.module).__name__, "mode": self.mode.value, "every": self.every,
-            "world_size": self.world_size, "window": self.window, "batch_size": self._batch_size,
-            "device": str(params[0].device), "dtype": str(dtype).replace("torch.", ""),
+            "schema": SCHEMA,
+            "model": type(self.module).__name__,
+            "mode": self.mode.value,
+            "every": self.every,
+            "world_size": self.world_size,
+            "window": self.window,
+            "batch_size": self._batch_size,
+            "device": str(params[0].device),
+            "dtype": str(dtype).replace("torch.", ""),
             "parameters": sum(p.numel() for p in params),
             "trainable_parameters": sum(p.numel() for p in params if p.requires_grad),
             "layers": [m.to_dict() for m in self.layer_metas()],
@@ -486,6 +536,7 @@ class Watch:
         run = self.run()
         modules = {self._recorder.layers[i].name: self._recorder.layers[i].module for i in self._layers}
         return build_report(run, window=self.window, config=self.config, modules=modules, target=target)
+
 
 def _choice(enum: type[StrEnum], value: Any, name: str) -> Any:
     try:

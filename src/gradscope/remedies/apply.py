@@ -25,12 +25,21 @@ from .pseudonorm import PseudoNorm
 from .rescale import apply_rescale, weight_penalty
 
 IN_MEMORY = {
-    Remedy.PSEUDO_NORM, Remedy.RESCALE, Remedy.REGULARIZE, Remedy.ACTIVATION, Remedy.NORMALIZATION, Remedy.INIT,
+    Remedy.PSEUDO_NORM,
+    Remedy.RESCALE,
+    Remedy.REGULARIZE,
+    Remedy.ACTIVATION,
+    Remedy.NORMALIZATION,
+    Remedy.INIT,
     Remedy.CLIP,
 }
 _WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd)
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "ReLU": nn.ReLU, "LeakyReLU": lambda: nn.LeakyReLU(0.01), "ELU": nn.ELU, "GELU": nn.GELU, "Tanh": nn.Tanh,
+    "ReLU": nn.ReLU,
+    "LeakyReLU": lambda: nn.LeakyReLU(0.01),
+    "ELU": nn.ELU,
+    "GELU": nn.GELU,
+    "Tanh": nn.Tanh,
 }
 
 
@@ -95,8 +104,10 @@ def _module(root: nn.Module, name: str) -> nn.Module:
     try:
         return root.get_submodule(name) if name else root
     except AttributeError:
-        raise ProbeError(f"the suggestion names layer '{name}', which this model does not have; rescan the model "
-                         "and apply the new suggestions") from None
+        raise ProbeError(
+            f"the suggestion names layer '{name}', which this model does not have; rescan the model "
+            "and apply the new suggestions"
+        ) from None
 
 
 def _apply_one(patched: Patched, s: Suggestion, options: Options) -> str | None:
@@ -188,8 +199,9 @@ def _init(modules: Sequence[nn.Module], params: dict[str, Any]) -> None:
             elif scheme == "xavier_normal_":
                 nn.init.xavier_normal_(weight, gain=float(params.get("gain", 1.0)))
             elif scheme == "kaiming_normal_":
-                nn.init.kaiming_normal_(weight, mode=params.get("mode", "fan_in"),
-                                        nonlinearity=params.get("nonlinearity", "relu"))
+                nn.init.kaiming_normal_(
+                    weight, mode=params.get("mode", "fan_in"), nonlinearity=params.get("nonlinearity", "relu")
+                )
             elif scheme == "kaiming_uniform_":
                 nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
             else:

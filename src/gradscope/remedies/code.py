@@ -36,28 +36,37 @@ def code_change(model: nn.Module, applied: Sequence[Suggestion], pseudo_norm_arg
             for name in s.layers:
                 replaced[name] = f"nn.{act}()" if act != "LeakyReLU" else "nn.LeakyReLU(0.01)"
             if params.get("init"):
-                lines += ["# and initialise every Linear/Conv for the new activation:",
-                          "for m in model.modules():",
-                          "    if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):",
-                          f"        nn.init.{params['init']}(m.weight, nonlinearity='relu')",
-                          "        nn.init.zeros_(m.bias)"]
+                lines += [
+                    "# and initialise every Linear/Conv for the new activation:",
+                    "for m in model.modules():",
+                    "    if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):",
+                    f"        nn.init.{params['init']}(m.weight, nonlinearity='relu')",
+                    "        nn.init.zeros_(m.bias)",
+                ]
         elif s.remedy is Remedy.RESCALE:
             lines.append("# per-layer gains (W = g·W_raw; the forward function is unchanged):")
-            lines += [f"gradscope.remedies.apply_rescale({_path(name)}, {gain})"
-                      for name, gain in params["gains"].items()]
+            lines += [
+                f"gradscope.remedies.apply_rescale({_path(name)}, {gain})" for name, gain in params["gains"].items()
+            ]
         elif s.remedy is Remedy.REGULARIZE:
             weights = ", ".join(f"{_path(n)}.weight" for n in s.layers)
-            lines += ["# in the training step, before loss.backward():",
-                      f"loss = loss + {params['lambda']} * sum(w.pow(2).sum() for w in [{weights}])"]
+            lines += [
+                "# in the training step, before loss.backward():",
+                f"loss = loss + {params['lambda']} * sum(w.pow(2).sum() for w in [{weights}])",
+            ]
         elif s.remedy is Remedy.INIT:
             scheme = str(params.get("scheme"))
             arg = f"gain={params['gain']}" if "gain" in params else "nonlinearity='relu'"
-            lines += [f"for m in [{', '.join(_path(n) for n in s.layers)}]:",
-                      f"    nn.init.{scheme}(m.weight, {arg})",
-                      "    nn.init.zeros_(m.bias)"]
+            lines += [
+                f"for m in [{', '.join(_path(n) for n in s.layers)}]:",
+                f"    nn.init.{scheme}(m.weight, {arg})",
+                "    nn.init.zeros_(m.bias)",
+            ]
         elif s.remedy is Remedy.CLIP:
-            lines.append(f"torch.nn.utils.clip_grad_norm_(model.parameters(), {params.get('max_norm', 1.0)})"
-                         "  # after loss.backward()")
+            lines.append(
+                f"torch.nn.utils.clip_grad_norm_(model.parameters(), {params.get('max_norm', 1.0)})"
+                "  # after loss.backward()"
+            )
     return "\n".join(_structural(model, after, replaced) + lines)
 
 
@@ -89,9 +98,11 @@ def _structural(model: nn.Module, after: dict[str, list[str]], replaced: dict[st
         attr = "_".join(name.split(".")) or "root"
         for text in after.get(name, []):
             new = f"self.{attr}_{text.split('(')[0].split('.')[-1].lower()}"
-            out += [f"# after {_path(name)} ({type(modules[name]).__name__}):",
-                    f"#   in __init__:  {new} = {text}",
-                    f"#   in forward:   h = {new}(<the output of {_self_path(name)}>)"]
+            out += [
+                f"# after {_path(name)} ({type(modules[name]).__name__}):",
+                f"#   in __init__:  {new} = {text}",
+                f"#   in forward:   h = {new}(<the output of {_self_path(name)}>)",
+            ]
         if name in replaced:
             out.append(f"{_path(name)} = {replaced[name]}  # was {_ctor(modules[name])}")
     return out

@@ -33,7 +33,8 @@ class Placement:
 
 def pseudo_norm_points(layers: Sequence[LayerStats], min_ratio: float) -> Placement | None:
     chain = [
-        layer for layer in layers
+        layer
+        for layer in layers
         if layer.signal_rms is not None and math.isfinite(layer.signal_rms.median) and layer.signal_rms.median > 0
     ]
     if len(chain) < 3:
@@ -53,8 +54,7 @@ def pseudo_norm_points(layers: Sequence[LayerStats], min_ratio: float) -> Placem
     # Restore to the last hidden layer's scale, not the logits' (a few times larger): a larger step than the
     # healthy part of the network takes makes SGD fail (benchmarks/pseudonorm_choices.py).
     hidden = chain[-2]
-    return Placement(tuple(reversed(inserted)), lowest, untreated, hidden.name,
-                     hidden.signal_rms.median)  # type: ignore[union-attr]
+    return Placement(tuple(reversed(inserted)), lowest, untreated, hidden.name, hidden.signal_rms.median)  # type: ignore[union-attr]
 
 
 def rescale_gains(layers: Sequence[LayerStats], reference: float, below: float, max_gain: float) -> dict[str, float]:

@@ -202,6 +202,8 @@ def reference_scale(model: nn.Module, layer: nn.Module | str, loss_fn: Callable[
     total = torch.stack([g.detach().float().pow(2).sum() for g in grads]).sum()
     value = math.sqrt(float(total) / sum(g.numel() for g in grads))  # one host read: a calibration step
     if not (math.isfinite(value) and value > 0):
-        raise ProbeError(f"reference_scale: the gradient at layer '{name}' is {value:g}; it cannot serve as the "
-                         f"scale (a layer nearer the output may)")
+        raise ProbeError(
+            f"reference_scale: the gradient at layer '{name}' is {value:g}; it cannot serve as the "
+            f"scale (a layer nearer the output may)"
+        )
     return value

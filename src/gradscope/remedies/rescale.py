@@ -104,13 +104,17 @@ def apply_rescale(module: nn.Module, gain: float, name: str = "weight") -> nn.Mo
     if plist is not None:
         if rescale_gain(module, name) is None:
             kinds = ", ".join(type(p).__name__ for p in plist)
-            raise ConfigError(f"{type(module).__name__}.{name} is already parametrized ({kinds}); remove "
-                              f"those parametrizations before rescaling it")
+            raise ConfigError(
+                f"{type(module).__name__}.{name} is already parametrized ({kinds}); remove "
+                f"those parametrizations before rescaling it"
+            )
         remove_rescale(module, name)
     tensor = getattr(module, name, None)
     if not isinstance(tensor, nn.Parameter):
-        raise ConfigError(f"{type(module).__name__}.{name} is not a parameter (got {type(tensor).__name__}); "
-                          f"only a module's own parameters can be rescaled")
+        raise ConfigError(
+            f"{type(module).__name__}.{name} is not a parameter (got {type(tensor).__name__}); "
+            f"only a module's own parameters can be rescaled"
+        )
     if not tensor.is_floating_point():
         raise ConfigError(f"{type(module).__name__}.{name} has dtype {tensor.dtype}; rescaling needs floats")
     parametrize.register_parametrization(module, name, rescale)

@@ -169,9 +169,7 @@ def worst_text(report: Report) -> str:
         if orders is None:  # nan/inf/0: no "× reference" arithmetic to show
             parts.append(f"ratio to reference {sci(s.worst_ratio)}")
         else:
-            parts.append(
-                f"{sci(s.worst_ratio)} × reference {sci(s.reference_grad_rms)} ({signed(orders, 1)} orders)"
-            )
+            parts.append(f"{sci(s.worst_ratio)} × reference {sci(s.reference_grad_rms)} ({signed(orders, 1)} orders)")
     return ", ".join(parts)
 
 
@@ -183,11 +181,7 @@ def spread_text(ratio: float | None) -> str:
 
 def probe_text(report: Report) -> str:
     p = report.probe
-    size = (
-        plural(p.batches, "batch")
-        if p.batch_size is None
-        else f"{plural(p.batches, 'batch')} × {p.batch_size}"
-    )
+    size = plural(p.batches, "batch") if p.batch_size is None else f"{plural(p.batches, 'batch')} × {p.batch_size}"
     return f"{size}, seed {p.seed}, loss {p.loss}, {p.device}, {p.dtype}"
 
 

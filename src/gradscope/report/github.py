@@ -80,6 +80,12 @@ def render_github(result: CheckResult) -> str:
     comparison = result.comparison
     if comparison is not None and comparison.improvements:
         names = [d.name for d in comparison.improvements]
-        lines.append(annotation("notice", f"improved since the baseline: {fmt.layer_list(names)}",
-                                title="gradscope improvements", file=file))
+        lines.append(
+            annotation(
+                "notice",
+                f"improved since the baseline: {fmt.layer_list(names)}",
+                title="gradscope improvements",
+                file=file,
+            )
+        )
     return "\n".join(lines) + ("\n" if lines else "")

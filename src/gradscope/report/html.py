@@ -93,14 +93,26 @@ def render_html(report: Report, *, result: CheckResult | None = None, comparison
     body = [_header(report, result, comparison)]
     for note in comparison.notes if comparison is not None else ():
         body.append(f'<p class="note">{_e(note)}</p>')
-    body.append(_chart(_points(report, comparison, "signal_rms"), "Signal RMS per layer",
-                       "RMS of the gradient reaching each layer's output, forward order, log scale",
-                       comparison is not None))
-    grad_points = [p for p in _points(report, comparison, "grad_rms") if p.baseline is not None or
-                   p.current is not None]
+    body.append(
+        _chart(
+            _points(report, comparison, "signal_rms"),
+            "Signal RMS per layer",
+            "RMS of the gradient reaching each layer's output, forward order, log scale",
+            comparison is not None,
+        )
+    )
+    grad_points = [
+        p for p in _points(report, comparison, "grad_rms") if p.baseline is not None or p.current is not None
+    ]
     if grad_points:
-        body.append(_chart(grad_points, "Grad RMS per layer with parameters",
-                           "RMS of each layer's own parameter gradients, log scale", comparison is not None))
+        body.append(
+            _chart(
+                grad_points,
+                "Grad RMS per layer with parameters",
+                "RMS of each layer's own parameter gradients, log scale",
+                comparison is not None,
+            )
+        )
     if result is not None:
         body.append(_checks(result))
     if comparison is not None:
@@ -108,8 +120,8 @@ def render_html(report: Report, *, result: CheckResult | None = None, comparison
     body.append(_findings(report))
     body.append(_layers(report))
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
         + "\n".join(body)
         + "\n<footer>gradscope · self-contained report: no scripts, no external resources</footer>\n"
@@ -136,8 +148,10 @@ def _header(report: Report, result: CheckResult | None, comparison: Comparison |
         f'<p class="sub">probe {_e(fmt.probe_text(report))}</p>',
     ]
     if comparison is not None:
-        parts.append(f'<p class="sub">baseline <code>{_e(comparison.baseline_label)}</code> · regression factor '
-                     f"{_e(f'{comparison.factor:g}')}×</p>")
+        parts.append(
+            f'<p class="sub">baseline <code>{_e(comparison.baseline_label)}</code> · regression factor '
+            f"{_e(f'{comparison.factor:g}')}×</p>"
+        )
     parts.append(f'<p class="sub"><b>{_e(verdict)}</b></p>')
     cards = []
     if result is not None:
@@ -151,8 +165,14 @@ def _header(report: Report, result: CheckResult | None, comparison: Comparison |
             _card(len(comparison.removed), "removed layers"),
         ]
     s = report.summary
-    cards.append(_card(fmt.signed(-s.decay_per_layer) if s.decay_per_layer is not None and
-                       math.isfinite(s.decay_per_layer) else fmt.DASH, "decay, orders/layer"))
+    cards.append(
+        _card(
+            fmt.signed(-s.decay_per_layer)
+            if s.decay_per_layer is not None and math.isfinite(s.decay_per_layer)
+            else fmt.DASH,
+            "decay, orders/layer",
+        )
+    )
     return "<header>\n" + "\n".join(parts) + f'\n<div class="cards">{"".join(cards)}</div>\n</header>'
 
 
@@ -175,9 +195,15 @@ def _points(report: Report, comparison: Comparison | None, metric: str) -> list[
     if comparison is None:
         return [_Point(la.name, la.type, None, _median(la, metric), None, la.status, "") for la in report.layers]
     return [
-        _Point(d.name, d.type, _median(d.baseline, metric), _median(d.current, metric),
-               None if d.baseline is None else d.baseline.status, None if d.current is None else d.current.status,
-               d.change.value)
+        _Point(
+            d.name,
+            d.type,
+            _median(d.baseline, metric),
+            _median(d.current, metric),
+            None if d.baseline is None else d.baseline.status,
+            None if d.current is None else d.current.status,
+            d.change.value,
+        )
         for d in comparison.layers
     ]
 
@@ -219,13 +245,19 @@ def _chart(points: Sequence[_Point], title: str, caption: str, with_baseline: bo
 
     svg: list[str] = [f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">']
     # Shaded columns: regressions red, improvements green, added/removed layers pale.
-    shade = {"regression": (BAD, 0.10), "improvement": (GOOD, 0.10), "added": ("#06b6d4", 0.07),
-             "removed": ("#64748b", 0.06)}
+    shade = {
+        "regression": (BAD, 0.10),
+        "improvement": (GOOD, 0.10),
+        "added": ("#06b6d4", 0.07),
+        "removed": ("#64748b", 0.06),
+    }
     for i, p in enumerate(points):
         if p.change in shade:
             color, alpha = shade[p.change]
-            svg.append(f'<rect x="{x(i) - col_w / 2:.1f}" y="{top}" width="{col_w:.1f}" height="{plot_h}" '
-                       f'fill="{color}" fill-opacity="{alpha}"/>')
+            svg.append(
+                f'<rect x="{x(i) - col_w / 2:.1f}" y="{top}" width="{col_w:.1f}" height="{plot_h}" '
+                f'fill="{color}" fill-opacity="{alpha}"/>'
+            )
     # Decade grid and labels.
     for e in range(lo, hi + 1, step):
         yy = y(10.0**e)
@@ -236,66 +268,86 @@ def _chart(points: Sequence[_Point], title: str, caption: str, with_baseline: bo
     # Lines, broken where a value is missing (no gradient, zero, non-finite).
     # A layer one side does not have (added/removed) is stepped over, not a break: the line stays readable.
     if with_baseline:
-        svg += _polylines([(p.baseline, p.baseline_status is not None) for p in points], x, y, BASELINE,
-                          'stroke-dasharray="5 4" stroke-width="1.6"')
-    svg += _polylines([(p.current, p.current_status is not None) for p in points], x, y, CURRENT,
-                      'stroke-width="2.2"')
+        svg += _polylines(
+            [(p.baseline, p.baseline_status is not None) for p in points],
+            x,
+            y,
+            BASELINE,
+            'stroke-dasharray="5 4" stroke-width="1.6"',
+        )
+    svg += _polylines([(p.current, p.current_status is not None) for p in points], x, y, CURRENT, 'stroke-width="2.2"')
     floor_y = top + plot_h - 6
     for i, p in enumerate(points):
         if with_baseline and _ok(p.baseline):
-            svg.append(f'<circle cx="{x(i):.1f}" cy="{y(p.baseline):.1f}" r="2.8" fill="#fff" '  # type: ignore[arg-type]
-                       f'stroke="{BASELINE}" stroke-width="1.4"/>')
+            svg.append(
+                f'<circle cx="{x(i):.1f}" cy="{y(p.baseline):.1f}" r="2.8" fill="#fff" '  # type: ignore[arg-type]
+                f'stroke="{BASELINE}" stroke-width="1.4"/>'
+            )
         if _ok(p.current):
             bad = p.current_status not in (None, Status.OK)
-            svg.append(f'<circle cx="{x(i):.1f}" cy="{y(p.current):.1f}" r="{4.2 if bad else 3.2}" '  # type: ignore[arg-type]
-                       f'fill="{BAD if bad else CURRENT}" stroke="#fff" stroke-width="1"/>')
+            svg.append(
+                f'<circle cx="{x(i):.1f}" cy="{y(p.current):.1f}" r="{4.2 if bad else 3.2}" '  # type: ignore[arg-type]
+                f'fill="{BAD if bad else CURRENT}" stroke="#fff" stroke-width="1"/>'
+            )
         elif p.current_status is not None and (p.current is not None or p.current_status is Status.NONFINITE):
             # Zero or non-finite: no place on a log axis; a red cross on the floor says so.
-            svg.append(f'<path d="M{x(i) - 4:.1f},{floor_y - 4:.1f} l8,8 m0,-8 l-8,8" stroke="{BAD}" '
-                       'stroke-width="2"/>')
+            svg.append(
+                f'<path d="M{x(i) - 4:.1f},{floor_y - 4:.1f} l8,8 m0,-8 l-8,8" stroke="{BAD}" stroke-width="2"/>'
+            )
     # Hover columns with the numbers, and x labels.
     for i, p in enumerate(points):
         tip = _tooltip(p, with_baseline)
-        svg.append(f'<g class="col"><rect class="hit" x="{x(i) - col_w / 2:.1f}" y="{top}" width="{col_w:.1f}" '
-                   f'height="{plot_h}" fill="transparent"><title>{_e(tip)}</title></rect></g>')
+        svg.append(
+            f'<g class="col"><rect class="hit" x="{x(i) - col_w / 2:.1f}" y="{top}" width="{col_w:.1f}" '
+            f'height="{plot_h}" fill="transparent"><title>{_e(tip)}</title></rect></g>'
+        )
         if i % label_every == 0:
             tx, ty = x(i), top + plot_h + 12
             if label_every == 1:
-                svg.append(f'<text x="{tx:.1f}" y="{ty:.1f}" font-size="10.5" text-anchor="end" '
-                           f'transform="rotate(-40 {tx:.1f} {ty:.1f})">{_e(_short(p.name))}</text>')
+                svg.append(
+                    f'<text x="{tx:.1f}" y="{ty:.1f}" font-size="10.5" text-anchor="end" '
+                    f'transform="rotate(-40 {tx:.1f} {ty:.1f})">{_e(_short(p.name))}</text>'
+                )
             else:
                 svg.append(f'<text x="{tx:.1f}" y="{ty + 2:.1f}" font-size="10.5" text-anchor="middle">{i}</text>')
     # Legend.
     lx = width - right - (430 if with_baseline else 150)
     svg.append(f'<g font-size="11.5" transform="translate({lx},{12})">')
-    svg.append(f'<line x1="0" x2="22" y1="0" y2="0" stroke="{CURRENT}" stroke-width="2.2"/>'
-               f'<circle cx="11" cy="0" r="3.2" fill="{CURRENT}"/><text x="28" y="4">current</text>')
+    svg.append(
+        f'<line x1="0" x2="22" y1="0" y2="0" stroke="{CURRENT}" stroke-width="2.2"/>'
+        f'<circle cx="11" cy="0" r="3.2" fill="{CURRENT}"/><text x="28" y="4">current</text>'
+    )
     svg.append(f'<circle cx="88" cy="0" r="4.2" fill="{BAD}"/><text x="96" y="4">not ok</text>')
     if with_baseline:
-        svg.append(f'<line x1="160" x2="182" y1="0" y2="0" stroke="{BASELINE}" stroke-width="1.6" '
-                   f'stroke-dasharray="5 4"/><text x="188" y="4">baseline</text>'
-                   f'<rect x="248" y="-6" width="12" height="12" fill="{BAD}" fill-opacity="0.18"/>'
-                   '<text x="264" y="4">regression</text>'
-                   f'<rect x="336" y="-6" width="12" height="12" fill="{GOOD}" fill-opacity="0.18"/>'
-                   '<text x="352" y="4">improvement</text>')
+        svg.append(
+            f'<line x1="160" x2="182" y1="0" y2="0" stroke="{BASELINE}" stroke-width="1.6" '
+            f'stroke-dasharray="5 4"/><text x="188" y="4">baseline</text>'
+            f'<rect x="248" y="-6" width="12" height="12" fill="{BAD}" fill-opacity="0.18"/>'
+            '<text x="264" y="4">regression</text>'
+            f'<rect x="336" y="-6" width="12" height="12" fill="{GOOD}" fill-opacity="0.18"/>'
+            '<text x="352" y="4">improvement</text>'
+        )
     svg.append("</g>")
     if label_every > 1:
-        svg.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" font-size="11" text-anchor="middle">'
-                   "layer index (forward order; hover a column for its name)</text>")
+        svg.append(
+            f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" font-size="11" text-anchor="middle">'
+            "layer index (forward order; hover a column for its name)</text>"
+        )
     svg.append("</svg>")
-    return (f'<figure><figcaption>{_e(title)} <span>— {_e(caption)}</span></figcaption>\n'
-            + "\n".join(svg) + "\n</figure>")
+    return (
+        f"<figure><figcaption>{_e(title)} <span>— {_e(caption)}</span></figcaption>\n" + "\n".join(svg) + "\n</figure>"
+    )
 
 
-def _polylines(values: Sequence[tuple[float | None, bool]], x: object, y: object, color: str,
-               style: str) -> list[str]:
+def _polylines(values: Sequence[tuple[float | None, bool]], x: object, y: object, color: str, style: str) -> list[str]:
     out: list[str] = []
     run: list[str] = []
 
     def flush() -> None:
         if len(run) > 1:
-            out.append(f'<polyline points="{" ".join(run)}" fill="none" stroke="{color}" {style} '
-                       'stroke-linejoin="round"/>')
+            out.append(
+                f'<polyline points="{" ".join(run)}" fill="none" stroke="{color}" {style} stroke-linejoin="round"/>'
+            )
         run.clear()
 
     for i, (v, present) in enumerate(values):
@@ -311,15 +363,20 @@ def _polylines(values: Sequence[tuple[float | None, bool]], x: object, y: object
 
 def _short(name: str, limit: int = 18) -> str:
     name = name or "(model)"
-    return name if len(name) <= limit else "…" + name[-(limit - 1):]
+    return name if len(name) <= limit else "…" + name[-(limit - 1) :]
 
 
 def _tooltip(p: _Point, with_baseline: bool) -> str:
-    lines = [f"{p.name or '(model)'} ({p.type})", f"current {fmt.sci(p.current)}"
-             + (f" · {p.current_status.value}" if p.current_status else " · not in the current model")]
+    lines = [
+        f"{p.name or '(model)'} ({p.type})",
+        f"current {fmt.sci(p.current)}"
+        + (f" · {p.current_status.value}" if p.current_status else " · not in the current model"),
+    ]
     if with_baseline:
-        lines.append(f"baseline {fmt.sci(p.baseline)}"
-                     + (f" · {p.baseline_status.value}" if p.baseline_status else " · not in the baseline"))
+        lines.append(
+            f"baseline {fmt.sci(p.baseline)}"
+            + (f" · {p.baseline_status.value}" if p.baseline_status else " · not in the baseline")
+        )
         if _ok(p.baseline) and _ok(p.current):
             from ..baseline import ratio_text
 
@@ -332,8 +389,7 @@ def _tooltip(p: _Point, with_baseline: bool) -> str:
 # ------------------------------------------------------------------------------------------------- tables
 
 
-def _table(headers: Sequence[str], rows: Sequence[tuple[Sequence[str], str]], numeric: set[int],
-           cls: str = "") -> str:
+def _table(headers: Sequence[str], rows: Sequence[tuple[Sequence[str], str]], numeric: set[int], cls: str = "") -> str:
     """``rows``: (cells already escaped, row class)."""
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = []
@@ -352,8 +408,10 @@ def _checks(result: CheckResult) -> str:
         return "<h2>Checks</h2><p>No findings: every check passes.</p>"
     table = _table(
         ["Check", "Severity", "Rule", "Layers", "Message"],
-        [([_e(s), _e(sev), f"<code>{_e(rule)}</code>", _e(layers), _e(msg)], "fail-row" if s == "fail" else "")
-         for s, sev, rule, layers, msg in rows],
+        [
+            ([_e(s), _e(sev), f"<code>{_e(rule)}</code>", _e(layers), _e(msg)], "fail-row" if s == "fail" else "")
+            for s, sev, rule, layers, msg in rows
+        ],
         set(),
     )
     return f"<h2>Checks (fail on {_e(result.fail_on)})</h2>\n{table}"
@@ -362,8 +420,11 @@ def _checks(result: CheckResult) -> str:
 def _status_cell(status: Status | None) -> str:
     if status is None:
         return "—"
-    cls = "" if status is Status.OK else ("st-dim" if status in (Status.FROZEN, Status.DISCONNECTED, Status.ZERO)
-                                         else "st-bad")
+    cls = (
+        ""
+        if status is Status.OK
+        else ("st-dim" if status in (Status.FROZEN, Status.DISCONNECTED, Status.ZERO) else "st-bad")
+    )
     return f'<span class="{cls}">{_e(status.value)}</span>' if cls else _e(status.value)
 
 
@@ -384,7 +445,7 @@ def _comparison(c: Comparison) -> str:
     ):
         if items:
             lis = "".join(f"<li>{_e(item)}</li>" for item in items)
-            parts.append(f"<p><b>{_e(title)}</b></p><ul class=\"findings\">{lis}</ul>")
+            parts.append(f'<p><b>{_e(title)}</b></p><ul class="findings">{lis}</ul>')
     open_attr = " open" if len(c.layers) <= 60 else ""
     parts.append(f"<details{open_attr}><summary>Every layer ({len(c.layers)})</summary>\n{table}\n</details>")
     return "\n".join(parts)
@@ -401,24 +462,36 @@ def _findings(report: Report) -> str:
             layers = _e(fmt.layer_list(f.layers)) if f.layers else "whole model"
             items.append(
                 f'<li><span class="{"st-bad" if f.severity.value == "error" else ""}">{_e(f.severity.value)}</span> '
-                f"<code>{_e(f.rule)}</code> — {_e(f.message)}<br><span class=\"ev\">layers: {layers}"
-                + (f" · {ev}" if ev else "") + "</span></li>"
+                f'<code>{_e(f.rule)}</code> — {_e(f.message)}<br><span class="ev">layers: {layers}'
+                + (f" · {ev}" if ev else "")
+                + "</span></li>"
             )
         parts.append(f'<ul class="findings">{"".join(items)}</ul>')
     if report.suggestions:
         items = []
         for s in report.suggestions:
             params = f' <span class="ev">{_e(fmt.mapping(s.params))}</span>' if s.params else ""
-            items.append(f"<li><b>{_e(s.remedy.value)}</b> {_e(fmt.suggestion_target(s))}{params}<br>"
-                         f"{_e(s.reason)}</li>")
+            items.append(
+                f"<li><b>{_e(s.remedy.value)}</b> {_e(fmt.suggestion_target(s))}{params}<br>{_e(s.reason)}</li>"
+            )
         parts.append(f'<h2>Suggestions</h2><ol class="findings">{"".join(items)}</ol>')
     return "\n".join(parts)
 
 
 def _layers(report: Report) -> str:
     rows = [
-        ([_e(str(la.index)), f"<code>{_e(la.name or '(model)')}</code>", _e(la.type), _e(fmt.shape(la.output_shape)),
-          _e(fmt.sci(fmt.median(la.grad_rms))), _e(fmt.sci(fmt.median(la.signal_rms))), _status_cell(la.status)], "")
+        (
+            [
+                _e(str(la.index)),
+                f"<code>{_e(la.name or '(model)')}</code>",
+                _e(la.type),
+                _e(fmt.shape(la.output_shape)),
+                _e(fmt.sci(fmt.median(la.grad_rms))),
+                _e(fmt.sci(fmt.median(la.signal_rms))),
+                _status_cell(la.status),
+            ],
+            "",
+        )
         for la in report.layers
     ]
     table = _table(["#", "Layer", "Type", "Output shape", "Grad RMS", "Signal RMS", "Status"], rows, {0, 4, 5})

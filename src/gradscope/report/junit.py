@@ -83,8 +83,9 @@ def render_junit(result: CheckResult) -> str:
             _properties(suite, result)
         counts = {"tests": 0, "failures": 0, "skipped": 0}
         for name in _layers_for(result, rule):
-            case = ET.SubElement(suite, "testcase", classname=f"gradscope.{rule}", name=_text(_layer_label(name)),
-                                 time="0")
+            case = ET.SubElement(
+                suite, "testcase", classname=f"gradscope.{rule}", name=_text(_layer_label(name)), time="0"
+            )
             counts["tests"] += 1
             check = by_key.get((rule, name))
             if check is None and name == "" and (rule, MODEL_LAYER) in by_key:
@@ -100,13 +101,17 @@ def render_junit(result: CheckResult) -> str:
                 failure.text = _text(evidence_text(check))
             elif check.state in (State.KNOWN, State.IGNORED):
                 counts["skipped"] += 1
-                why = ("known in the baseline" if check.state is State.KNOWN
-                       else f"ignored by {check.source or 'the policy'}")
+                why = (
+                    "known in the baseline"
+                    if check.state is State.KNOWN
+                    else f"ignored by {check.source or 'the policy'}"
+                )
                 ET.SubElement(case, "skipped", message=_text(f"{why}: {_one_line(check.message)}"))
             else:
                 sev = check.severity.value if check.severity else "info"
                 ET.SubElement(case, "system-out").text = _text(
-                    f"{sev} (below --fail-on {result.fail_on})\n{evidence_text(check)}")
+                    f"{sev} (below --fail-on {result.fail_on})\n{evidence_text(check)}"
+                )
         _set_counts(suite, counts)
         for k in totals:
             totals[k] += counts[k]
@@ -130,14 +135,16 @@ def _properties(suite: ET.Element, result: CheckResult) -> None:
         ("target", report.model.target),
         ("class", report.model.class_name),
         ("parameters", report.model.parameters),
-        ("probe", f"{report.probe.batches}x{report.probe.batch_size} seed {report.probe.seed} "
-                  f"{report.probe.loss} {report.probe.device} {report.probe.dtype}"),
+        (
+            "probe",
+            f"{report.probe.batches}x{report.probe.batch_size} seed {report.probe.seed} "
+            f"{report.probe.loss} {report.probe.device} {report.probe.dtype}",
+        ),
         ("fail_on", result.fail_on),
         ("verdict", "passed" if result.passed else "failed"),
     ]
     if result.comparison is not None:
-        props = [*props, ("baseline", result.comparison.baseline_label),
-                 ("baseline_factor", result.comparison.factor)]
+        props = [*props, ("baseline", result.comparison.baseline_label), ("baseline_factor", result.comparison.factor)]
     node = ET.SubElement(suite, "properties")
     for name, value in props:
         ET.SubElement(node, "property", name=name, value=_text(str(value)))

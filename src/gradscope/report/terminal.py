@@ -132,9 +132,7 @@ def _layer_table(report: Report, console_width: int) -> Group:
     bar_header = next(h for h in ("log₁₀ grad RMS", "log₁₀ RMS", "log₁₀", "log") if len(h) <= bar_width)
     table.add_column("Layer", no_wrap=True, overflow="ellipsis", width=widths[0])
     table.add_column("Type", no_wrap=True, overflow="ellipsis", width=widths[1])
-    table.add_column(
-        "Output shape" if widths[2] >= 12 else "Shape", no_wrap=True, overflow="ellipsis", width=widths[2]
-    )
+    table.add_column("Output shape" if widths[2] >= 12 else "Shape", no_wrap=True, overflow="ellipsis", width=widths[2])
     table.add_column("Grad RMS", justify="right", no_wrap=True, width=widths[3])
     table.add_column("Signal RMS", justify="right", no_wrap=True, width=widths[4])
     table.add_column(bar_header, no_wrap=True, overflow="crop", width=bar_width)
@@ -271,9 +269,7 @@ def _fix(report: Report) -> Group:
             Text(name, style="" if row.before is not None and row.after is not None else "italic"),
             _num(None if row.before is None else fmt.median(row.before.grad_rms)),
             _num(None if row.after is None else fmt.median(row.after.grad_rms)),
-            Text(
-                fmt.DASH if change is None else fmt.signed(change, 1), style="dim" if change is None else ""
-            ),
+            Text(fmt.DASH if change is None else fmt.signed(change, 1), style="dim" if change is None else ""),
             _num(None if row.before is None else fmt.median(row.before.signal_rms)),
             _num(None if row.after is None else fmt.median(row.after.signal_rms)),
             status,
@@ -302,6 +298,8 @@ def _fix_extras(report: Report) -> list[Padding]:
             lines.append(f"{suggestion.remedy.value}: {why}\n")
         parts += [Padding(Text("Not applied", style="bold"), (1, 0, 0, 0)), Padding(lines, (0, 0, 0, 2))]
     if report.fix.code:
-        parts += [Padding(Text("In your code", style="bold"), (1, 0, 0, 0)),
-                  Padding(Text(report.fix.code), (0, 0, 0, 2))]
+        parts += [
+            Padding(Text("In your code", style="bold"), (1, 0, 0, 0)),
+            Padding(Text(report.fix.code), (0, 0, 0, 2)),
+        ]
     return parts

@@ -37,8 +37,9 @@ class Timeline:
     @classmethod
     def of(cls, run: Run, report: Report, first: Mapping[str, Mapping[str, int]]) -> Timeline:
         stat, names, rows = run.matrix()
-        return cls(run, stat, tuple(names), tuple(s.step for s in run.steps), tuple(tuple(r) for r in rows),
-                   first, report)
+        return cls(
+            run, stat, tuple(names), tuple(s.step for s in run.steps), tuple(tuple(r) for r in rows), first, report
+        )
 
 
 def columns(steps: Sequence[int], width: int) -> list[list[int]]:
@@ -99,13 +100,15 @@ def heatmap_lines(t: Timeline, width: int) -> list[str]:
         gap = max(1, span - len(axis) - len(end) + 2)
         lines.append(" " * label + "  " + axis + " " * gap + end)
     if bounds is not None:
-        lines.append(f"{t.stat}: '{SHADES[1]}' ≈ {sci(10 ** bounds[0])} … '{SHADES[-1]}' ≈ {sci(10 ** bounds[1])} "
-                     f"(log scale); '{NONFINITE_CELL}' non-finite, '{MISSING_CELL}' not measured")
+        lines.append(
+            f"{t.stat}: '{SHADES[1]}' ≈ {sci(10 ** bounds[0])} … '{SHADES[-1]}' ≈ {sci(10 ** bounds[1])} "
+            f"(log scale); '{NONFINITE_CELL}' non-finite, '{MISSING_CELL}' not measured"
+        )
     return lines
 
 
 def _short(name: str, limit: int) -> str:
-    return name if len(name) <= limit else "…" + name[-(limit - 1):]
+    return name if len(name) <= limit else "…" + name[-(limit - 1) :]
 
 
 def event_rows(t: Timeline) -> list[tuple[str, list[str]]]:
@@ -122,12 +125,16 @@ def render_timeline_terminal(t: Timeline, console: Console) -> None:
 
     run = t.run
     meta = run.meta
-    head = Text(f"gradscope watch · {meta.get('model', 'model')} · mode {meta.get('mode', '?')} · every "
-                f"{meta.get('every', '?')} · {len(run.steps)} recorded steps", style="bold")
+    head = Text(
+        f"gradscope watch · {meta.get('model', 'model')} · mode {meta.get('mode', '?')} · every "
+        f"{meta.get('every', '?')} · {len(run.steps)} recorded steps",
+        style="bold",
+    )
     console.print(head)
     if run.skipped_lines:
-        console.print(Text(f"{run.skipped_lines} unreadable line(s) skipped (a torn last line from a crash?)",
-                           style="yellow"))
+        console.print(
+            Text(f"{run.skipped_lines} unreadable line(s) skipped (a torn last line from a crash?)", style="yellow")
+        )
     console.print()
     console.print(Text(f"{t.stat} per layer (rows) over steps (columns)", style="bold"))
     for line in heatmap_lines(t, console.width):
@@ -150,19 +157,21 @@ def render_timeline_terminal(t: Timeline, console: Console) -> None:
 def timeline_dict(t: Timeline) -> dict[str, Any]:
     from ..results import json_safe
 
-    return json_safe({  # type: ignore[no-any-return]
-        "schema": TIMELINE_SCHEMA,
-        "source": t.run.source,
-        "meta": {k: v for k, v in t.run.meta.items() if k != "layers"},
-        "skipped_lines": t.run.skipped_lines,
-        "stat": t.stat,
-        "steps": list(t.steps),
-        "layers": list(t.names),
-        "values": [list(r) for r in t.rows],
-        "loss": [s.loss for s in t.run.steps],
-        "first": {name: dict(events) for name, events in t.first.items()},
-        "report": t.report.to_dict(),
-    })
+    return json_safe(
+        {  # type: ignore[no-any-return]
+            "schema": TIMELINE_SCHEMA,
+            "source": t.run.source,
+            "meta": {k: v for k, v in t.run.meta.items() if k != "layers"},
+            "skipped_lines": t.run.skipped_lines,
+            "stat": t.stat,
+            "steps": list(t.steps),
+            "layers": list(t.names),
+            "values": [list(r) for r in t.rows],
+            "loss": [s.loss for s in t.run.steps],
+            "first": {name: dict(events) for name, events in t.first.items()},
+            "report": t.report.to_dict(),
+        }
+    )
 
 
 def render_timeline_json(t: Timeline) -> str:
@@ -173,18 +182,35 @@ def render_timeline_markdown(t: Timeline) -> str:
     from .markdown import render_markdown
 
     meta = t.run.meta
-    out = [f"# gradscope watch: {meta.get('model', 'model')}", "",
-           f"mode `{meta.get('mode', '?')}`, every {meta.get('every', '?')} step(s), {len(t.run.steps)} recorded "
-           f"steps ({t.steps[0]}–{t.steps[-1]})" if t.steps else "no steps", "",
-           f"## {t.stat} over steps", "", "```", *heatmap_lines(t, 100), "```", "", "## First bad step", ""]
+    out = [
+        f"# gradscope watch: {meta.get('model', 'model')}",
+        "",
+        f"mode `{meta.get('mode', '?')}`, every {meta.get('every', '?')} step(s), {len(t.run.steps)} recorded "
+        f"steps ({t.steps[0]}–{t.steps[-1]})"
+        if t.steps
+        else "no steps",
+        "",
+        f"## {t.stat} over steps",
+        "",
+        "```",
+        *heatmap_lines(t, 100),
+        "```",
+        "",
+        "## First bad step",
+        "",
+    ]
     events = event_rows(t)
     if events:
         out += ["| layer | " + " | ".join(EVENTS) + " |", "|---|" + "---:|" * len(EVENTS)]
         out += [f"| `{name}` | " + " | ".join(cells) + " |" for name, cells in events]
     else:
         out.append("No layer vanished, exploded or went non-finite at any recorded step.")
-    out += ["", f"## Report of the last {t.report.probe.batches} recorded step(s)", "",
-            render_markdown(t.report).replace("\n# ", "\n### ")]
+    out += [
+        "",
+        f"## Report of the last {t.report.probe.batches} recorded step(s)",
+        "",
+        render_markdown(t.report).replace("\n# ", "\n### "),
+    ]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -209,24 +235,34 @@ def render_timeline_html(t: Timeline) -> str:
             tds.append(f'<td style="background:{color}" title="step {step}: {e(label)}"></td>')
         cells.append(f"<tr><th>{e(name or '(root)')}</th>{''.join(tds)}</tr>")
     events = event_rows(t)
-    event_html = ("<table class=ev><tr><th>layer</th>" + "".join(f"<th>{x}</th>" for x in EVENTS) + "</tr>"
-                  + "".join(f"<tr><td>{e(n)}</td>" + "".join(f"<td>{c}</td>" for c in cs) + "</tr>"
-                            for n, cs in events) + "</table>") if events else \
-        "<p>No layer vanished, exploded or went non-finite at any recorded step.</p>"
-    findings = "".join(f"<li><b>{e(f.severity.value)}</b> {e(f.rule)}: {e(f.message)}</li>"
-                       for f in t.report.findings) or "<li>none</li>"
-    suggestions = "".join(f"<li>{e(s.remedy.value)}: {e(s.reason)}</li>" for s in t.report.suggestions) \
+    event_html = (
+        (
+            "<table class=ev><tr><th>layer</th>"
+            + "".join(f"<th>{x}</th>" for x in EVENTS)
+            + "</tr>"
+            + "".join(f"<tr><td>{e(n)}</td>" + "".join(f"<td>{c}</td>" for c in cs) + "</tr>" for n, cs in events)
+            + "</table>"
+        )
+        if events
+        else "<p>No layer vanished, exploded or went non-finite at any recorded step.</p>"
+    )
+    findings = (
+        "".join(f"<li><b>{e(f.severity.value)}</b> {e(f.rule)}: {e(f.message)}</li>" for f in t.report.findings)
         or "<li>none</li>"
+    )
+    suggestions = (
+        "".join(f"<li>{e(s.remedy.value)}: {e(s.reason)}</li>" for s in t.report.suggestions) or "<li>none</li>"
+    )
     meta = t.run.meta
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>gradscope watch: {e(str(meta.get('model', 'model')))}</title>
+<html><head><meta charset="utf-8"><title>gradscope watch: {e(str(meta.get("model", "model")))}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}} table.hm{{border-collapse:collapse}}
 table.hm td{{width:4px;height:14px;padding:0}} table.hm th{{text-align:right;font-weight:normal;padding-right:6px;
 font-family:monospace}} table.ev td,table.ev th{{padding:2px 10px;text-align:right}}</style></head><body>
-<h1>gradscope watch: {e(str(meta.get('model', 'model')))}</h1>
-<p>mode {e(str(meta.get('mode', '?')))}, every {e(str(meta.get('every', '?')))} step(s), {len(t.steps)} recorded
+<h1>gradscope watch: {e(str(meta.get("model", "model")))}</h1>
+<p>mode {e(str(meta.get("mode", "?")))}, every {e(str(meta.get("every", "?")))} step(s), {len(t.steps)} recorded
 steps; {e(t.stat)} per layer, darker = larger (log scale), red = non-finite.</p>
-<table class=hm>{''.join(cells)}</table>
+<table class=hm>{"".join(cells)}</table>
 <h2>First bad step</h2>{event_html}
 <h2>Findings (last {t.report.probe.batches} recorded steps)</h2><ul>{findings}</ul>
 <h2>Suggestions</h2><ul>{suggestions}</ul>

@@ -55,8 +55,10 @@ def _header(report: TrialReport) -> Text:
     text.append("Trial", style="bold")
     if report.target:
         text.append(f"  {report.target}", style="cyan")
-    text.append(f"  ·  {report.steps} steps, {report.optimizer.value} lr {report.lr:g}, "
-                f"batch {report.batch_size}, seed {report.seed}\n")
+    text.append(
+        f"  ·  {report.steps} steps, {report.optimizer.value} lr {report.lr:g}, "
+        f"batch {report.batch_size}, seed {report.seed}\n"
+    )
     d = report.data
     source = "dataset()" if d.source == "dataset" else "synthetic Gaussian clusters (file has no dataset())"
     kind = f"{d.classes} classes, cross-entropy" if d.task.value == "classification" else "regression, MSE"
@@ -104,11 +106,15 @@ def _runs_table(report: TrialReport, console_width: int) -> Group:
     width = chart_width(console_width, points)
     lo, hi = _bounds(report.runs)
     classes = report.data.task.value == "classification"
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True,
-                  header_style="bold")
+    table = Table(
+        box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True, header_style="bold"
+    )
     table.add_column("Run", no_wrap=True, overflow="ellipsis", max_width=16)
-    header = next(h for h in (f"Training loss, step 1 → {report.steps}", f"Loss, step 1 → {report.steps}",
-                              "Loss", "") if len(h) <= width)
+    header = next(
+        h
+        for h in (f"Training loss, step 1 → {report.steps}", f"Loss, step 1 → {report.steps}", "Loss", "")
+        if len(h) <= width
+    )
     table.add_column(header, no_wrap=True, overflow="crop", width=width)
     table.add_column("Train loss", justify="right", no_wrap=True)
     table.add_column("Test loss", justify="right", no_wrap=True)
@@ -132,8 +138,11 @@ def _runs_table(report: TrialReport, console_width: int) -> Group:
         columns = f"{unit} = {fmt.plural(width // points, 'column')}"
     else:
         columns = f"one column ≈ {report.steps / width:.3g} steps"
-    legend = Text(f"shared linear scale: {LEVELS[0]} {_g(lo)} … {LEVELS[-1]} {_g(hi)}; {columns}; "
-                  f"{DIVERGED_MARK} diverged (non-finite loss)", style="dim")
+    legend = Text(
+        f"shared linear scale: {LEVELS[0]} {_g(lo)} … {LEVELS[-1]} {_g(hi)}; {columns}; "
+        f"{DIVERGED_MARK} diverged (non-finite loss)",
+        style="dim",
+    )
     return Group(table, legend)
 
 
@@ -164,8 +173,10 @@ def _verdict(report: TrialReport) -> Text:
         text.append(" — the untreated model diverged and this did not")
     elif classes:
         gain = (best.test_accuracy or 0.0) - (none.test_accuracy or 0.0)
-        text.append(f" — held-out accuracy {_acc_text(best.test_accuracy)} vs "
-                    f"{_acc_text(none.test_accuracy)} untreated ({fmt.signed(gain, 3)})")
+        text.append(
+            f" — held-out accuracy {_acc_text(best.test_accuracy)} vs "
+            f"{_acc_text(none.test_accuracy)} untreated ({fmt.signed(gain, 3)})"
+        )
     else:
         text.append(f" — held-out loss {_g(best.test_loss)} vs {_g(none.test_loss)} untreated")
         if best.test_loss is not None and none.test_loss:
