@@ -32,17 +32,7 @@ from gradscope.cli import app
 
 pytest_plugins = ["pytester"]
 
-# Until cli.py calls cli_ci.register(app), the subprocesses register the commands themselves.
-_REGISTERED = any(c.name == "check" for c in app.registered_commands)
-_LAUNCH = (
-    "import sys; from gradscope.cli import app, main; from gradscope.cli_ci import register; "
-    "register(app); sys.argv[0] = 'gradscope'; main()"
-)
-GRADSCOPE = [sys.executable, "-m", "gradscope"] if _REGISTERED else [sys.executable, "-c", _LAUNCH]
-
-from gradscope.cli_ci import register  # noqa: E402
-
-register(app)
+GRADSCOPE = [sys.executable, "-m", "gradscope"]
 
 FAST = ["--batches", "2", "--batch-size", "8"]
 REGRESSED = ["--model-kwargs", '{"norm": false, "gain": 0.1}']
@@ -484,8 +474,6 @@ def test_commands_do_not_import_torch_for_help_or_diff(run: Run) -> None:
         import sys
         sys.modules["torch"] = None
         from gradscope.cli import app
-        from gradscope.cli_ci import register
-        register(app)
         for argv in (["check", "--help"], ["baseline", "--help"], ["diff", "base.json", "again.json"]):
             try:
                 app(argv, standalone_mode=False)

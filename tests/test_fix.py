@@ -15,7 +15,8 @@ from torch import nn
 from gradscope.errors import ProbeError
 from gradscope.remedies.apply import apply, pick
 from gradscope.results import Remedy, Suggestion, Where
-from gradscope.scanner import scan, verify_fix
+from gradscope.pipeline import verify_fix
+from gradscope.scanner import scan
 
 SIGMOID_40 = """
 from torch import nn

@@ -18,10 +18,13 @@ from typing import Any
 
 import pytest
 
-from gradscope.baseline import Change, compare, read_baseline, render_comparison, report_from_dict
+from gradscope.ci.baseline import Change, read_baseline
+from gradscope.ci.policy import compare
+from gradscope.report.diff import render_comparison
+from gradscope.report.check import check_markdown
 from gradscope.config import Config, PolicyConfig, load_config, merge
 from gradscope.errors import ConfigError
-from gradscope.policy import BASELINE_RULE, MODEL_LAYER, State, apply_policy, check_markdown, evaluate
+from gradscope.ci.policy import BASELINE_RULE, MODEL_LAYER, State, apply_policy, evaluate
 from gradscope.report.github import annotation, escape_data, escape_property, render_github
 from gradscope.report.html import render_html
 from gradscope.report.junit import render_junit
@@ -189,7 +192,7 @@ def test_shipped_configs_load_and_default_yaml_matches_the_defaults() -> None:
 
 def test_report_round_trips_through_json(sick: Report) -> None:
     data = json.loads(json.dumps(sick.to_dict()))
-    assert report_from_dict(data).to_dict() == sick.to_dict()
+    assert Report.from_dict(data).to_dict() == sick.to_dict()
 
 
 def test_comparison_regressions_improvements_added_removed(

@@ -28,11 +28,14 @@ from torch import nn
 from torch.nn.modules import module as module_globals
 from typer.testing import CliRunner
 
-from gradscope.cli import _parse_kwargs, _parse_shape, app
+from gradscope.cli import app
+from gradscope.cli.common import parse_kwargs as _parse_kwargs
+from gradscope.cli.common import parse_shape as _parse_shape
 from gradscope.config import Config, load_config, merge
 from gradscope.errors import ConfigError, GradscopeError, ProbeError
 from gradscope.results import Status
-from gradscope.scanner import scan, verify_fix
+from gradscope.pipeline import verify_fix
+from gradscope.scanner import scan
 
 torch.set_num_threads(1)
 

@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from gradscope.errors import OutputError
-from gradscope.report import _format as fmt
+from gradscope.report import fmt
 from gradscope.report import render_json, render_markdown, render_terminal, write_atomic
 from gradscope.results import (
     Finding,

@@ -364,11 +364,12 @@ def test_rendered_report_of_a_real_scan(cls: type[nn.Module], golden) -> None:  
 
 def test_no_init_suggestion_that_redraws_the_current_init() -> None:
     from gradscope.advice import candidates
+    from gradscope.recorder import model_facts
 
     model = M.stack(nn.Sigmoid, 20, gain=1.0)
     report = scan(model, [torch.randn(16, 32) for _ in range(2)])
     assert "forward_collapse" in rules(report)
     remedies = [s.remedy.value for s in report.suggestions]
     assert remedies[:2] == ["normalization", "clip"] and "init" not in remedies  # Xavier gain 1 is already there
-    options = candidates(report.layers, dict(model.named_modules()), report.suggestions, Config())
+    options = candidates(report.layers, model_facts(model), report.suggestions, Config())
     assert "init" not in options and [s.remedy.value for s in options["normalization"]] == ["normalization", "clip"]

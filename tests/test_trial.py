@@ -28,13 +28,16 @@ from torch import nn
 from typer.testing import CliRunner
 
 from gradscope.cli import app
-from gradscope.cli_trial import register
 from gradscope.errors import ConfigError, ProbeError
 from gradscope.loading import ModelFileHooks
 from gradscope.report.trial import render_trial_json, render_trial_terminal, sparkline
 from gradscope.results import Remedy, Suggestion, Where
+from gradscope.config import Config, TrialConfig
+from gradscope.pipeline import build_probe
+from gradscope.scanner import scan
 from gradscope.trial import (
     SCHEMA,
+    Plan,
     Run,
     Task,
     check_data,
@@ -45,10 +48,14 @@ from gradscope.trial import (
     verdict,
 )
 
-if "trial" not in [c.name for c in app.registered_commands]:
-    register(app)
-
 runner = CliRunner()
+
+
+def plan_for(model: nn.Module, remedies: tuple[str, ...], seed: int = 0) -> Plan:
+    """What ``gradscope trial`` plans: the default probe's scan, then the candidates."""
+    config = Config().with_overrides({"probe.seed": seed})
+    report = scan(model, build_probe(model, ModelFileHooks(), config), config=config)
+    return plan(model, report, remedies, config)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -104,7 +111,7 @@ def without_timing(d: dict[str, Any]) -> dict[str, Any]:
 def test_digits_normalization_rescues_a_deep_sigmoid_mlp() -> None:
     model = deep_sigmoid()
     before, rng = state(model), torch.get_rng_state()
-    chosen = plan(model, ModelFileHooks(), ("auto",), seed=0)
+    chosen = plan_for(model, ("auto",))
     # the advice pairs normalization with clipping for a collapsed deep stack; clipping alone is not a candidate
     assert [s.remedy.value for s in chosen.selected["normalization"]] == ["normalization", "clip"]
     assert "clip" not in chosen.selected
@@ -229,14 +236,14 @@ def _run(name: str, acc: float | None, loss: float | None, diverged: bool = Fals
 
 def test_verdict_margins() -> None:
     c = Task.CLASSIFICATION
-    assert verdict([_run("none", 0.5, 1.0), _run("a", 0.56, 0.9)], c) == ("a", True)
-    assert verdict([_run("none", 0.5, 1.0), _run("a", 0.54, 0.5)], c) == ("a", False)
-    assert verdict([_run("none", 0.5, 1.0), _run("a", 0.9, 0.3), _run("b", 0.9, 0.2)], c) == ("b", True)
-    assert verdict([_run("none", 0.5, 1.0), _run("a", None, None, True)], c) == (None, False)
-    assert verdict([_run("none", None, None, True), _run("a", 0.1, 2.0)], c) == ("a", True)
+    assert verdict([_run("none", 0.5, 1.0), _run("a", 0.56, 0.9)], c, TrialConfig()) == ("a", True)
+    assert verdict([_run("none", 0.5, 1.0), _run("a", 0.54, 0.5)], c, TrialConfig()) == ("a", False)
+    assert verdict([_run("none", 0.5, 1.0), _run("a", 0.9, 0.3), _run("b", 0.9, 0.2)], c, TrialConfig()) == ("b", True)
+    assert verdict([_run("none", 0.5, 1.0), _run("a", None, None, True)], c, TrialConfig()) == (None, False)
+    assert verdict([_run("none", None, None, True), _run("a", 0.1, 2.0)], c, TrialConfig()) == ("a", True)
     r = Task.REGRESSION
-    assert verdict([_run("none", None, 1.0), _run("a", None, 0.89)], r) == ("a", True)
-    assert verdict([_run("none", None, 1.0), _run("a", None, 0.95)], r) == ("a", False)
+    assert verdict([_run("none", None, 1.0), _run("a", None, 0.89)], r, TrialConfig()) == ("a", True)
+    assert verdict([_run("none", None, 1.0), _run("a", None, 0.95)], r, TrialConfig()) == ("a", False)
 
 
 # ------------------------------------------------------------------------------------------------ data forms
@@ -327,12 +334,12 @@ def test_synthetic_task_is_learnable_and_refused_where_it_cannot_be_built() -> N
     )
     assert report.data.source == "synthetic" and report.data.classes == 4
     assert report.runs[0].test_accuracy >= 0.9  # type: ignore[operator]
-    x, y = synthetic_task(small_mlp(), ModelFileHooks(), seed=0)
+    x, y = synthetic_task(small_mlp(), None, seed=0, samples=1024)
     assert x.shape == (1024, 8) and y.dtype == torch.int64
     with pytest.raises(ProbeError, match="token ids.*define dataset"):
-        synthetic_task(nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(128, 3)), ModelFileHooks(), seed=0)
+        synthetic_task(nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(128, 3)), None, seed=0, samples=64)
     with pytest.raises(ProbeError, match=r"outputs shape \(2, 1\).*define dataset"):
-        synthetic_task(nn.Sequential(nn.Linear(4, 1)), ModelFileHooks(), seed=0)
+        synthetic_task(nn.Sequential(nn.Linear(4, 1)), None, seed=0, samples=64)
 
 
 def test_apply_failure_is_one_clear_error() -> None:
@@ -477,7 +484,7 @@ def test_cli_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         (tmp_path / "model.py").unlink()
         one_line_error(cli(model_file(tmp_path, data), "--remedy", "none"), "dataset()", needle)
 
-    import gradscope.advice
+    import gradscope.trial.planning
 
     def vanished(*args: Any) -> dict[str, tuple[Suggestion, ...]]:
         return {
@@ -487,7 +494,7 @@ def test_cli_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         }
 
     (tmp_path / "model.py").unlink()
-    monkeypatch.setattr(gradscope.advice, "candidates", vanished)
+    monkeypatch.setattr(gradscope.trial.planning, "candidates", vanished)
     one_line_error(
         cli(model_file(tmp_path), "--remedy", "normalization", "--steps", "5"),
         "cannot apply remedy normalization",
@@ -497,10 +504,7 @@ def test_cli_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_cli_subprocess_json(tmp_path: Path) -> None:
     path = model_file(tmp_path)
-    code = (
-        "import sys; from gradscope.cli import app; from gradscope.cli_trial import register; "
-        "register(app); sys.argv[0] = 'gradscope'; app()"
-    )
+    code = "import sys; from gradscope.cli import app; sys.argv[0] = 'gradscope'; app()"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("NO_COLOR", None)
     proc = subprocess.run(
@@ -518,7 +522,7 @@ def test_cli_subprocess_json(tmp_path: Path) -> None:
 
 def test_a_best_run_far_from_trained_gets_a_caveat() -> None:
     model = deep_sigmoid()
-    chosen = plan(model, ModelFileHooks(), ("normalization",), seed=0)
+    chosen = plan_for(model, ("normalization",))
     report = run_trial(
         model, data=digits(), candidates=chosen.selected, steps=5, optimizer="sgd", lr=None, seed=0, batch_size=64
     )

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .results import Report
     from .scanner import scan
     from .trial import run_trial
-    from .watch import watch
+    from .watching import watch
 
 __all__ = [
     "__version__",
@@ -40,7 +40,7 @@ _LAZY = {
     "ProbeError": "gradscope.errors",
     "ConfigError": "gradscope.errors",
     "run_trial": "gradscope.trial",
-    "watch": "gradscope.watch",
+    "watch": "gradscope.watching",
 }
 
 

@@ -3,56 +3,60 @@
 Order matters: the first suggestion is the one to try first. When the forward signal has collapsed, the forward
 fixes (init, normalization) lead and the backward-only ones (pseudo-norm, rescale) are left out, because a gradient
 fix cannot restore inputs that no longer differ between samples (shared/research.md, our digits measurements).
+
+Reads layer facts and numbers only (``records.LayerFacts``), never a module: the watch timeline gets the same advice
+from a log.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-
-from torch import nn
+from collections.abc import Mapping, Sequence
 
 from .config import Config
 from .diagnose import Diagnosis, preceding_parametric
-from .recorder import SATURATING, LayerRecord
-from .remedies.apply import IN_MEMORY
+from .records import LayerFacts, LayerKind, LayerRecord
 from .remedies.placement import Placement, pseudo_norm_points, rescale_gains
-from .results import Finding, LayerStats, Remedy, Status, Suggestion, Where
+from .results import Finding, LayerStats, Suggestion
+from .util import layer_list
+from .vocab import IN_MEMORY, Remedy, Rule, Where
 
-_WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd)
+Facts = Mapping[str, LayerFacts]
 
 
 def suggest(diagnosis: Diagnosis, records: Sequence[LayerRecord], config: Config) -> tuple[Suggestion, ...]:
     findings = {f.rule: f for f in diagnosis.findings}
     layers = diagnosis.layers
-    modules = {r.name: r.module for r in records}
+    facts = {r.name: r.facts for r in records}
     out: list[Suggestion] = []
-    if "nonfinite" in findings:
-        return (_inspect(findings["nonfinite"], layers),)
-    if "forward_collapse" in findings:
-        out += _forward_fixes(layers, modules, ("forward_collapse", *_also(findings, "vanishing_gradient")))
-    elif "vanishing_gradient" in findings:
-        out += _backward_fixes(layers, modules, findings["vanishing_gradient"], diagnosis, config)
-    exploding = _also(findings, "forward_explosion", "exploding_gradient")
+    if Rule.NONFINITE in findings:
+        return (_inspect(findings[Rule.NONFINITE]),)
+    if Rule.FORWARD_COLLAPSE in findings:
+        rules = (Rule.FORWARD_COLLAPSE, *_also(findings, Rule.VANISHING_GRADIENT))
+        out += _forward_fixes(layers, facts, rules, config)
+    elif Rule.VANISHING_GRADIENT in findings:
+        out += _backward_fixes(layers, facts, diagnosis, config)
+    exploding = _also(findings, Rule.FORWARD_EXPLOSION, Rule.EXPLODING_GRADIENT)
     if exploding:
-        out += _exploding_fixes(layers, modules, exploding)
-    if "saturation" in findings:
-        out += _saturation_fixes(layers, modules, findings["saturation"], config)
-    if "dead_units" in findings:
-        dead = findings["dead_units"]
+        out += _exploding_fixes(layers, facts, exploding, config)
+    if Rule.SATURATION in findings:
+        out += _saturation_fixes(layers, facts, findings[Rule.SATURATION], config)
+    if Rule.DEAD_UNITS in findings:
+        dead = findings[Rule.DEAD_UNITS]
+        slope = config.suggest.leaky_relu_slope
         out.append(
             Suggestion(
                 Remedy.ACTIVATION,
                 dead.layers,
                 Where.REPLACE,
-                {"activation": "LeakyReLU", "negative_slope": 0.01},
+                {"activation": "LeakyReLU", "negative_slope": slope},
                 f"replace {_list(dead.layers)} with LeakyReLU (or ELU) so units that are negative for every input "
                 f"still pass a gradient",
-                ("dead_units",),
+                (Rule.DEAD_UNITS,),
             )
         )
-    if "underflow" in findings and "float16" in findings["underflow"].evidence.get("dtypes", ()):
-        under = findings["underflow"]
+    if Rule.UNDERFLOW in findings and "float16" in findings[Rule.UNDERFLOW].evidence.get("dtypes", ()):
+        under = findings[Rule.UNDERFLOW]
         out.append(
             Suggestion(
                 Remedy.LOSS_SCALING,
@@ -61,58 +65,71 @@ def suggest(diagnosis: Diagnosis, records: Sequence[LayerRecord], config: Config
                 {"use": "torch.amp.GradScaler"},
                 "scale the loss before backward (torch.amp.GradScaler) or keep gradients in float32/bfloat16: "
                 f"{_list(under.layers)} fall below the smallest normal number of their dtype",
-                ("underflow",),
+                (Rule.UNDERFLOW,),
             )
         )
     return tuple(_dedupe(out))
 
 
-def _also(findings: dict[str, Finding], *rules: str) -> tuple[str, ...]:
+def _also(findings: Mapping[str, Finding], *rules: Rule) -> tuple[Rule, ...]:
     return tuple(rule for rule in rules if rule in findings)
 
 
-def _weighted(layers: Sequence[LayerStats], modules: dict[str, nn.Module]) -> list[LayerStats]:
-    return [layer for layer in layers if layer.trainable and isinstance(modules.get(layer.name), _WEIGHTED)]
+def _list(names: Sequence[str]) -> str:
+    return layer_list(names, quote="'")
 
 
-def _activation_kind(layers: Sequence[LayerStats], modules: dict[str, nn.Module]) -> str | None:
-    kinds = [
-        type(modules[layer.name]).__name__
+def _names(layers: Sequence[LayerStats]) -> tuple[str, ...]:
+    return tuple(layer.name for layer in layers)
+
+
+def _fact(facts: Facts, name: str) -> LayerFacts | None:
+    return facts.get(name)
+
+
+def _weighted(layers: Sequence[LayerStats], facts: Facts) -> list[LayerStats]:
+    return [layer for layer in layers if layer.trainable and (f := _fact(facts, layer.name)) and f.weighted]
+
+
+def _activation(layers: Sequence[LayerStats], facts: Facts) -> LayerFacts | None:
+    """The model's most common activation among the ones an init is chosen for (tanh/sigmoid-type and ReLU)."""
+    acts = [
+        f
         for layer in layers
-        if layer.parameters == 0 and isinstance(modules.get(layer.name), (*SATURATING, nn.ReLU))
+        if (f := _fact(facts, layer.name)) is not None and f.kind is LayerKind.ACTIVATION and f.gain is not None
     ]
-    return max(set(kinds), key=kinds.count) if kinds else None
+    if not acts:
+        return None
+    names = [f.activation for f in acts]
+    common = max(sorted(set(names), key=str), key=names.count)
+    return next(f for f in acts if f.activation == common)
 
 
-def _init_params(kind: str | None) -> dict[str, object]:
-    if kind == "Tanh":
-        return {"scheme": "xavier_uniform_", "gain": round(5 / 3, 4), "bias": 0.0}  # nn.init.calculate_gain("tanh")
-    if kind == "Sigmoid":
-        return {"scheme": "xavier_uniform_", "gain": 1.0, "bias": 0.0}
+def _init_params(act: LayerFacts | None) -> dict[str, object]:
+    """The init for the activation: Xavier with its gain for sigmoid-type, Kaiming for rectifiers (and by default)."""
+    if act is not None and act.saturating and act.gain is not None:
+        return {"scheme": "xavier_uniform_", "gain": round(act.gain, 4), "bias": 0.0}
     return {"scheme": "kaiming_normal_", "nonlinearity": "relu", "mode": "fan_in", "bias": 0.0}
 
 
-def _norm_for(module: nn.Module, layer: LayerStats) -> str:
-    if isinstance(module, nn.Conv1d):
-        return "BatchNorm1d"
-    if isinstance(module, nn.Conv2d):
-        return "BatchNorm2d"
-    if isinstance(module, nn.Conv3d):
-        return "BatchNorm3d"
+def _norm_for(layer: LayerStats, facts: Facts) -> str:
+    f = _fact(facts, layer.name)
+    if f is not None and f.conv_dims in (1, 2, 3):
+        return f"BatchNorm{f.conv_dims}d"
     shape = layer.output_shape or ()
     return "BatchNorm1d" if len(shape) == 2 else "LayerNorm"
 
 
 def _forward_fixes(
-    layers: Sequence[LayerStats], modules: dict[str, nn.Module], rules: tuple[str, ...]
+    layers: Sequence[LayerStats], facts: Facts, rules: tuple[str, ...], config: Config
 ) -> list[Suggestion]:
-    weighted = _weighted(layers, modules)
+    weighted = _weighted(layers, facts)
     if not weighted:
         return []
     hidden = weighted[:-1] or weighted  # the output layer keeps its scale: normalizing logits is not the fix
-    kind = _activation_kind(layers, modules)
-    init = _init_params(kind)
-    norms = {layer.name: _norm_for(modules[layer.name], layer) for layer in hidden}
+    act = _activation(layers, facts)
+    init = _init_params(act)
+    norms = {layer.name: _norm_for(layer, facts) for layer in hidden}
     out = [
         Suggestion(
             Remedy.NORMALIZATION,
@@ -131,25 +148,29 @@ def _forward_fixes(
             rules,
             "together with the norm layers: they make the gradient grow toward the input in a deep "
             "stack, and plain SGD then takes steps too large for the input-side layers",
+            config,
         ),
     ]
-    if not _same_init(layers, modules, init):
+    if not _same_init(layers, facts, init, config):
         out.append(
             Suggestion(
                 Remedy.INIT,
                 _names(weighted),
                 Where.MODEL,
                 init,
-                f"re-initialise {_list(_names(weighted))} with nn.init.{init['scheme']}"
-                + (f"(gain={init['gain']})" if "gain" in init else "(nonlinearity='relu')")
-                + " and zero biases: the current init shrinks the signal at every layer"
-                + (f" ({kind})" if kind else ""),
+                f"re-initialise {_list(_names(weighted))} with {_init_call(init)} and zero biases: the current init "
+                f"shrinks the signal at every layer" + (f" ({act.activation})" if act else ""),
                 rules,
             )
         )
-    if len(weighted) >= 10:
+    if len(weighted) >= config.suggest.residual_min_depth:
         out.append(_residual(weighted, rules))
     return out
+
+
+def _init_call(init: Mapping[str, object]) -> str:
+    arg = f"gain={init['gain']}" if "gain" in init else "nonlinearity='relu'"
+    return f"nn.init.{init['scheme']}({arg})"
 
 
 def _residual(weighted: Sequence[LayerStats], rules: tuple[str, ...]) -> Suggestion:
@@ -165,10 +186,10 @@ def _residual(weighted: Sequence[LayerStats], rules: tuple[str, ...]) -> Suggest
 
 
 def _backward_fixes(
-    layers: Sequence[LayerStats], modules: dict[str, nn.Module], finding: Finding, diagnosis: Diagnosis, config: Config
+    layers: Sequence[LayerStats], facts: Facts, diagnosis: Diagnosis, config: Config
 ) -> list[Suggestion]:
     out: list[Suggestion] = []
-    rules = ("vanishing_gradient",)
+    rules = (Rule.VANISHING_GRADIENT,)
     placement = pseudo_norm_points(layers, config.suggest.pseudo_norm_min_ratio)
     if placement is not None and placement.after:
         out.append(
@@ -196,27 +217,29 @@ def _backward_fixes(
                     {"gains": gains},
                     f"reparameterise {_list(names)} as W = g·W_raw with the per-layer gains g (up to "
                     f"{max(gains.values()):.3g}); the forward function is unchanged and each layer's update "
-                    f"grows by g², "
-                    f"matching the output-side layers",
+                    f"grows by g², matching the output-side layers",
                     rules,
                 )
             )
-    acts = [layer for layer in layers if isinstance(modules.get(layer.name), (nn.Sigmoid, nn.Tanh))]
-    if acts:
-        kind = _activation_kind(layers, modules)
+    sigmoid_type = _sigmoid_type(layers, facts)
+    if sigmoid_type:
+        act = _activation(layers, facts)
+        name = act.activation if act else "Tanh"
         out.append(
             Suggestion(
                 Remedy.ACTIVATION,
-                _names(acts),
+                _names(sigmoid_type),
                 Where.REPLACE,
                 {"activation": "ReLU", "init": "kaiming_normal_"},
-                f"replace the {kind} modules {_list(_names(acts))} with ReLU (or ELU) and use Kaiming init: "
-                f"{'σ′ ≤ 1/4' if kind == 'Sigmoid' else 'tanh′ ≤ 1'} shrinks the gradient at every layer",
+                f"replace the {name} modules {_list(_names(sigmoid_type))} with ReLU (or ELU) and use Kaiming init: "
+                f"{'σ′ ≤ 1/4' if name == 'Sigmoid' else 'tanh′ ≤ 1'} shrinks the gradient at every layer",
                 rules,
             )
         )
     recurrent = [
-        layer for layer in layers if type(modules.get(layer.name)) is nn.RNN and layer.status is Status.VANISHING
+        layer
+        for layer in layers
+        if (f := _fact(facts, layer.name)) is not None and f.cell == "RNN" and layer.status == "vanishing"
     ]
     if recurrent:
         out.append(
@@ -230,25 +253,32 @@ def _backward_fixes(
                 rules,
             )
         )
-    weighted = _weighted(layers, modules)
-    if len(weighted) >= 10:
+    weighted = _weighted(layers, facts)
+    if len(weighted) >= config.suggest.residual_min_depth:
         out.append(_residual(weighted, rules))
-    del finding
     return out
 
 
+def _sigmoid_type(layers: Sequence[LayerStats], facts: Facts) -> list[LayerStats]:
+    """The Tanh and Sigmoid modules: the ones an activation swap replaces."""
+    return [
+        layer for layer in layers if (f := _fact(facts, layer.name)) is not None and f.activation in ("Tanh", "Sigmoid")
+    ]
+
+
 def _exploding_fixes(
-    layers: Sequence[LayerStats], modules: dict[str, nn.Module], rules: tuple[str, ...]
+    layers: Sequence[LayerStats], facts: Facts, rules: tuple[str, ...], config: Config
 ) -> list[Suggestion]:
-    weighted = _weighted(layers, modules)
-    kind = _activation_kind(layers, modules)
+    weighted = _weighted(layers, facts)
+    act = _activation(layers, facts)
     # A growing gradient in a tanh/sigmoid stack comes from gains above 1 (tanh's 5/3 in a deep stack is already
     # too much: benchmarks/remedies.py, depth 60); unit gain keeps it in check.
-    init = {**_init_params(kind), "gain": 1.0} if kind in ("Tanh", "Sigmoid") else _init_params(kind)
-    gain = _weight_gain(layers, modules)
+    init = _init_params(act)
+    if act is not None and act.saturating:
+        init = {**init, "gain": 1.0}
+    gain = _weight_gain(layers, facts)
     out: list[Suggestion] = []
-    if not _same_init(layers, modules, init):
-        call = f"nn.init.{init['scheme']}" + (f"(gain={init['gain']})" if "gain" in init else "")
+    if not _same_init(layers, facts, init, config):
         measured = f" (median weight RMS × √fan-in {gain:.3g})" if gain is not None else ""
         out.append(
             Suggestion(
@@ -256,81 +286,60 @@ def _exploding_fixes(
                 _names(weighted),
                 Where.MODEL,
                 init,
-                f"re-initialise {_list(_names(weighted))} with {call}: the current weights amplify the signal at each "
-                f"layer{measured}",
+                f"re-initialise {_list(_names(weighted))} with {_init_call(init)}: the current weights amplify the "
+                f"signal at each layer{measured}",
                 rules,
             )
         )
-    out.append(_clip(rules, "as a safety net while the cause is fixed"))
+    out.append(_clip(rules, "as a safety net while the cause is fixed", config))
     return out
 
 
-def _clip(rules: tuple[str, ...], why: str) -> Suggestion:
+def _clip(rules: tuple[str, ...], why: str, config: Config) -> Suggestion:
+    max_norm = config.suggest.clip_max_norm
     return Suggestion(
         Remedy.CLIP,
         (),
         Where.MODEL,
-        {"max_norm": 1.0},
-        f"clip the global gradient norm before each step (torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)) "
-        f"{why}",
+        {"max_norm": max_norm},
+        f"clip the global gradient norm before each step (torch.nn.utils.clip_grad_norm_(model.parameters(), "
+        f"{max_norm:g})) {why}",
         rules,
     )
 
 
-def _weight_gain(layers: Sequence[LayerStats], modules: dict[str, nn.Module]) -> float | None:
+def _weight_gain(layers: Sequence[LayerStats], facts: Facts) -> float | None:
     """Median weight RMS × √fan-in of the weighted layers: the gain their current init amounts to."""
     gains = sorted(
-        layer.weight_rms * math.sqrt(_fan(modules[layer.name]))
-        for layer in _weighted(layers, modules)
-        if layer.weight_rms is not None and _fan(modules[layer.name])
+        layer.weight_rms * math.sqrt(fan)
+        for layer in _weighted(layers, facts)
+        if layer.weight_rms is not None and (fan := facts[layer.name].fan_in)
     )
     return gains[len(gains) // 2] if gains else None
 
 
-def _same_init(layers: Sequence[LayerStats], modules: dict[str, nn.Module], init: dict[str, object]) -> bool:
-    """Whether the suggested init is what the model already has (within 25 %): re-drawing the same distribution
-    changes nothing (benchmarks/remedies.py: Xavier-initialised sigmoid stacks re-initialised with Xavier trained
-    exactly as untreated)."""
-    measured = _weight_gain(layers, modules)
+def _same_init(layers: Sequence[LayerStats], facts: Facts, init: Mapping[str, object], config: Config) -> bool:
+    """Whether the suggested init is what the model already has (within ``suggest.same_init_tolerance``):
+    re-drawing the same distribution changes nothing (benchmarks/remedies.py: Xavier-initialised sigmoid stacks
+    re-initialised with Xavier trained exactly as untreated)."""
+    measured = _weight_gain(layers, facts)
     if measured is None:
         return False
     expected = float(init["gain"]) if "gain" in init else math.sqrt(2.0)  # type: ignore[arg-type]
-    return abs(measured / expected - 1.0) < 0.25
+    return abs(measured / expected - 1.0) < config.suggest.same_init_tolerance
 
 
-def _fan(module: nn.Module) -> int:
-    from .diagnose import fan_in
-
-    return fan_in(module) or 0
-
-
-def _saturation_fixes(
-    layers: Sequence[LayerStats], modules: dict[str, nn.Module], finding: Finding, config: Config
-) -> list[Suggestion]:
-    rules = ("saturation",)
+def _saturation_fixes(layers: Sequence[LayerStats], facts: Facts, finding: Finding, config: Config) -> list[Suggestion]:
+    rules = (Rule.SATURATION,)
     large: dict[str, float] = dict(finding.evidence.get("large_weight_layers", {}))
     if large:
         lam = config.suggest.regularize_lambda
         names = tuple(large)
-        return [
-            Suggestion(
-                Remedy.REGULARIZE,
-                names,
-                Where.MODEL,
-                {"penalty": "l2", "lambda": lam, "parameters": [f"{n}.weight" for n in names]},
-                f"add λ·Σ‖W‖² with λ={lam:g} on {_list(tuple(f'{n}.weight' for n in names))} (or weight_decay on "
-                f"those parameters): large weights push units into the flat part of the activation, where "
-                f"w·φ′(aw) → 0; a penalty pulls them back to where φ′ is of order 1 (Ven & Lederer)",
-                rules,
-            )
-        ]
+        return [_regularize(names, lam, rules, large_weights=True)]
     sources = [preceding_parametric(layers, layer.index) for layer in layers if layer.name in finding.layers]
     hidden = tuple(dict.fromkeys(s.name for s in sources if s is not None))
-    norms = {
-        name: _norm_for(modules[name], next(x for x in layers if x.name == name))
-        for name in hidden
-        if isinstance(modules.get(name), _WEIGHTED)
-    }
+    by_name = {layer.name: layer for layer in layers}
+    norms = {name: _norm_for(by_name[name], facts) for name in hidden if facts[name].weighted}
     if not norms:
         return []
     return [
@@ -346,10 +355,23 @@ def _saturation_fixes(
     ]
 
 
-def _inspect(finding: Finding, layers: Sequence[LayerStats]) -> Suggestion:
+def _regularize(names: tuple[str, ...], lam: float, rules: tuple[str, ...], *, large_weights: bool) -> Suggestion:
+    weights = tuple(f"{n}.weight" for n in names)
+    why = (
+        f"add λ·Σ‖W‖² with λ={lam:g} on {_list(weights)} (or weight_decay on those parameters): large weights push "
+        f"units into the flat part of the activation, where w·φ′(aw) → 0; a penalty pulls them back to where φ′ is "
+        f"of order 1 (Ven & Lederer)"
+        if large_weights
+        else "trial candidate: L2 penalty on every weighted layer"
+    )
+    return Suggestion(
+        Remedy.REGULARIZE, names, Where.MODEL, {"penalty": "l2", "lambda": lam, "parameters": list(weights)}, why, rules
+    )
+
+
+def _inspect(finding: Finding) -> Suggestion:
     origin = str(finding.evidence.get("first_layer"))
     kind = str(finding.evidence.get("first_layer_type", "module"))
-    del layers
     return Suggestion(
         Remedy.INSPECT,
         (origin,),
@@ -357,7 +379,7 @@ def _inspect(finding: Finding, layers: Sequence[LayerStats]) -> Suggestion:
         {"pass": finding.evidence.get("pass")},
         f"look at what '{origin}' ({kind}) computes: a log, sqrt, division or exp of an out-of-range value is the "
         f"usual cause; clamp its input or add an epsilon there. Every number after it is meaningless until then",
-        ("nonfinite",),
+        (Rule.NONFINITE,),
     )
 
 
@@ -370,10 +392,6 @@ def _dedupe(suggestions: list[Suggestion]) -> list[Suggestion]:
             seen.add(key)
             out.append(s)
     return out
-
-
-def _names(layers: Sequence[LayerStats]) -> tuple[str, ...]:
-    return tuple(layer.name for layer in layers)
 
 
 def _pseudo_norm_params(placement: Placement, config: Config) -> dict[str, object]:
@@ -399,17 +417,11 @@ def _common(norms: dict[str, str]) -> str:
     return kinds[0] if len(kinds) == 1 else "/".join(kinds)
 
 
-def _list(names: Sequence[str], head: int = 3, tail: int = 1) -> str:
-    quoted = [f"'{n}'" for n in names]
-    if len(quoted) <= head + tail + 1:
-        return ", ".join(quoted)
-    return f"{', '.join(quoted[:head])}, … {', '.join(quoted[-tail:])} ({len(quoted)} layers)"
-
-
 def candidates(
-    report_layers: Sequence[LayerStats], modules: dict[str, nn.Module], suggested: Sequence[Suggestion], config: Config
+    layers: Sequence[LayerStats], facts: Facts, suggested: Sequence[Suggestion], config: Config
 ) -> dict[str, tuple[Suggestion, ...]]:
-    """Every remedy a training trial can try on this model, by name, each a ready-to-apply suggestion.
+    """Every remedy a training trial can try on this model, by its command-line name, each a ready-to-apply
+    suggestion.
 
     The scan's own suggestions come first (they carry the measured placement and gains); the classic fixes are
     added where the model has what they act on (weighted layers for init/normalization, sigmoid-type modules for an
@@ -420,45 +432,29 @@ def candidates(
     for s in suggested:
         if s.remedy not in IN_MEMORY:
             continue
-        name = s.remedy.value.replace("_", "-")
         # A clip the advice gives for the same finding trains with the remedy, as the advice means it.
         paired = next((c for c in clips if s.remedy is not Remedy.CLIP and set(c.rules) & set(s.rules)), None)
-        out.setdefault(name, (s,) if paired is None else (s, paired))
-    weighted = _weighted(report_layers, modules)
-    if "pseudo-norm" not in out:
-        placement = pseudo_norm_points(report_layers, config.suggest.pseudo_norm_min_ratio)
+        out.setdefault(s.remedy.option, (s,) if paired is None else (s, paired))
+    weighted = _weighted(layers, facts)
+    if Remedy.PSEUDO_NORM.option not in out:
+        placement = pseudo_norm_points(layers, config.suggest.pseudo_norm_min_ratio)
         if placement is not None and placement.after:
-            out["pseudo-norm"] = (
-                Suggestion(
-                    Remedy.PSEUDO_NORM,
-                    placement.after,
-                    Where.AFTER,
-                    _pseudo_norm_params(placement, config),
-                    "trial candidate: measured placement",
-                    (),
-                ),
+            params = _pseudo_norm_params(placement, config)
+            candidate = Suggestion(
+                Remedy.PSEUDO_NORM, placement.after, Where.AFTER, params, "trial candidate: measured placement", ()
             )
+            out[Remedy.PSEUDO_NORM.option] = (candidate,)
     if weighted:
-        forward = {s.remedy: s for s in _forward_fixes(report_layers, modules, ())}
+        forward = {s.remedy: s for s in _forward_fixes(layers, facts, (), config)}
         for remedy in (Remedy.NORMALIZATION, Remedy.INIT):  # init is left out when it would re-draw the same
             if remedy in forward:
-                out.setdefault(remedy.value, (forward[remedy],))
-        if "regularize" not in out:
+                out.setdefault(remedy.option, (forward[remedy],))
+        if Remedy.REGULARIZE.option not in out:
             lam = config.suggest.regularize_lambda
-            names = _names(weighted)
-            out["regularize"] = (
-                Suggestion(
-                    Remedy.REGULARIZE,
-                    names,
-                    Where.MODEL,
-                    {"penalty": "l2", "lambda": lam, "parameters": [f"{n}.weight" for n in names]},
-                    "trial candidate: L2 penalty on every weighted layer",
-                    (),
-                ),
-            )
-    acts = [layer for layer in report_layers if isinstance(modules.get(layer.name), (nn.Sigmoid, nn.Tanh))]
-    if acts and "activation" not in out:
-        out["activation"] = (
+            out[Remedy.REGULARIZE.option] = (_regularize(_names(weighted), lam, (), large_weights=False),)
+    acts = _sigmoid_type(layers, facts)
+    if acts and Remedy.ACTIVATION.option not in out:
+        out[Remedy.ACTIVATION.option] = (
             Suggestion(
                 Remedy.ACTIVATION,
                 _names(acts),
@@ -468,17 +464,14 @@ def candidates(
                 (),
             ),
         )
-    out.setdefault(
-        "clip",
-        (
-            Suggestion(
-                Remedy.CLIP,
-                (),
-                Where.MODEL,
-                {"max_norm": 1.0},
-                "trial candidate: global gradient-norm clipping at 1.0",
-                (),
-            ),
-        ),
+    max_norm = config.suggest.clip_max_norm
+    clip = Suggestion(
+        Remedy.CLIP,
+        (),
+        Where.MODEL,
+        {"max_norm": max_norm},
+        f"trial candidate: global gradient-norm clipping at {max_norm:g}",
+        (),
     )
+    out.setdefault(Remedy.CLIP.option, (clip,))
     return out

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import ModelLoadError
+from .util import first_line
 
 # Keys under which training scripts commonly nest the model's state dict (Lightning: "state_dict").
 _NESTED_KEYS: tuple[str, ...] = ("state_dict", "model", "model_state_dict")
@@ -32,7 +33,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     try:
         model.load_state_dict(state, strict=True, assign=meta)
     except RuntimeError as exc:  # pragma: no cover - keys and shapes are checked above; dtype/device oddities
-        raise ModelLoadError(f"--weights {path}: cannot load into the model: {_first_line(exc)}") from None
+        raise ModelLoadError(f"--weights {path}: cannot load into the model: {first_line(exc)}") from None
 
 
 def read_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
@@ -67,7 +68,7 @@ def _load_failure(path: str | Path, exc: BaseException) -> str:
             "(loading it could run code); gradscope loads checkpoints only with torch.load(weights_only=True): "
             "re-save it with torch.save(model.state_dict(), path)"
         )
-    return f"--weights {path}: not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})"
+    return f"--weights {path}: not a PyTorch checkpoint ({type(exc).__name__}: {first_line(exc)})"
 
 
 def _find_state_dict(data: Any) -> Mapping[str, torch.Tensor] | None:
@@ -132,8 +133,3 @@ def _kind(data: Any) -> str:
     if isinstance(data, Mapping):
         return f"a dict with keys {_list([str(k) for k in data])}" if data else "an empty dict"
     return type(data).__name__
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -7,6 +7,7 @@ reason for its value; a test keeps the two in step. No torch import here (the CL
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -15,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .vocab import FailOn, Optimizer, Rule, Severity, Status
+
+# The policy's words beyond the severities: ``ignore`` drops a check, ``"*"`` in a layer entry means every rule.
+IGNORE = "ignore"
+ALL_RULES = "*"
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,12 @@ class DiagnoseConfig:
     saturation_derivative: float = 0.05
     saturated_units: float = 0.5
     dead_units: float = 0.5
+    dead_units_error: float = 0.999
     underflow_margin: float = 1.0
     large_weight_gain: float = 3.0
 
     def __post_init__(self) -> None:
+        _finite(self, "diagnose")
         _require(self.reference_layers >= 1, "diagnose.reference_layers", self.reference_layers, "must be >= 1")
         _require(
             0 < self.vanishing_error <= self.vanishing_warning < 1,
@@ -80,6 +88,12 @@ class DiagnoseConfig:
         for name in ("saturation_derivative", "saturated_units", "dead_units"):
             value = getattr(self, name)
             _require(0 < value < 1, f"diagnose.{name}", value, "must be in (0, 1)")
+        _require(
+            self.dead_units <= self.dead_units_error <= 1,
+            "diagnose.dead_units_error",
+            self.dead_units_error,
+            "needs dead_units <= dead_units_error <= 1",
+        )
         _require(self.underflow_margin > 0, "diagnose.underflow_margin", self.underflow_margin, "must be > 0")
         _require(self.large_weight_gain > 0, "diagnose.large_weight_gain", self.large_weight_gain, "must be > 0")
 
@@ -89,8 +103,13 @@ class SuggestConfig:
     pseudo_norm_min_ratio: float = 0.1
     rescale_max_gain: float = 100.0
     regularize_lambda: float = 1e-2
+    residual_min_depth: int = 10
+    same_init_tolerance: float = 0.25
+    clip_max_norm: float = 1.0
+    leaky_relu_slope: float = 0.01
 
     def __post_init__(self) -> None:
+        _finite(self, "suggest")
         _require(
             0 < self.pseudo_norm_min_ratio < 1,
             "suggest.pseudo_norm_min_ratio",
@@ -99,6 +118,49 @@ class SuggestConfig:
         )
         _require(self.rescale_max_gain >= 1, "suggest.rescale_max_gain", self.rescale_max_gain, "must be >= 1")
         _require(self.regularize_lambda > 0, "suggest.regularize_lambda", self.regularize_lambda, "must be > 0")
+        _require(self.residual_min_depth >= 2, "suggest.residual_min_depth", self.residual_min_depth, "must be >= 2")
+        _require(
+            0 < self.same_init_tolerance < 1,
+            "suggest.same_init_tolerance",
+            self.same_init_tolerance,
+            "must be in (0, 1)",
+        )
+        _require(self.clip_max_norm > 0, "suggest.clip_max_norm", self.clip_max_norm, "must be > 0")
+        _require(0 < self.leaky_relu_slope < 1, "suggest.leaky_relu_slope", self.leaky_relu_slope, "must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """``gradscope trial``: the training budget and what counts as "helps" (README, "Proving a fix")."""
+
+    steps: int = 300
+    batch_size: int = 64
+    optimizer: str = "adam"
+    sgd_lr: float = 0.1
+    adam_lr: float = 1e-3
+    test_fraction: float = 0.2
+    synthetic_samples: int = 1024
+    helps_accuracy: float = 0.05
+    helps_loss_ratio: float = 0.10
+    trained_accuracy: float = 0.90
+
+    def __post_init__(self) -> None:
+        _finite(self, "trial")
+        _require(self.steps >= 1, "trial.steps", self.steps, "must be at least 1")
+        _require(self.batch_size >= 1, "trial.batch_size", self.batch_size, "must be at least 1")
+        _require(
+            self.optimizer in {o.value for o in Optimizer}, "trial.optimizer", self.optimizer, "must be sgd or adam"
+        )
+        _require(self.sgd_lr > 0, "trial.sgd_lr", self.sgd_lr, "must be > 0")
+        _require(self.adam_lr > 0, "trial.adam_lr", self.adam_lr, "must be > 0")
+        _require(0 < self.test_fraction < 1, "trial.test_fraction", self.test_fraction, "must be in (0, 1)")
+        _require(self.synthetic_samples >= 10, "trial.synthetic_samples", self.synthetic_samples, "must be >= 10")
+        _require(0 < self.helps_accuracy < 1, "trial.helps_accuracy", self.helps_accuracy, "must be in (0, 1)")
+        _require(0 < self.helps_loss_ratio < 1, "trial.helps_loss_ratio", self.helps_loss_ratio, "must be in (0, 1)")
+        _require(0 < self.trained_accuracy <= 1, "trial.trained_accuracy", self.trained_accuracy, "must be in (0, 1]")
+
+    def lr(self, optimizer: str) -> float:
+        return self.sgd_lr if optimizer == Optimizer.SGD else self.adam_lr
 
 
 @dataclass(frozen=True)
@@ -107,7 +169,7 @@ class PolicyConfig:
 
     Severities are ``error``, ``warning``, ``info`` or ``ignore`` (YAML's bare ``off``/``false`` read as ignore).
     ``layers`` maps a glob over qualified layer names to ``{rule or "*": severity, baseline_factor: x}``; the last
-    matching glob wins per key. The names are checked against ``gradscope.policy`` (imported late: no cycle).
+    matching glob wins per key. Every name is checked here, so a typo fails before any model code runs.
     """
 
     fail_on: str = "error"
@@ -117,9 +179,59 @@ class PolicyConfig:
     baseline_factor: float = 10.0
 
     def __post_init__(self) -> None:
-        from .policy import validate_policy
+        _require(
+            self.fail_on in {f.value for f in FailOn},
+            "policy.fail_on",
+            self.fail_on,
+            f"must be one of {', '.join(FailOn)}",
+        )
+        statuses = [s.value for s in Status]
+        for status in self.fail_statuses:
+            if status not in statuses:
+                raise ConfigError(f"policy.fail_statuses: unknown status {status!r} (known: {', '.join(statuses)})")
+        if not isinstance(self.severity, Mapping):
+            raise ConfigError(f"policy.severity must be a mapping of rule: severity, got {self.severity!r}")
+        for rule, value in self.severity.items():
+            _check_rule(rule, f"policy.severity.{rule}")
+            _check_severity(value, f"policy.severity.{rule}")
+        check_factor(self.baseline_factor, "policy.baseline_factor")
+        if not isinstance(self.layers, Mapping):
+            raise ConfigError(f"policy.layers must be a mapping of glob: overrides, got {self.layers!r}")
+        for glob, entry in self.layers.items():
+            where = f"policy.layers[{glob!r}]"
+            if not isinstance(glob, str) or not glob:
+                raise ConfigError(f"{where}: a layer glob must be a non-empty string")
+            if not isinstance(entry, Mapping):
+                raise ConfigError(
+                    f"{where} must be a mapping such as {{vanishing_gradient: warning}} or {{'*': ignore}}, "
+                    f"got {entry!r}"
+                )
+            for key, value in entry.items():
+                if key == "baseline_factor":
+                    check_factor(value, f"{where}.baseline_factor")
+                    continue
+                if key != ALL_RULES:
+                    _check_rule(key, f"{where}.{key}")
+                _check_severity(value, f"{where}.{key}")
 
-        validate_policy(self)
+
+def _check_rule(rule: Any, where: str) -> None:
+    if rule not in [r.value for r in Rule]:
+        raise ConfigError(f"{where}: unknown rule {rule!r} (known: {', '.join(Rule)})")
+
+
+def _check_severity(value: Any, where: str) -> None:
+    if value is False or value in (*(s.value for s in Severity), IGNORE):
+        return
+    raise ConfigError(f"{where}={value!r} must be error, warning, info or ignore")
+
+
+def check_factor(value: Any, where: str) -> None:
+    """A regression factor: a finite number > 1 (``--factor`` and ``policy.baseline_factor``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 1
+    if not ok:
+        shown = f"{where} {value:g}" if where.startswith("--") and isinstance(value, float) else f"{where}={value!r}"
+        raise ConfigError(f"{shown} must be a number > 1 (e.g. 10: a tenfold move is a regression)")
 
 
 @dataclass(frozen=True)
@@ -128,6 +240,7 @@ class Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)
     suggest: SuggestConfig = field(default_factory=SuggestConfig)
+    trial: TrialConfig = field(default_factory=TrialConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
@@ -144,6 +257,14 @@ class Config:
 def _require(ok: bool, key: str, value: Any, why: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r} {why}")
+
+
+def _finite(section: Any, name: str) -> None:
+    """NaN compares false with everything: check it first, so the message names the key that holds it."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}.{f.name}={value!r} must be a finite number")
 
 
 def merge(base: Config, data: Mapping[str, Any], *, source: str) -> Config:

@@ -12,11 +12,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-
 from .config import DiagnoseConfig
-from .recorder import EMBEDDINGS, RECTIFYING, SATURATING, LayerRecord
-from .results import STATUS_PRIORITY, Finding, LayerStats, Severity, Spread, Status, Summary
+from .records import SMALLEST_NORMAL, LayerRecord
+from .results import Finding, LayerStats, Spread, Summary
+from .util import layer_list
+from .vocab import STATUS_PRIORITY, Rule, Severity, Status
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def diagnose(
             _forward_explosion(layers, growth, config, findings)
         _attenuation(layers, reference, config, collapse, findings)
         _saturation(layers, records, config, findings)
-        _dead_units(layers, findings)
+        _dead_units(layers, config, findings)
         _underflow(layers, records, config, findings)
     _zero_and_disconnected(layers, records, findings)
     summary = _summary(layers, reference, spread_ratio)
@@ -73,8 +73,8 @@ def _stats(index: int, r: LayerRecord) -> LayerStats:
         type=r.type_name,
         depth=0 if not r.name else r.name.count(".") + 1,
         output_shape=r.output_shape,
-        parameters=sum(p.numel() for p in r.params),
-        trainable=bool(r.trainable),
+        parameters=r.facts.parameters,
+        trainable=r.facts.trainable,
         grad_rms=Spread.of(r.grad_rms),
         signal_rms=Spread.of(r.signal_rms),
         activation_rms=Spread.of(r.activation_rms),
@@ -82,7 +82,7 @@ def _stats(index: int, r: LayerRecord) -> LayerStats:
         weight_rms=r.weight_rms,
         saturated_fraction=median(r.saturated_fraction),
         dead_fraction=median(r.dead_fraction),
-        shares_parameters_with=r.shares_parameters_with,
+        shares_parameters_with=r.facts.shares_parameters_with,
     )
 
 
@@ -110,20 +110,21 @@ def _statuses(
     found = [Status.OK]
     if any(_nonfinite_spread(x) for x in (s.grad_rms, s.signal_rms, s.activation_rms)):
         found.append(Status.NONFINITE)
-    if r.params and not r.trainable:
+    facts = r.facts
+    if facts.owns_parameters and not facts.trainable:
         found.append(Status.FROZEN)
-    if r.trainable and not r.grad_rms:
+    if facts.trainable and not r.grad_rms:
         found.append(Status.DISCONNECTED)
-    if not r.params and not r.shares_parameters_with and r.order < 0:
+    if facts.is_activation and r.order < 0:
         found.append(Status.DISCONNECTED)  # an activation module that never ran
-    if r.is_activation and r.output_needs_grad and not r.signal_rms:
+    if facts.is_activation and r.output_needs_grad and not r.signal_rms:
         found.append(Status.DISCONNECTED)
     grad = s.grad_rms.median if s.grad_rms is not None else None
-    if grad == 0.0 or (r.is_activation and s.signal_rms is not None and s.signal_rms.median == 0.0):
+    if grad == 0.0 or (facts.is_activation and s.signal_rms is not None and s.signal_rms.median == 0.0):
         found.append(Status.ZERO)
     dtype = r.grad_dtype if grad is not None else r.signal_dtype
     value = grad if grad is not None else (s.signal_rms.median if s.signal_rms is not None else None)
-    if _usable(value) and dtype is not None and value < _tiny(dtype) * c.underflow_margin:  # type: ignore[operator]
+    if _usable(value) and dtype is not None and value < SMALLEST_NORMAL.get(dtype, 0.0) * c.underflow_margin:  # type: ignore[operator]
         found.append(Status.UNDERFLOW)
     if _usable(grad) and _usable(reference):
         ratio = grad / reference  # type: ignore[operator]
@@ -162,23 +163,19 @@ def _flushed_loss_gradient(
     zero on its way into float16 (a tiny loss scale, a mean over many elements). Every exact zero is then underflow,
     which loss scaling fixes — not a zero-valued path, which is what "zero" tells the user to look for."""
     last = next(
-        (i for i in reversed(range(len(stats))) if records[i].trainable and stats[i].grad_rms is not None), None
+        (i for i in reversed(range(len(stats))) if records[i].facts.trainable and stats[i].grad_rms is not None), None
     )
     # grad_dtype for .half() models; signal_dtype (the output's) under autocast, where parameters stay float32
     if (
         last is None
         or Status.ZERO not in statuses[last]
-        or torch.float16 not in (records[last].grad_dtype, records[last].signal_dtype)
+        or "float16" not in (records[last].grad_dtype, records[last].signal_dtype)
     ):
         return
     for found in statuses:
         if Status.ZERO in found:
             found.remove(Status.ZERO)
             found.append(Status.UNDERFLOW)
-
-
-def _tiny(dtype: torch.dtype) -> float:
-    return float(torch.finfo(dtype).tiny) if dtype.is_floating_point else 0.0
 
 
 def _with_status(s: LayerStats, status: Status) -> LayerStats:
@@ -205,7 +202,7 @@ def _nonfinite(layers: Sequence[LayerStats], findings: list[Finding], culprit: t
         name, kind = culprit
         findings.append(
             Finding(
-                rule="nonfinite",
+                rule=Rule.NONFINITE,
                 severity=Severity.ERROR,
                 layers=_names(bad),
                 message=(
@@ -229,7 +226,7 @@ def _nonfinite(layers: Sequence[LayerStats], findings: list[Finding], culprit: t
         where = "backward pass (the gradient of its output)" if backward else "parameter gradients"
     findings.append(
         Finding(
-            rule="nonfinite",
+            rule=Rule.NONFINITE,
             severity=Severity.ERROR,
             layers=_names(bad),
             message=(
@@ -276,7 +273,7 @@ def _forward_collapse(layers: Sequence[LayerStats], ratio: float, c: DiagnoseCon
     start = collapsed[0].name if collapsed else layers[-1].name
     findings.append(
         Finding(
-            rule="forward_collapse",
+            rule=Rule.FORWARD_COLLAPSE,
             severity=Severity.ERROR,
             layers=_names(collapsed),
             message=(
@@ -314,7 +311,7 @@ def _forward_growth(stats: Sequence[LayerStats], records: Sequence[LayerRecord],
     sizes = [
         (s, s.activation_rms.median)
         for s, r in zip(stats, records, strict=True)
-        if fan_in(r.module) is not None and s.activation_rms is not None and _usable(s.activation_rms.median)
+        if r.facts.fan_in is not None and s.activation_rms is not None and _usable(s.activation_rms.median)
     ]
     if len(sizes) < 2:
         return None
@@ -328,7 +325,7 @@ def _forward_explosion(
     grown = growth.exploding(c.exploding_warning)
     findings.append(
         Finding(
-            rule="forward_explosion",
+            rule=Rule.FORWARD_EXPLOSION,
             severity=Severity.ERROR if growth.ratio > c.exploding_error else Severity.WARNING,
             layers=tuple(layer.name for layer in layers if layer.index in grown),
             message=(
@@ -349,8 +346,8 @@ def _attenuation(
     assert reference is not None
     decay = _decay_per_layer(layers)
     for status, rule, error_at, word in (
-        (Status.VANISHING, "vanishing_gradient", c.vanishing_error, "vanish"),
-        (Status.EXPLODING, "exploding_gradient", c.exploding_error, "explode"),
+        (Status.VANISHING, Rule.VANISHING_GRADIENT, c.vanishing_error, "vanish"),
+        (Status.EXPLODING, Rule.EXPLODING_GRADIENT, c.exploding_error, "explode"),
     ):
         hit = [
             layer
@@ -434,14 +431,6 @@ def preceding_parametric(layers: Sequence[LayerStats], index: int) -> LayerStats
     return None
 
 
-def fan_in(module: torch.nn.Module) -> int | None:
-    if isinstance(module, torch.nn.Linear):
-        return module.in_features
-    if isinstance(module, torch.nn.modules.conv._ConvNd):
-        return module.in_channels // module.groups * math.prod(module.kernel_size)
-    return None
-
-
 def _saturation(
     layers: Sequence[LayerStats], records: Sequence[LayerRecord], c: DiagnoseConfig, findings: list[Finding]
 ) -> None:
@@ -454,7 +443,7 @@ def _saturation(
         source = preceding_parametric(layers, layer.index)
         if source is None or source.weight_rms is None:
             continue
-        fan = fan_in(by_name[source.name].module)
+        fan = by_name[source.name].facts.fan_in
         if fan is not None:
             feeding[source.name] = source.weight_rms * math.sqrt(fan)
     large = {name: gain for name, gain in feeding.items() if gain > c.large_weight_gain}
@@ -467,7 +456,7 @@ def _saturation(
     )
     findings.append(
         Finding(
-            rule="saturation",
+            rule=Rule.SATURATION,
             severity=Severity.ERROR,
             layers=_names(hit),
             message=(
@@ -485,15 +474,15 @@ def _saturation(
     )
 
 
-def _dead_units(layers: Sequence[LayerStats], findings: list[Finding]) -> None:
+def _dead_units(layers: Sequence[LayerStats], c: DiagnoseConfig, findings: list[Finding]) -> None:
     hit = [layer for layer in layers if layer.status is Status.DEAD]
     if not hit:
         return
     worst = max(hit, key=lambda layer: layer.dead_fraction or 0.0)
-    everything = (worst.dead_fraction or 0.0) >= 0.999
+    everything = (worst.dead_fraction or 0.0) >= c.dead_units_error
     findings.append(
         Finding(
-            rule="dead_units",
+            rule=Rule.DEAD_UNITS,
             severity=Severity.ERROR if everything else Severity.WARNING,
             layers=_names(hit),
             message=(
@@ -511,7 +500,7 @@ def _underflow(
     hit = [(layer, r) for layer, r in zip(layers, records, strict=True) if layer.status is Status.UNDERFLOW]
     if not hit:
         return
-    dtypes = sorted({str(r.grad_dtype or r.signal_dtype).replace("torch.", "") for _, r in hit})
+    dtypes = sorted({str(r.grad_dtype or r.signal_dtype) for _, r in hit})
     # float16 has a narrow exponent range that loss scaling widens; float32/bfloat16 only run out of range when
     # the gradient has already vanished by tens of orders of magnitude, and then the vanishing is the thing to fix.
     advice = (
@@ -521,7 +510,7 @@ def _underflow(
     )
     findings.append(
         Finding(
-            rule="underflow",
+            rule=Rule.UNDERFLOW,
             severity=Severity.ERROR,
             layers=tuple(layer.name for layer, _ in hit),
             message=(
@@ -540,7 +529,7 @@ def _zero_and_disconnected(
     if frozen:
         findings.append(
             Finding(
-                rule="frozen",
+                rule=Rule.FROZEN,
                 severity=Severity.INFO,
                 layers=_names(frozen),
                 message=f"{len(frozen)} layer(s) are frozen (requires_grad=False) and are not judged",
@@ -551,12 +540,12 @@ def _zero_and_disconnected(
     if gone:
         findings.append(
             Finding(
-                rule="disconnected",
+                rule=Rule.DISCONNECTED,
                 severity=Severity.WARNING,
                 layers=_names(gone),
                 message=(
-                    f"no gradient reaches {len(gone)} trainable layer(s) ({', '.join(_names(gone)[:3])}"
-                    f"{', ...' if len(gone) > 3 else ''}): they are unused in forward or cut from the loss "
+                    f"no gradient reaches {len(gone)} trainable layer(s) ({layer_list(_names(gone))}): they are "
+                    f"unused in forward or cut from the loss "
                     f"(detach, no_grad, an unused output), so they will never train"
                 ),
                 evidence={"parameters": sum(layer.parameters for layer in gone)},
@@ -574,7 +563,7 @@ def _zero_and_disconnected(
         )
         findings.append(
             Finding(
-                rule="zero_gradient",
+                rule=Rule.ZERO_GRADIENT,
                 severity=Severity.INFO if explained else Severity.WARNING,
                 layers=_names(zero),
                 message=f"{len(zero)} layer(s) receive an exactly-zero gradient: {because}",
@@ -604,4 +593,4 @@ def _summary(layers: Sequence[LayerStats], reference: float | None, spread_ratio
     )
 
 
-__all__ = ["Diagnosis", "diagnose", "fan_in", "preceding_parametric", "EMBEDDINGS", "RECTIFYING", "SATURATING"]
+__all__ = ["Diagnosis", "diagnose", "preceding_parametric"]

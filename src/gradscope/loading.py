@@ -22,6 +22,7 @@ from typing import Any
 from torch import nn
 
 from .errors import ModelLoadError
+from .util import describe, first_line
 
 FACTORY_NAMES: tuple[str, ...] = ("build_model", "create_model", "get_model")
 HOOK_NAMES: tuple[str, ...] = ("example_inputs", "probe_batches", "loss_fn", "dataset")
@@ -159,7 +160,7 @@ def import_file(path: str) -> types.ModuleType:
     except ImportError as exc:
         raise ModelLoadError(_import_error_message(path, exc)) from None
     except Exception as exc:
-        raise ModelLoadError(f"{path} failed at import: {_describe(exc)}") from None
+        raise ModelLoadError(f"{path} failed at import: {describe(exc)}") from None
     finally:
         import_path = list(sys.path)  # what the file saw, including entries it added itself
         sys.path[:] = saved_path
@@ -204,10 +205,10 @@ def _import_error_message(path: str, exc: ImportError) -> str:
     if missing:
         top = missing.split(".")[0]
         return (
-            f"{path}: {_first_line(exc)}; check that {top!r} is installed and up to date "
+            f"{path}: {first_line(exc)}; check that {top!r} is installed and up to date "
             f"(pip install -U {_PIP_NAMES.get(top, top)})"
         )
-    return f"{path}: import failed: {_first_line(exc)}"
+    return f"{path}: import failed: {first_line(exc)}"
 
 
 def _import_package_module(module_name: str, target: str) -> types.ModuleType:
@@ -243,7 +244,7 @@ def _import_package_module(module_name: str, target: str) -> types.ModuleType:
         where = exc.filename or module_name
         raise ModelLoadError(f"{where}: syntax error at line {exc.lineno}: {exc.msg}") from None
     except Exception as exc:
-        raise ModelLoadError(f"{module_name} failed at import: {_describe(exc)}") from None
+        raise ModelLoadError(f"{module_name} failed at import: {describe(exc)}") from None
     finally:
         sys.path[:] = saved_path
 
@@ -379,7 +380,7 @@ def _instantiate(obj: Any, name: str, kwargs: dict[str, Any], where: str) -> nn.
             "and pass settings with --model-kwargs"
         ) from None
     except Exception as exc:
-        raise ModelLoadError(f"{where}: {name}() raised {_describe(exc)}") from None
+        raise ModelLoadError(f"{where}: {name}() raised {describe(exc)}") from None
     finally:
         sys.argv = saved_argv
     if not isinstance(result, nn.Module):
@@ -416,16 +417,3 @@ def _merge_hooks(preferred: ModelFileHooks, fallback: ModelFileHooks) -> ModelFi
     merged = {hook: getattr(preferred, hook) or getattr(fallback, hook) for hook in HOOK_NAMES}
     sources = [s for s in (preferred.source, fallback.source) if s is not None]
     return ModelFileHooks(**merged, source=", ".join(dict.fromkeys(sources)) or None)
-
-
-# -- messages ------------------------------------------------------------------------------------------------
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
-
-
-def _describe(exc: BaseException) -> str:
-    line = _first_line(exc)
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__

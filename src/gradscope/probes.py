@@ -17,6 +17,8 @@ from torch import nn
 
 from .errors import GradscopeError, ProbeError
 from .loading import ModelFileHooks
+from .torchutil import ACTIVATIONS, dtype_name, float_dtype, iter_tensors
+from .util import describe
 
 Batch = Any  # Tensor | tuple[Any, ...] | dict[str, Any]
 
@@ -42,24 +44,7 @@ _PASS_THROUGH: tuple[type[nn.Module], ...] = (
     nn.Dropout2d,
     nn.Dropout3d,
     nn.AlphaDropout,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Softplus,
-    nn.Softsign,
-    nn.Tanhshrink,
+    *ACTIVATIONS,
 )
 
 
@@ -116,7 +101,7 @@ def _call_hook(hook: Any, label: str, *args: Any) -> Any:
     except GradscopeError:
         raise
     except Exception as exc:
-        raise ProbeError(f"{label} raised {_describe(exc)}") from None
+        raise ProbeError(f"{label} raised {describe(exc)}") from None
 
 
 def _user_batches(hook: Any, n: int, seed: int) -> list[Batch]:
@@ -130,7 +115,7 @@ def _user_batches(hook: Any, n: int, seed: int) -> list[Batch]:
     except GradscopeError:
         raise
     except Exception as exc:
-        raise ProbeError(f"{label} raised {_describe(exc)} while yielding batches") from None
+        raise ProbeError(f"{label} raised {describe(exc)} while yielding batches") from None
     if len(batches) < n:
         raise ProbeError(
             f"{label} yielded {len(batches)} batch(es), expected {n}; yield one per --batches or lower --batches"
@@ -145,7 +130,7 @@ def _validated(batch: Any, index: int, source: str) -> Batch:
             f"{where} is a {type(batch).__name__}; it must be a Tensor, a tuple (positional args) "
             "or a dict (keyword args)"
         )
-    tensors = list(_tensors(batch))
+    tensors = list(iter_tensors(batch))
     if not tensors:
         raise ProbeError(f"{where} contains no tensor; return the model's input tensors from {source}()")
     for tensor in tensors:
@@ -158,18 +143,6 @@ def _validated(batch: Any, index: int, source: str) -> Batch:
     return batch
 
 
-def _tensors(obj: Any) -> Iterable[torch.Tensor]:
-    """Every tensor in a batch or output, depth first, in order."""
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, Mapping):
-        for value in obj.values():
-            yield from _tensors(value)
-    elif isinstance(obj, (tuple, list)):
-        for value in obj:
-            yield from _tensors(value)
-
-
 # -- synthetic batches ---------------------------------------------------------------------------------------
 
 
@@ -180,13 +153,6 @@ def _parse_dtype(name: str | None) -> torch.dtype | None:
     if dtype is None:
         raise ProbeError(f"--input-dtype {name!r} is not one of {', '.join(INPUT_DTYPES)}")
     return dtype
-
-
-def _float_dtype(model: nn.Module) -> torch.dtype:
-    for param in model.parameters():
-        if param.is_floating_point():
-            return param.dtype
-    return torch.float32
 
 
 def _draw(shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator, high: int) -> torch.Tensor:
@@ -203,7 +169,7 @@ def _from_shapes(model: nn.Module, shapes: Sequence[tuple[int, ...]], dtype: tor
         if not shape or any(d < 1 for d in shape):
             raise ProbeError(f"--input-shape {','.join(map(str, shape))}: every dimension must be at least 1")
         resolved.append(shape)
-    chosen = dtype if dtype is not None else _float_dtype(model)
+    chosen = dtype if dtype is not None else float_dtype(model)
     first = _first_layer(model)
     high = first[1].num_embeddings if first and isinstance(first[1], (nn.Embedding, nn.EmbeddingBag)) else 2
 
@@ -261,7 +227,7 @@ def _inferred(model: nn.Module, dtype: torch.dtype | None, *, batch_size: int, s
     if isinstance(layer, (nn.Embedding, nn.EmbeddingBag)):
         if dtype is not None and dtype.is_floating_point:
             raise ProbeError(
-                f"--input-dtype {_dtype_name(dtype)} does not fit the first layer {label}, "
+                f"--input-dtype {dtype_name(dtype)} does not fit the first layer {label}, "
                 "which takes integer token ids; use --input-dtype int64"
             )
         token_dtype = dtype or torch.int64
@@ -277,7 +243,7 @@ def _inferred(model: nn.Module, dtype: torch.dtype | None, *, batch_size: int, s
     shapes = _shapes_for(layer, b=b, s=s, size=size)
     if shapes is None:
         raise _cannot_infer(label, None)
-    chosen = dtype if dtype is not None else _float_dtype(model)
+    chosen = dtype if dtype is not None else float_dtype(model)
 
     def make(generator: torch.Generator) -> Batch:
         inputs = tuple(_draw(shape, chosen, generator, 2) for shape in shapes)
@@ -328,10 +294,6 @@ def _cannot_infer(label: str, why: str | None) -> ProbeError:
     )
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 # -- running the model ---------------------------------------------------------------------------------------
 
 
@@ -354,7 +316,7 @@ def select_output(output: Any) -> torch.Tensor:
     ``"logits"`` (else its first tensor), a ``.logits`` attribute, or the first tensor of ``to_tuple()``."""
     if output is None:
         raise ProbeError("the model returned None; forward() must return a tensor")
-    tensor = _find_output_tensor(output)
+    tensor = find_output_tensor(output)
     if tensor is None:
         raise ProbeError(
             f"the model returned {type(output).__name__}, which holds no tensor; return a tensor, a tuple or "
@@ -375,16 +337,16 @@ def select_output(output: Any) -> torch.Tensor:
     return tensor
 
 
-def _find_output_tensor(output: Any) -> torch.Tensor | None:
+def find_output_tensor(output: Any) -> torch.Tensor | None:
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, Mapping):
         logits = output.get("logits")
         if isinstance(logits, torch.Tensor):
             return logits
-        return next(iter(_tensors(output)), None)
+        return next(iter(iter_tensors(output)), None)
     if isinstance(output, (tuple, list)):
-        return next(iter(_tensors(output)), None)
+        return next(iter(iter_tensors(output)), None)
     logits = getattr(output, "logits", None)
     if isinstance(logits, torch.Tensor):
         return logits
@@ -394,7 +356,7 @@ def _find_output_tensor(output: Any) -> torch.Tensor | None:
             items = to_tuple()
         except Exception:  # an unrelated to_tuple(); the caller reports "no tensor"
             return None
-        return next(iter(_tensors(items)), None)
+        return next(iter(iter_tensors(items)), None)
     return None
 
 
@@ -423,7 +385,7 @@ def default_loss(output: torch.Tensor, seed: int, batch_index: int) -> torch.Ten
 
 def batch_size_of(batch: Batch) -> int | None:
     """The leading dimension of the first tensor that has one; ``None`` when there is none."""
-    for tensor in _tensors(batch):
+    for tensor in iter_tensors(batch):
         if tensor.dim() > 0:
             return int(tensor.shape[0])
     return None
@@ -451,9 +413,3 @@ def _rebuild_mapping(original: Mapping[Any, Any], moved: dict[Any, Any]) -> Mapp
         return type(original)(moved)  # type: ignore[call-arg]
     except Exception:  # a Mapping type that cannot be built from a dict: a plain dict works for **kwargs
         return moved
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__

@@ -66,8 +66,8 @@ def _stem(nodeid: str) -> str:
 
 
 def _write(directory: Path, stem: str, result: Any) -> None:
-    from gradscope.policy import check_markdown
     from gradscope.report import render_json, write_atomic
+    from gradscope.report.check import check_markdown
     from gradscope.report.html import render_html
 
     directory.mkdir(parents=True, exist_ok=True)

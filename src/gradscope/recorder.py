@@ -16,72 +16,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-SATURATING = (nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Softsign, nn.Hardsigmoid)  # Hardtanh covers ReLU6
-RECTIFYING = (nn.ReLU, nn.ReLU6)
-ACTIVATIONS = (
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Hardtanh,
-    nn.Softsign,
-    nn.Hardsigmoid,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Softplus,
-    nn.Hardswish,
-    nn.LogSigmoid,
-    nn.Tanhshrink,
-)
-EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
+from .records import LayerFacts, LayerRecord
+from .torchutil import ACTIVATIONS, EMBEDDINGS, RECTIFYING, SATURATING, dtype_name, first_float_tensor, layer_facts
+
 # The spread, saturation and dead-unit statistics read at most this many elements of a layer's output per batch
 # (a fixed stride; README "Overhead"). Sums of squares and gradients always read everything.
 FORWARD_SAMPLE = 16_384
 
 
-@dataclass
-class LayerRecord:
-    """What the recorder knows of one layer; per-batch lists are filled on the host by ``end_batch``."""
+@dataclass(frozen=True)
+class Tap:
+    """The torch side of a layer: the module the hooks sit on and the parameters counted for it."""
 
-    name: str
     module: nn.Module
-    params: list[nn.Parameter]  # own parameters counted here (tied ones only at their first owner)
-    trainable: list[nn.Parameter]
-    shares_parameters_with: str | None
-    order: int = -1  # first forward call in batch 0; -1 when it never ran
-    output_shape: tuple[int, ...] | None = None
-    weight_rms: float | None = None
-    grad_rms: list[float] = field(default_factory=list)
-    signal_rms: list[float] = field(default_factory=list)
-    activation_rms: list[float] = field(default_factory=list)
-    activation_std: list[float] = field(default_factory=list)
-    saturated_fraction: list[float] = field(default_factory=list)
-    dead_fraction: list[float] = field(default_factory=list)
-    grad_missing: int = 0  # batches where trainable parameters had no .grad after backward
-    signal_missing: int = 0  # batches where the output needed a gradient and none arrived
-    output_needs_grad: bool = False
-    grad_dtype: torch.dtype | None = None
-    signal_dtype: torch.dtype | None = None
-
-    @property
-    def type_name(self) -> str:
-        return type(self.module).__name__
-
-    @property
-    def is_activation(self) -> bool:
-        return not self.params and not self.shares_parameters_with
+    params: tuple[nn.Parameter, ...]  # own parameters counted here (tied ones only at their first owner)
+    trainable: tuple[nn.Parameter, ...]
 
 
 # One entry of the flat per-batch list: which layer, which statistic, and the host-side numbers needed to turn the
@@ -93,13 +49,19 @@ class _Entry:
     numel: float = 1.0
 
 
+def model_facts(model: nn.Module) -> dict[str, LayerFacts]:
+    """The facts of every layer of ``model``, by name, without running it."""
+    _, layers = Recorder._discover(model)
+    return {layer.name: layer.facts for layer in layers}
+
+
 class Recorder:
     """``with Recorder(model) as rec:`` then per batch ``rec.start_batch()``, forward, backward, ``rec.end_batch()``."""
 
     def __init__(self, model: nn.Module, *, saturation_derivative: float = 0.05) -> None:
         self.model = model
         self.saturation_derivative = saturation_derivative
-        self.layers = self._discover(model)
+        self.taps, self.layers = self._discover(model)
         self._handles: list[Any] = []
         self._values: list[torch.Tensor] = []
         self._entries: list[_Entry] = []
@@ -113,8 +75,9 @@ class Recorder:
 
     # -- discovery ---------------------------------------------------------------------------------------------
     @staticmethod
-    def _discover(model: nn.Module) -> list[LayerRecord]:
+    def _discover(model: nn.Module) -> tuple[list[Tap], list[LayerRecord]]:
         owner: dict[int, str] = {}
+        taps: list[Tap] = []
         layers: list[LayerRecord] = []
         for name, module in model.named_modules():
             if ".parametrizations" in f".{name}":
@@ -129,16 +92,17 @@ class Recorder:
             for p in own:
                 owner[id(p)] = name
             if direct or isinstance(module, ACTIVATIONS):
-                layers.append(
-                    LayerRecord(
-                        name=name,
-                        module=module,
-                        params=own,
-                        trainable=[p for p in own if p.requires_grad],
-                        shares_parameters_with=shared[0] if shared and not own else None,
-                    )
+                trainable = tuple(p for p in own if p.requires_grad)
+                taps.append(Tap(module, tuple(own), trainable))
+                facts = layer_facts(
+                    name,
+                    module,
+                    parameters=sum(p.numel() for p in own),
+                    trainable=bool(trainable),
+                    shares_parameters_with=shared[0] if shared and not own else None,
                 )
-        return layers
+                layers.append(LayerRecord(facts))
+        return taps, layers
 
     # -- context manager ---------------------------------------------------------------------------------------
     def __enter__(self) -> Recorder:
@@ -155,9 +119,9 @@ class Recorder:
         if self._handles:
             return
         try:
-            for index, layer in enumerate(self.layers):
+            for index, tap in enumerate(self.taps):
                 # prepend: see the module's own output, before any other hook (a remedy's) replaces it
-                self._handles.append(layer.module.register_forward_hook(self._forward_hook(index), prepend=True))
+                self._handles.append(tap.module.register_forward_hook(self._forward_hook(index), prepend=True))
         except BaseException:
             self.detach()
             raise
@@ -200,11 +164,11 @@ class Recorder:
     # -- hooks -------------------------------------------------------------------------------------------------
     def _forward_hook(self, index: int) -> Callable[..., None]:
         layer = self.layers[index]
-        saturating = isinstance(layer.module, SATURATING)
-        rectifying = isinstance(layer.module, RECTIFYING)
+        saturating = isinstance(self.taps[index].module, SATURATING)
+        rectifying = isinstance(self.taps[index].module, RECTIFYING)
 
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            out = _first_float_tensor(output)
+            out = first_float_tensor(output)
             if self._batch == 0 and layer.order < 0:
                 layer.order = self._calls
                 self._calls += 1
@@ -234,7 +198,7 @@ class Recorder:
                 self._append(index, "saturated", self._saturated_count(module, rows), float(rows.numel()))
             if out.requires_grad:
                 layer.output_needs_grad = True
-                layer.signal_dtype = out.dtype
+                layer.signal_dtype = dtype_name(out.dtype)
                 self._expects_signal.add(index)
                 out.register_hook(self._signal_hook(index, numel))  # type: ignore[no-untyped-call]
 
@@ -273,39 +237,38 @@ class Recorder:
 
     # -- parameters --------------------------------------------------------------------------------------------
     def _compute_weight_rms(self) -> None:
-        owners = [layer for layer in self.layers if layer.params and not any(p.is_meta for p in layer.params)]
+        owners = [i for i, tap in enumerate(self.taps) if tap.params and not any(p.is_meta for p in tap.params)]
         if not owners:
             return
-        device = owners[0].params[0].device
+        device = self.taps[owners[0]].params[0].device
         with torch.no_grad():
-            values = [torch.stack([_sumsq(p.detach()).to(device) for p in layer.params]).sum() for layer in owners]
+            values = [torch.stack([_sumsq(p.detach()).to(device) for p in self.taps[i].params]).sum() for i in owners]
             host = torch.stack(values).cpu().tolist()  # once per scan: weights do not change while probing
-        if host:
-            for layer, sq in zip(owners, host, strict=True):
-                layer.weight_rms = math.sqrt(sq / sum(p.numel() for p in layer.params))
+        for i, sq in zip(owners, host, strict=True):
+            self.layers[i].weight_rms = math.sqrt(sq / sum(p.numel() for p in self.taps[i].params))
 
     def _record_param_grads(self) -> None:
         grads: list[torch.Tensor] = []
         owners: list[int] = []
-        for index, layer in enumerate(self.layers):
-            if not layer.trainable:
+        for index, (tap, layer) in enumerate(zip(self.taps, self.layers, strict=True)):
+            if not tap.trainable:
                 continue
-            present = [p.grad for p in layer.trainable if p.grad is not None]
-            if len(present) < len(layer.trainable):
+            present = [p.grad for p in tap.trainable if p.grad is not None]
+            if len(present) < len(tap.trainable):
                 layer.grad_missing += 1
             if not present:
                 continue
-            layer.grad_dtype = present[0].dtype
+            layer.grad_dtype = dtype_name(present[0].dtype)
             for g in present:
                 grads.append(g.coalesce().values() if g.is_sparse else g)
                 owners.append(index)
-            if isinstance(layer.module, EMBEDDINGS) and not present[0].is_sparse:
+            if isinstance(tap.module, EMBEDDINGS) and not present[0].is_sparse:
                 # Rows of tokens absent from the batch get no gradient: count only touched rows, so a large
                 # vocabulary does not read as "vanishing" (README, "Embeddings").
                 weight_grad = present[0]
                 touched = torch.count_nonzero(torch.linalg.vector_norm(weight_grad, dim=1))
                 self._append(index, "grad_rows", touched.float(), float(weight_grad.shape[1]))
-        for index, g, norm in zip(owners, grads, _norms(grads), strict=True):
+        for index, g, norm in zip(owners, grads, norms(grads), strict=True):
             self._append(index, "grad_norm", norm, float(g.numel()))
 
     def _append(self, layer: int, stat: str, value: torch.Tensor, numel: float = 1.0) -> None:
@@ -350,7 +313,7 @@ class Recorder:
                 count = grad[1]
                 rows = sums.get((index, "grad_rows"))
                 if rows is not None:  # embedding: touched rows × embedding dim, plus any other own params
-                    weight = layer.trainable[0]
+                    weight = self.taps[index].trainable[0]
                     count = count - weight.numel() + rows[0] * rows[1]
                 layer.grad_rms.append(math.sqrt(grad[0] / count) if count > 0 else 0.0)
 
@@ -388,7 +351,7 @@ def _norm(t: torch.Tensor) -> torch.Tensor:
     return norm
 
 
-def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     """Float32 norms of many tensors in one fused call where torch offers it."""
     if not tensors:
         return []
@@ -406,19 +369,3 @@ def _sample(t: torch.Tensor, batch_dim: int | None) -> torch.Tensor:
     rows = t.movedim(batch_dim, 0).reshape(t.shape[batch_dim], -1) if batch_dim is not None else t.reshape(1, -1)
     step = -(-rows.numel() // FORWARD_SAMPLE)
     return rows[:, ::step] if step > 1 else rows
-
-
-def _first_float_tensor(output: Any) -> torch.Tensor | None:
-    if isinstance(output, torch.Tensor):
-        return output if output.is_floating_point() else None
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            found = _first_float_tensor(item)
-            if found is not None:
-                return found
-    if isinstance(output, dict):
-        for item in output.values():
-            found = _first_float_tensor(item)
-            if found is not None:
-                return found
-    return None

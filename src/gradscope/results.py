@@ -12,68 +12,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from ._version import __version__
+from .vocab import Remedy, Rule, Severity, Status, Where
+
 SCHEMA = "gradscope.report/1"
-
-
-class Status(StrEnum):
-    """What a layer's numbers say. One per layer; the most serious one wins (see ``STATUS_PRIORITY``)."""
-
-    OK = "ok"
-    VANISHING = "vanishing"
-    EXPLODING = "exploding"
-    NONFINITE = "nonfinite"
-    FROZEN = "frozen"  # every own parameter has requires_grad=False
-    DISCONNECTED = "disconnected"  # no gradient reached the layer at all
-    ZERO = "zero"  # a gradient reached the layer and it is exactly zero
-    SATURATED = "saturated"
-    DEAD = "dead"
-    UNDERFLOW = "underflow"  # below the smallest normal number of the gradient's dtype
-
-
-# Earlier wins when several apply: a non-finite layer is reported as such even if it also looks saturated.
-STATUS_PRIORITY: tuple[Status, ...] = (
-    Status.NONFINITE,
-    Status.FROZEN,
-    Status.DISCONNECTED,
-    Status.ZERO,
-    Status.UNDERFLOW,
-    Status.EXPLODING,
-    Status.VANISHING,
-    Status.SATURATED,
-    Status.DEAD,
-    Status.OK,
-)
-
-
-class Severity(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-    INFO = "info"
-
-    @property
-    def rank(self) -> int:
-        return {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}[self]
-
-
-class Where(StrEnum):
-    AFTER = "after"
-    BEFORE = "before"
-    REPLACE = "replace"
-    MODEL = "model"
-
-
-class Remedy(StrEnum):
-    PSEUDO_NORM = "pseudo_norm"
-    RESCALE = "rescale"
-    REGULARIZE = "regularize"
-    ACTIVATION = "activation"
-    NORMALIZATION = "normalization"
-    RESIDUAL = "residual"
-    INIT = "init"
-    CLIP = "clip"
-    GATED_RECURRENT = "gated_recurrent"
-    LOSS_SCALING = "loss_scaling"
-    INSPECT = "inspect"
+SCHEMA_PREFIX = "gradscope.report/"
 
 
 @dataclass(frozen=True)
@@ -123,7 +66,7 @@ class LayerStats:
 
 @dataclass(frozen=True)
 class Finding:
-    rule: str
+    rule: str  # a Rule; a report read back from JSON may carry rules this version does not know
     severity: Severity
     layers: tuple[str, ...]
     message: str
@@ -200,6 +143,12 @@ class Report:
             if layer.name == name:
                 return layer
         raise KeyError(name)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Report:
+        """The Report that ``to_dict()`` wrote, checking every key it reads; raises ``SchemaError`` with a
+        one-line reason (``layers[3].status 'fine' is not one of ...``). ``timing`` is kept, never interpreted."""
+        return _parse_report(data)
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(  # type: ignore[no-any-return]
@@ -304,3 +253,218 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, StrEnum):
         return value.value
     return value
+
+
+# ------------------------------------------------------------------------------------------ reading back
+
+
+class SchemaError(ValueError):
+    """A JSON document that is not a valid ``gradscope.report/1`` report; the message says where and why."""
+
+
+_NUM = (int, float)
+
+
+def _parse_report(data: Any) -> Report:
+    if not isinstance(data, Mapping) or "schema" not in data:
+        kind = "an object without a 'schema' key" if isinstance(data, Mapping) else _article(type(data).__name__)
+        raise SchemaError(f"not a gradscope report (the JSON is {kind})")
+    schema = data["schema"]
+    if not isinstance(schema, str) or not schema.startswith(SCHEMA_PREFIX):
+        raise SchemaError(f"not a gradscope report (schema {schema!r}, expected {SCHEMA!r})")
+    if schema != SCHEMA:
+        raise SchemaError(f"schema {schema!r} is not supported by gradscope {__version__}, which reads {SCHEMA!r}")
+    try:
+        return _report(data)
+    except SchemaError as exc:
+        raise SchemaError(f"not a valid {SCHEMA} report: {exc}") from None
+
+
+def _article(kind: str) -> str:
+    name = {"list": "list", "str": "string", "int": "number", "float": "number", "NoneType": "null"}.get(kind, kind)
+    return f"a {'boolean' if kind == 'bool' else name}"
+
+
+def _get(obj: Mapping[str, Any], key: str, kinds: tuple[type, ...], where: str, *, optional: bool = False) -> Any:
+    if key not in obj:
+        if optional:
+            return None
+        raise SchemaError(f"{where} has no {key!r}")
+    value = obj[key]
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) and bool not in kinds:
+        raise SchemaError(f"{where}.{key} must be {_kinds(kinds)}, got {value!r}")
+    if not isinstance(value, kinds):
+        raise SchemaError(f"{where}.{key} must be {_kinds(kinds)}, got {_short(value)}")
+    return value
+
+
+def _kinds(kinds: tuple[type, ...]) -> str:
+    if kinds == _NUM:
+        return "a number"
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true/false", list: "a list",
+             dict: "an object", Mapping: "an object"}  # fmt: skip
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
+
+
+def _short(value: Any) -> str:
+    import json
+
+    text = json.dumps(value) if not isinstance(value, Mapping) else "an object"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _number(obj: Mapping[str, Any], key: str, where: str) -> float | None:
+    value = _get(obj, key, _NUM, where, optional=True)
+    return None if value is None else float(value)
+
+
+def _spread(obj: Mapping[str, Any], key: str, where: str) -> Spread | None:
+    median = _number(obj, key, where)
+    rng = obj.get(f"{key}_range")
+    lo = hi = median
+    if rng is not None:
+        if not (
+            isinstance(rng, list)
+            and len(rng) == 2
+            and all(v is None or (isinstance(v, _NUM) and not isinstance(v, bool)) for v in rng)
+        ):
+            raise SchemaError(f"{where}.{key}_range must be [min, max]")
+        lo = None if rng[0] is None else float(rng[0])
+        hi = None if rng[1] is None else float(rng[1])
+    if median is None and rng is None:
+        return None
+    nan = math.nan
+    return Spread(nan if median is None else median, nan if lo is None else lo, nan if hi is None else hi)
+
+
+def _report(data: Mapping[str, Any]) -> Report:
+    model = _get(data, "model", (Mapping,), "report")
+    probe = _get(data, "probe", (Mapping,), "report")
+    layers_raw = _get(data, "layers", (list,), "report")
+    findings_raw = _get(data, "findings", (list,), "report")
+    suggestions_raw = _get(data, "suggestions", (list,), "report", optional=True) or []
+    summary = _get(data, "summary", (Mapping,), "report", optional=True) or {}
+    timing = _get(data, "timing", (Mapping,), "report", optional=True) or {}
+    fix = _get(data, "fix", (Mapping,), "report", optional=True)
+    layers = tuple(_layer(item, i) for i, item in enumerate(layers_raw))
+    seen: set[str] = set()
+    for layer in layers:
+        if layer.name in seen:
+            raise SchemaError(f"layer name {layer.name!r} appears twice")
+        seen.add(layer.name)
+    return Report(
+        model=ModelInfo(
+            target=_get(model, "target", (str,), "model"),
+            class_name=_get(model, "class", (str,), "model"),
+            parameters=_get(model, "parameters", (int,), "model"),
+            trainable_parameters=_get(model, "trainable_parameters", (int,), "model"),
+        ),
+        probe=ProbeInfo(
+            batches=_get(probe, "batches", (int,), "probe"),
+            batch_size=_get(probe, "batch_size", (int,), "probe", optional=True),
+            seed=_get(probe, "seed", (int,), "probe"),
+            loss=_get(probe, "loss", (str,), "probe"),
+            device=_get(probe, "device", (str,), "probe"),
+            dtype=_get(probe, "dtype", (str,), "probe"),
+        ),
+        layers=layers,
+        findings=tuple(_finding(item, i) for i, item in enumerate(findings_raw)),
+        suggestions=_suggestions(suggestions_raw),
+        summary=Summary(
+            reference_grad_rms=_number(summary, "reference_grad_rms", "summary"),
+            worst_layer=_get(summary, "worst_layer", (str,), "summary", optional=True),
+            worst_ratio=_number(summary, "worst_ratio", "summary"),
+            decay_per_layer=_number(summary, "decay_per_layer", "summary"),
+            forward_spread_ratio=_number(summary, "forward_spread_ratio", "summary"),
+        ),
+        fix=None if fix is None else _fix(fix),
+        timing={str(k): v for k, v in timing.items() if isinstance(v, _NUM) and not isinstance(v, bool)},
+    )
+
+
+def _layer(item: Any, i: int) -> LayerStats:
+    where = f"layers[{i}]"
+    if not isinstance(item, Mapping):
+        raise SchemaError(f"{where} must be an object, got {_short(item)}")
+    name = _get(item, "name", (str,), where)
+    status = _get(item, "status", (str,), where)
+    try:
+        parsed_status = Status(status)
+    except ValueError:
+        raise SchemaError(f"{where}.status {status!r} is not one of {', '.join(s.value for s in Status)}") from None
+    shape = _get(item, "output_shape", (list,), where, optional=True)
+    if shape is not None and not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise SchemaError(f"{where}.output_shape must be a list of integers")
+    return LayerStats(
+        index=_get(item, "index", (int,), where),
+        name=name,
+        type=_get(item, "type", (str,), where),
+        depth=0 if not name else name.count(".") + 1,
+        output_shape=None if shape is None else tuple(shape),
+        parameters=_get(item, "parameters", (int,), where, optional=True) or 0,
+        trainable=bool(_get(item, "trainable", (bool,), where, optional=True)),
+        grad_rms=_spread(item, "grad_rms", where),
+        signal_rms=_spread(item, "signal_rms", where),
+        activation_rms=_spread(item, "activation_rms", where),
+        activation_std=_spread(item, "activation_std", where),
+        weight_rms=_number(item, "weight_rms", where),
+        saturated_fraction=_number(item, "saturated_fraction", where),
+        dead_fraction=_number(item, "dead_fraction", where),
+        status=parsed_status,
+        shares_parameters_with=_get(item, "shares_parameters_with", (str,), where, optional=True),
+    )
+
+
+def _finding(item: Any, i: int) -> Finding:
+    where = f"findings[{i}]"
+    if not isinstance(item, Mapping):
+        raise SchemaError(f"{where} must be an object, got {_short(item)}")
+    severity = _get(item, "severity", (str,), where)
+    try:
+        parsed = Severity(severity)
+    except ValueError:
+        raise SchemaError(f"{where}.severity {severity!r} is not error, warning or info") from None
+    layers = _get(item, "layers", (list,), where)
+    if not all(isinstance(n, str) for n in layers):
+        raise SchemaError(f"{where}.layers must be a list of layer names")
+    rule = _get(item, "rule", (str,), where)
+    return Finding(
+        rule=Rule(rule) if rule in Rule.__members__.values() else rule,
+        severity=parsed,
+        layers=tuple(layers),
+        message=_get(item, "message", (str,), where, optional=True) or "",
+        evidence=dict(_get(item, "evidence", (Mapping,), where, optional=True) or {}),
+    )
+
+
+def _suggestion(item: Any) -> Suggestion | None:
+    # Suggestions are shown, never compared: a remedy this version does not know is skipped, not an error.
+    if not isinstance(item, Mapping):
+        return None
+    try:
+        return Suggestion(
+            remedy=Remedy(str(item.get("remedy"))),
+            layers=tuple(str(n) for n in item.get("layers") or ()),
+            where=Where(str(item.get("where"))),
+            params=dict(item.get("params") or {}),
+            reason=str(item.get("reason") or ""),
+            rules=tuple(str(r) for r in item.get("rules") or ()),
+        )
+    except (ValueError, TypeError):
+        return None
+
+
+def _suggestions(items: list[Any]) -> tuple[Suggestion, ...]:
+    return tuple(s for item in items if (s := _suggestion(item)) is not None)
+
+
+def _fix(data: Mapping[str, Any]) -> Fix:
+    skipped = [(s, str(item.get("why", ""))) for item in data.get("skipped") or () if (s := _suggestion(item))]
+    return Fix(
+        applied=_suggestions(list(data.get("applied") or ())),
+        report=_parse_report(data.get("report")),
+        skipped=tuple(skipped),
+        code=str(data.get("code") or ""),
+    )

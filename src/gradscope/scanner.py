@@ -21,7 +21,9 @@ from .config import Config
 from .diagnose import diagnose
 from .errors import ProbeError
 from .recorder import Recorder
-from .results import Fix, ModelInfo, ProbeInfo, Report
+from .results import ModelInfo, ProbeInfo, Report
+from .torchutil import device_of, dtype_name, float_dtype, iter_tensors, seeded
+from .util import first_line
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 Progress = Callable[[int, int], None]
@@ -44,14 +46,14 @@ def scan(
     """
     config = config or Config()
     started = time.perf_counter()
-    _check_model(model)
+    check_model(model)
     batches = list(batches)
     if not batches:
         raise ProbeError("no probe batches: pass at least one batch (--batches must be >= 1)")
-    device = _device_of(model)
+    device = device_of(model)
     with (
         preserved(model),
-        _rng(device, config.probe.seed),
+        seeded(config.probe.seed, device),
         Recorder(model, saturation_derivative=config.diagnose.saturation_derivative) as recorder,
     ):
         model.train(config.probe.mode == "train")
@@ -76,7 +78,6 @@ def scan(
             else "the loss is not finite although every layer's output is: check the model's final operation"
         )
     suggestions = suggest(diagnosis, records, config)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return Report(
@@ -87,7 +88,7 @@ def scan(
             seed=config.probe.seed,
             loss=_loss_name(loss_fn),
             device=str(device),
-            dtype=str(dtype).replace("torch.", ""),
+            dtype=dtype_name(float_dtype(model)),
         ),
         layers=diagnosis.layers,
         findings=diagnosis.findings,
@@ -111,7 +112,7 @@ def _probe_once(
         where = locate_failure(model, batch)
         place = f" in layer '{where[0]}' ({where[1]})" if where else ""
         raise ProbeError(
-            f"forward failed{place} on probe batch {index}: {_first_line(exc)}; check --input-shape or the "
+            f"forward failed{place} on probe batch {index}: {first_line(exc)}; check --input-shape or the "
             f"model file's example_inputs()"
         ) from exc
     if loss_fn is None:
@@ -120,15 +121,13 @@ def _probe_once(
         try:
             loss = loss_fn(output, batch)
         except Exception as exc:
-            raise ProbeError(
-                f"loss_fn failed on probe batch {index}: {type(exc).__name__}: {_first_line(exc)}"
-            ) from exc
+            raise ProbeError(f"loss_fn failed on probe batch {index}: {type(exc).__name__}: {first_line(exc)}") from exc
         _check_loss(loss)
     recorder.add_loss(loss)
     try:
         loss.backward()  # type: ignore[no-untyped-call]
     except Exception as exc:
-        raise ProbeError(f"backward failed on probe batch {index}: {_first_line(exc)}") from exc
+        raise ProbeError(f"backward failed on probe batch {index}: {first_line(exc)}") from exc
     recorder.end_batch()
 
 
@@ -143,7 +142,8 @@ def _check_loss(loss: Any) -> None:
         raise ProbeError("loss_fn returned a tensor that does not depend on the model's trainable parameters")
 
 
-def _check_model(model: Any) -> None:
+def check_model(model: Any) -> None:
+    """Raise ``ProbeError`` unless ``model`` is a module with trainable, materialised parameters."""
     if not isinstance(model, nn.Module):
         raise ProbeError(f"scan needs a torch.nn.Module, got {type(model).__name__}")
     params = list(model.parameters())
@@ -161,28 +161,10 @@ def _check_model(model: Any) -> None:
         )
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _loss_name(loss_fn: LossFn | None) -> str:
     if loss_fn is None:
         return probes.DEFAULT_LOSS_NAME
     return getattr(loss_fn, "__name__", type(loss_fn).__name__)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
-@contextlib.contextmanager
-def _rng(device: torch.device, seed: int) -> Iterator[None]:
-    """Dropout and friends draw from the global RNG: seed it for the scan, and put the caller's state back."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 @contextlib.contextmanager
@@ -238,8 +220,8 @@ def locate_nonfinite(model: nn.Module, batches: Sequence[Any]) -> tuple[str, str
     def check(module: nn.Module, inputs: Any, output: Any) -> None:
         if found:
             return
-        outs = [t for t in _tensors(output) if t.is_floating_point()]
-        ins = [t for t in _tensors(inputs) if t.is_floating_point()]
+        outs = [t for t in iter_tensors(output) if t.is_floating_point()]
+        ins = [t for t in iter_tensors(inputs) if t.is_floating_point()]
         if any(not bool(torch.isfinite(t).all()) for t in outs) and all(bool(torch.isfinite(t).all()) for t in ins):
             found.append(module)
 
@@ -257,50 +239,3 @@ def locate_nonfinite(model: nn.Module, batches: Sequence[Any]) -> tuple[str, str
     if not found:
         return None
     return names[found[0]] or "(root)", type(found[0]).__name__
-
-
-def _tensors(obj: Any) -> Iterator[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (tuple, list)):
-        for item in obj:
-            yield from _tensors(item)
-    elif isinstance(obj, dict):
-        for item in obj.values():
-            yield from _tensors(item)
-
-
-def verify_fix(
-    model: nn.Module,
-    batches: Sequence[Any],
-    report: Report,
-    *,
-    loss_fn: LossFn | None = None,
-    config: Config | None = None,
-    target: str | None = None,
-) -> Report:
-    """``report`` with its ``fix``: the lead suggestion for each finding applied to a copy of ``model`` in memory,
-    and the copy scanned again over the same batches. The model itself is not changed."""
-    from dataclasses import replace
-
-    from .remedies.apply import Options, apply, pick
-    from .remedies.code import code_change
-    from .remedies.pseudonorm import DEFAULT_PSEUDO_NORM_ARGS
-
-    chosen = pick(report.suggestions)
-    skipped = tuple(
-        (s, "needs a change to the model's code; it cannot be applied in memory")
-        for s in report.suggestions
-        if s not in chosen and not set(s.rules) <= _rules(chosen)
-    )
-    if not chosen:
-        return replace(report, fix=Fix((), report, skipped, ""))
-    config = config or Config()
-    patched = apply(model, chosen, Options(seed=config.probe.seed))
-    after = scan(patched.model, batches, loss_fn=loss_fn, config=config, target=target)
-    code = code_change(model, patched.applied, DEFAULT_PSEUDO_NORM_ARGS)
-    return replace(report, fix=Fix(tuple(patched.applied), after, (*tuple(patched.skipped), *skipped), code))
-
-
-def _rules(suggestions: Sequence[Any]) -> set[str]:
-    return {rule for s in suggestions for rule in s.rules}

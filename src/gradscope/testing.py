@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .ci.policy import CheckResult
     from .config import Config
-    from .policy import CheckResult
     from .results import Report
 
 __all__ = ["assert_gradient_health", "GradientHealthError", "render_check_text"]
@@ -55,26 +55,33 @@ def assert_gradient_health(
     the first layer (``config.probe`` sets how many and how large). ``config``: a Config, a YAML path, or a mapping
     of sections (``{"policy": {"fail_on": "warning"}}``). ``baseline``: a report JSON path, a Report, or its dict.
     """
-    from .baseline import compare, read_baseline
-    from .policy import evaluate
+    from .ci.baseline import read_baseline
+    from .ci.policy import judge
+    from .loading import ModelFileHooks
+    from .pipeline import build_probe, probe_like
+    from .results import Report, SchemaError
     from .scanner import scan
 
     settings = _config(config)
+    base: Report | None = None
+    label = str(baseline) if isinstance(baseline, (str, Path)) else "baseline"
+    if isinstance(baseline, (str, Path)):
+        base = read_baseline(baseline)
+    elif isinstance(baseline, Report):
+        base = baseline
+    elif baseline is not None:
+        try:
+            base = Report.from_dict(baseline)
+        except SchemaError as exc:
+            from .errors import ConfigError
+
+            raise ConfigError(f"baseline: {exc}") from None
+    if base is not None:  # probe like the baseline did, as `gradscope check --baseline` does
+        settings = probe_like(settings, base, label)
     if batches is None:
-        batches = _synthetic_batches(model, settings)
+        batches = build_probe(model, ModelFileHooks(), settings)
     report = scan(model, batches, loss_fn=loss_fn, config=settings, target=target)
-    comparison = None
-    if baseline is not None:
-        base = read_baseline(baseline) if isinstance(baseline, (str, Path)) else baseline
-        comparison = compare(
-            base,
-            report,
-            policy=settings.policy,
-            fail_on=fail_on,
-            factor=factor,
-            baseline_label=str(baseline) if isinstance(baseline, (str, Path)) else None,
-        )
-    result = evaluate(report, settings.policy, fail_on=fail_on, comparison=comparison)
+    result = judge(report, settings.policy, baseline=base, baseline_label=label, fail_on=fail_on, factor=factor)
     if not result.passed:
         raise GradientHealthError(render_check_text(result), result)
     return result
@@ -84,15 +91,15 @@ def render_check_text(result: CheckResult, width: int = 120) -> str:
     """The terminal report and the check verdict as plain text (what the AssertionError carries)."""
     from rich.console import Console
 
-    from .policy import print_check
     from .report import render_terminal
+    from .report.check import print_check
 
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, color_system=None, force_terminal=False, no_color=True, highlight=False)
     render_terminal(result.report, console)
     print_check(result, console)
     if result.comparison is not None:
-        from .baseline import print_comparison
+        from .report.diff import print_comparison
 
         console.print()
         print_comparison(result.comparison, console)
@@ -109,24 +116,3 @@ def _config(config: Config | str | Path | Mapping[str, Any] | None) -> Config:
     if isinstance(config, (str, Path)):
         return load_config(config)
     return merge(Config(), config, source="config")
-
-
-def _synthetic_batches(model: Any, settings: Config) -> list[Any]:
-    import torch
-
-    from .loading import ModelFileHooks
-    from .probes import build_batches
-
-    params = list(model.parameters()) if hasattr(model, "parameters") else []
-    device = params[0].device if params else torch.device("cpu")
-    p = settings.probe
-    return build_batches(
-        model,
-        ModelFileHooks(),
-        n=p.batches,
-        batch_size=p.batch_size,
-        seed=p.seed,
-        device=device,
-        seq_len=p.seq_len,
-        image_size=p.image_size,
-    )

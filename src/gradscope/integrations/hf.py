@@ -15,7 +15,7 @@ try:
 except ImportError as exc:
     raise ImportError("gradscope.integrations.hf needs transformers: pip install transformers") from exc
 
-from ..watch import Watch, watch
+from ..watching import Watch, watch
 
 
 class GradscopeTrainerCallback(TrainerCallback):  # type: ignore[misc]

@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - the older package name
     except ImportError as exc:
         raise ImportError("gradscope.integrations.lightning needs Lightning: pip install lightning") from exc
 
-from ..watch import Watch, watch
+from ..watching import Watch, watch
 
 
 class GradscopeCallback(Callback):  # type: ignore[misc]

@@ -20,26 +20,18 @@ import torch
 from torch import nn
 
 from ..errors import ProbeError
-from ..results import Remedy, Suggestion
+from ..results import Suggestion
+from ..torchutil import WEIGHTED, seeded
+from ..vocab import IN_MEMORY, Remedy
 from .pseudonorm import PseudoNorm
 from .rescale import apply_rescale, weight_penalty
 
-IN_MEMORY = {
-    Remedy.PSEUDO_NORM,
-    Remedy.RESCALE,
-    Remedy.REGULARIZE,
-    Remedy.ACTIVATION,
-    Remedy.NORMALIZATION,
-    Remedy.INIT,
-    Remedy.CLIP,
-}
-_WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd)
-_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "ReLU": nn.ReLU,
-    "LeakyReLU": lambda: nn.LeakyReLU(0.01),
-    "ELU": nn.ELU,
-    "GELU": nn.GELU,
-    "Tanh": nn.Tanh,
+_ACTIVATIONS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
+    "ReLU": lambda _: nn.ReLU(),
+    "LeakyReLU": lambda params: nn.LeakyReLU(float(params.get("negative_slope", 0.01))),
+    "ELU": lambda _: nn.ELU(),
+    "GELU": lambda _: nn.GELU(),
+    "Tanh": lambda _: nn.Tanh(),
 }
 
 
@@ -77,8 +69,7 @@ def apply(model: nn.Module, suggestions: Iterable[Suggestion], options: Options 
     """A deep copy of ``model`` with each suggestion applied in order; raises ProbeError if a named layer is gone."""
     options = options or Options()
     patched = Patched(copy.deepcopy(model))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(options.seed)  # re-initialisation draws from the global RNG; keep the caller's state
+    with seeded(options.seed):  # re-initialisation draws from the global RNG; keep the caller's state
         for suggestion in suggestions:
             reason = _apply_one(patched, suggestion, options)
             if reason is None:
@@ -130,16 +121,16 @@ def _apply_one(patched: Patched, s: Suggestion, options: Options) -> str | None:
         if make is None:
             return f"unknown activation {params.get('activation')!r}"
         for name in s.layers:
-            _replace(root, name, make())
+            _replace(root, name, make(params))
         if params.get("init"):
-            _init([m for m in root.modules() if isinstance(m, _WEIGHTED)], {"scheme": params["init"]})
+            _init([m for m in root.modules() if isinstance(m, WEIGHTED)], {"scheme": params["init"]})
     elif s.remedy is Remedy.NORMALIZATION:
         norms = params["norm"]
         for name, module in zip(s.layers, modules, strict=True):
             kind = norms[name] if isinstance(norms, dict) else norms
             _insert_after(patched, name, module, _make_norm(str(kind), module))
     elif s.remedy is Remedy.INIT:
-        _init([m for m in modules if isinstance(m, _WEIGHTED)], params)
+        _init([m for m in modules if isinstance(m, WEIGHTED)], params)
     else:
         return f"'{s.remedy.value}' needs a change to the model's code; it cannot be applied in memory"
     return None

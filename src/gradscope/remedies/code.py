@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ..results import Remedy, Suggestion
+from ..results import Suggestion
+from ..vocab import Remedy
 
 _NEW = "  # ← gradscope"
 
@@ -34,7 +35,7 @@ def code_change(model: nn.Module, applied: Sequence[Suggestion], pseudo_norm_arg
         elif s.remedy is Remedy.ACTIVATION:
             act = str(params.get("activation", "ReLU"))
             for name in s.layers:
-                replaced[name] = f"nn.{act}()" if act != "LeakyReLU" else "nn.LeakyReLU(0.01)"
+                replaced[name] = f"nn.{act}({params.get('negative_slope', '') if act == 'LeakyReLU' else ''})"
             if params.get("init"):
                 lines += [
                     "# and initialise every Linear/Conv for the new activation:",

@@ -53,6 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, ProbeError
+from ..torchutil import first_float_tensor
 
 __all__ = ["PseudoNorm", "pseudo_norm", "reference_scale", "DEFAULT_EPS", "DEFAULT_SCALE", "DEFAULT_PER_SAMPLE"]
 
@@ -152,16 +153,6 @@ class PseudoNorm(nn.Module):
         return f"per_sample={self.per_sample}, eps={self.eps:g}, scale={self.scale:g}"
 
 
-def _first_tensor(out: Any) -> Tensor | None:
-    if isinstance(out, Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        for item in out:
-            if isinstance(item, Tensor):
-                return item
-    return None
-
-
 def reference_scale(model: nn.Module, layer: nn.Module | str, loss_fn: Callable[[], Tensor]) -> float:
     """The RMS of ∂loss/∂(output of ``layer``): the ``scale`` to give the pseudo-norms below it.
 
@@ -182,7 +173,7 @@ def reference_scale(model: nn.Module, layer: nn.Module | str, loss_fn: Callable[
     outputs: list[Tensor] = []
 
     def keep(_m: nn.Module, _args: Any, out: Any) -> None:
-        t = _first_tensor(out)
+        t = first_float_tensor(out)
         if t is not None and t.requires_grad:
             outputs.append(t)
 

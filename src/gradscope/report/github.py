@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..policy import BASELINE_RULE, CheckResult, State, group
-from ..results import Severity
-from . import _format as fmt
+from ..ci.policy import BASELINE_RULE, CheckResult, State, group
+from ..vocab import Severity
+from . import fmt
 
 
 def escape_data(text: str) -> str:

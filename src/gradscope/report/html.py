@@ -17,12 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..results import LayerStats, Report, Status
-from . import _format as fmt
+from ..results import LayerStats, Report
+from ..vocab import Status
+from . import fmt
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..baseline import Comparison
-    from ..policy import CheckResult
+    from ..ci.baseline import Comparison
+    from ..ci.policy import CheckResult
 
 CURRENT = "#2563eb"
 BASELINE = "#94a3b8"
@@ -134,7 +135,7 @@ def render_html(report: Report, *, result: CheckResult | None = None, comparison
 
 def _header(report: Report, result: CheckResult | None, comparison: Comparison | None) -> str:
     if result is not None:
-        from ..policy import verdict_line
+        from .check import verdict_line
 
         ok = result.passed
         verdict = verdict_line(result)
@@ -378,7 +379,7 @@ def _tooltip(p: _Point, with_baseline: bool) -> str:
             + (f" · {p.baseline_status.value}" if p.baseline_status else " · not in the baseline")
         )
         if _ok(p.baseline) and _ok(p.current):
-            from ..baseline import ratio_text
+            from ..ci.baseline import ratio_text
 
             lines.append(f"change {ratio_text(p.current / p.baseline)}")  # type: ignore[operator]
         if p.change and p.change != "unchanged":
@@ -401,7 +402,7 @@ def _table(headers: Sequence[str], rows: Sequence[tuple[Sequence[str], str]], nu
 
 
 def _checks(result: CheckResult) -> str:
-    from ..policy import summary_rows
+    from .check import summary_rows
 
     rows = summary_rows(result)
     if not rows:
@@ -429,7 +430,7 @@ def _status_cell(status: Status | None) -> str:
 
 
 def _comparison(c: Comparison) -> str:
-    from ..baseline import COMPARISON_HEADERS, comparison_rows, headline
+    from .diff import COMPARISON_HEADERS, comparison_rows, headline
 
     rows = []
     for d, cells in zip(c.layers, comparison_rows(c), strict=True):

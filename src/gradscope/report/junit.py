@@ -26,7 +26,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..policy import BASELINE_RULE, MODEL_LAYER, Check, CheckResult, State
+from ..ci.policy import BASELINE_RULE, MODEL_LAYER, Check, CheckResult, State
 
 # XML 1.0 forbids most control characters even when escaped; a message must never make the file unparsable.
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 import tabulate as tabulate_module
 from tabulate import tabulate
 
-from ..results import Finding, Report, Severity, Status, Suggestion
-from . import _format as fmt
+from ..results import Finding, Report, Suggestion
+from ..util import md_cell
+from ..vocab import Severity, Status
+from . import fmt
 
 FOLD_LAYERS_OVER = 60  # tables longer than this fold into <details>
 
@@ -33,28 +35,24 @@ def render_markdown(report: Report) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _cell(text: str) -> str:
-    # A pipe would end the cell; a newline would end the table.
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def _code(text: str) -> str:
     return f"`{text}`" if text else ""
 
 
 def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
-    return markdown_table([[_cell(c) for c in row] for row in rows], headers)
+    return markdown_table([[md_cell(c) for c in row] for row in rows], headers)
 
 
 def markdown_table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
     """tabulate's "github" table, identical on every machine: tabulate measures emoji with ``wcwidth`` when that
     package happens to be installed, which would change the padding with the environment."""
-    saved = tabulate_module.WIDE_CHARS_MODE, tabulate_module.wcwidth  # type: ignore[attr-defined]
-    tabulate_module.WIDE_CHARS_MODE, tabulate_module.wcwidth = False, None  # some paths test wcwidth alone
+    module = vars(tabulate_module)  # module globals: WIDE_CHARS_MODE is not in tabulate's type stubs
+    saved = {key: module.get(key) for key in ("WIDE_CHARS_MODE", "wcwidth")}
+    module.update(WIDE_CHARS_MODE=False, wcwidth=None)  # some paths test wcwidth alone
     try:
         return str(tabulate(list(rows), headers=list(headers), tablefmt="github", disable_numparse=True))
     finally:
-        tabulate_module.WIDE_CHARS_MODE, tabulate_module.wcwidth = saved
+        module.update(saved)
 
 
 def _status(status: Status | None) -> str:

@@ -13,8 +13,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ..results import Finding, Report, Severity, Status, Suggestion
-from . import _format as fmt
+from ..results import Finding, Report, Suggestion
+from ..vocab import Severity, Status
+from . import fmt
 
 BAR_WIDTH = 20  # widest bar; narrower consoles get narrower bars before numbers get cut
 MIN_BAR_WIDTH = 6

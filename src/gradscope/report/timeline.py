@@ -7,39 +7,19 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
-from ..results import Report
-from ..timeline import EVENTS, Run
-from ._format import sci
+from ..watching.timeline import EVENTS, Timeline
+from .fmt import sci
 
 SHADES = " ░▒▓█"  # low → high, on a log scale fitted to the run's own range
 NONFINITE_CELL = "!"
 MISSING_CELL = "·"
 TIMELINE_SCHEMA = "gradscope.timeline/1"
-
-
-@dataclass(frozen=True)
-class Timeline:
-    run: Run
-    stat: str
-    names: tuple[str, ...]
-    steps: tuple[int, ...]
-    rows: tuple[tuple[float | None, ...], ...]
-    first: Mapping[str, Mapping[str, int]]
-    report: Report
-
-    @classmethod
-    def of(cls, run: Run, report: Report, first: Mapping[str, Mapping[str, int]]) -> Timeline:
-        stat, names, rows = run.matrix()
-        return cls(
-            run, stat, tuple(names), tuple(s.step for s in run.steps), tuple(tuple(r) for r in rows), first, report
-        )
 
 
 def columns(steps: Sequence[int], width: int) -> list[list[int]]:
@@ -157,8 +137,8 @@ def render_timeline_terminal(t: Timeline, console: Console) -> None:
 def timeline_dict(t: Timeline) -> dict[str, Any]:
     from ..results import json_safe
 
-    return json_safe(
-        {  # type: ignore[no-any-return]
+    data: dict[str, Any] = json_safe(
+        {
             "schema": TIMELINE_SCHEMA,
             "source": t.run.source,
             "meta": {k: v for k, v in t.run.meta.items() if k != "layers"},
@@ -172,6 +152,7 @@ def timeline_dict(t: Timeline) -> dict[str, Any]:
             "report": t.report.to_dict(),
         }
     )
+    return data
 
 
 def render_timeline_json(t: Timeline) -> str:

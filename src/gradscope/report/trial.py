@@ -19,7 +19,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from . import _format as fmt
+from . import fmt
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..trial import Run, TrialReport

@@ -24,84 +24,128 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..records import LayerFacts, LayerKind, LayerRecord
+
 if TYPE_CHECKING:  # pragma: no cover
-    from .results import Report
+    from ..config import Config
+    from ..results import Report
 
 SCHEMA = "gradscope.watch/1"
 STATS = ("grad_rms", "signal_rms", "activation_rms", "activation_std", "saturated_fraction", "dead_fraction")
 EVENTS = ("nonfinite", "exploding", "vanishing")  # the statuses whose first step the timeline reports
 DEFAULT_WINDOW = 8
-# Constructor numbers the rules and the advice read from a module (fan-in, saturation bounds).
-_ATTRS = (
-    "in_features",
-    "out_features",
-    "in_channels",
-    "out_channels",
-    "kernel_size",
-    "groups",
-    "min_val",
-    "max_val",
-    "negative_slope",
-    "num_embeddings",
-    "embedding_dim",
-    "hidden_size",
-    "num_layers",
-)
 
 
 @dataclass(frozen=True)
 class LayerMeta:
-    name: str
-    type: str  # the module's class name
-    kind: str  # the nearest torch.nn class in its MRO ("Module" when none): what a stand-in is built as
+    """A layer as the log's first line describes it: its facts and what its forward pass showed."""
+
+    facts: LayerFacts
     order: int
-    output_shape: tuple[int, ...] | None
-    parameters: int
-    trainable: bool
-    shares_parameters_with: str | None
-    output_needs_grad: bool
-    grad_dtype: str | None
-    signal_dtype: str | None
-    attrs: Mapping[str, Any] = field(default_factory=dict)
+    output_shape: tuple[int, ...] | None = None
+    output_needs_grad: bool = False
+    grad_dtype: str | None = None
+    signal_dtype: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.facts.name
 
     def to_dict(self) -> dict[str, Any]:
+        f = self.facts
         return {
-            "name": self.name,
-            "type": self.type,
-            "kind": self.kind,
+            "name": f.name,
+            "type": f.type,
             "order": self.order,
             "output_shape": None if self.output_shape is None else list(self.output_shape),
-            "parameters": self.parameters,
-            "trainable": self.trainable,
-            "shares_parameters_with": self.shares_parameters_with,
+            "parameters": f.parameters,
+            "trainable": f.trainable,
+            "shares_parameters_with": f.shares_parameters_with,
             "output_needs_grad": self.output_needs_grad,
             "grad_dtype": self.grad_dtype,
             "signal_dtype": self.signal_dtype,
-            "attrs": dict(self.attrs),
+            "facts": f.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LayerMeta:
+        """Raises ``ValueError``/``TypeError`` on a malformed entry (the reader names the log)."""
+        facts = d.get("facts")
         shape = d.get("output_shape")
         return cls(
-            name=str(d["name"]),
-            type=str(d.get("type", "Module")),
-            kind=str(d.get("kind", "Module")),
+            facts=LayerFacts.from_dict(facts) if isinstance(facts, Mapping) else _legacy_facts(d),
             order=int(d.get("order", -1)),
             output_shape=None if shape is None else tuple(int(x) for x in shape),
-            parameters=int(d.get("parameters", 0)),
-            trainable=bool(d.get("trainable", False)),
-            shares_parameters_with=d.get("shares_parameters_with"),
             output_needs_grad=bool(d.get("output_needs_grad", False)),
-            grad_dtype=d.get("grad_dtype"),
-            signal_dtype=d.get("signal_dtype"),
-            attrs=dict(d.get("attrs") or {}),
+            grad_dtype=_optional_str(d.get("grad_dtype")),
+            signal_dtype=_optional_str(d.get("signal_dtype")),
         )
+
+    def record(self, steps: Sequence[Step]) -> LayerRecord:
+        """This layer's record over ``steps``: what ``diagnose`` reads, as ``scan`` builds it from batches."""
+
+        def series(stat: str) -> list[float]:
+            return [s.layers[self.name][stat] for s in steps if stat in s.layers.get(self.name, {})]
+
+        weights = [s.weight_rms[self.name] for s in steps if self.name in s.weight_rms]
+        return LayerRecord(
+            facts=self.facts,
+            order=self.order,
+            output_shape=self.output_shape,
+            output_needs_grad=self.output_needs_grad,
+            grad_dtype=self.grad_dtype,
+            signal_dtype=self.signal_dtype,
+            weight_rms=weights[-1] if weights else None,
+            grad_rms=series("grad_rms"),
+            signal_rms=series("signal_rms"),
+            activation_rms=series("activation_rms"),
+            activation_std=series("activation_std"),
+            saturated_fraction=series("saturated_fraction"),
+            dead_fraction=series("dead_fraction"),
+        )
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value).removeprefix("torch.")
+
+
+# Logs written before the facts were logged name the torch.nn class and a few constructor numbers instead.
+_LEGACY_KINDS = {"Linear": LayerKind.LINEAR, "Bilinear": LayerKind.LINEAR, "Embedding": LayerKind.EMBEDDING,
+                 "EmbeddingBag": LayerKind.EMBEDDING, "MultiheadAttention": LayerKind.ATTENTION}  # fmt: skip
+
+
+def _legacy_facts(d: Mapping[str, Any]) -> LayerFacts:
+    kind_name = str(d.get("kind", "Module"))
+    attrs = d.get("attrs") or {}
+    kind = _LEGACY_KINDS.get(kind_name, LayerKind.OTHER)
+    fan_in = attrs.get("in_features")
+    conv_dims = None
+    if kind_name.startswith(("Conv", "ConvTranspose")):
+        kernel = list(attrs.get("kernel_size") or [1])
+        kind, conv_dims = LayerKind.CONV, len(kernel)
+        fan_in = int(attrs.get("in_channels", 0)) // int(attrs.get("groups", 1) or 1) * math.prod(kernel)
+    activation = kind_name if kind_name in ("Tanh", "Sigmoid", "ReLU", "ReLU6", "Hardtanh", "Softsign") else None
+    return LayerFacts(
+        name=str(d["name"]),
+        type=str(d.get("type", "Module")),
+        kind=LayerKind.ACTIVATION if activation else kind,
+        parameters=int(d.get("parameters", 0)),
+        trainable=bool(d.get("trainable", False)),
+        shares_parameters_with=_optional_str(d.get("shares_parameters_with")),
+        fan_in=None if fan_in is None else int(fan_in),
+        out_features=attrs.get("out_features") or attrs.get("out_channels"),
+        conv_dims=conv_dims,
+        activation=activation,
+        saturating=activation in ("Tanh", "Sigmoid", "Hardtanh", "Softsign", "ReLU6"),
+        rectifying=activation in ("ReLU", "ReLU6"),
+        gain={"Tanh": 5 / 3, "Sigmoid": 1.0, "ReLU": math.sqrt(2.0)}.get(activation or ""),
+    )
 
 
 @dataclass(frozen=True)
@@ -183,13 +227,9 @@ class Run:
         return stat, names, rows
 
 
-class LogError(ValueError):
-    pass
-
-
-def read_log(path: str | Path) -> Run:
+def read_log(path: str | os.PathLike[str]) -> Run:
     """Read a watch log. Raises ``ConfigError`` when the file is missing or holds no recorded step."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     p = Path(path)
     try:
@@ -200,7 +240,7 @@ def read_log(path: str | Path) -> Run:
 
 
 def parse_log(lines: Iterable[str], source: str = "") -> Run:
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     meta: dict[str, Any] | None = None
     steps: dict[int, Step] = {}
@@ -219,58 +259,42 @@ def parse_log(lines: Iterable[str], source: str = "") -> Run:
         if meta is None and isinstance(obj.get("meta"), dict):
             meta = obj["meta"]
         steps[step.step] = step  # a step written twice (a resumed run): the later one wins
+    where = source or "the log"
     if not steps:
-        raise ConfigError(f"{source or 'the log'}: no recorded step in it (is it a gradscope watch log?)")
+        raise ConfigError(f"{where}: no recorded step in it (is it a gradscope watch log?)")
     ordered = tuple(steps[k] for k in sorted(steps))
     meta = meta or {}
-    layers = tuple(LayerMeta.from_dict(d) for d in meta.get("layers", []))
-    if not layers:  # no meta line survived: layers as they appear in the steps, types unknown
+    try:
+        layers = tuple(LayerMeta.from_dict(d) for d in meta.get("layers", []))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ConfigError(f"{where}: the first line's layer metadata is malformed ({exc}); was it edited?") from None
+    if not layers:  # no meta line survived: layers as they appear in the steps, kinds unknown
         seen: dict[str, None] = {}
         for s in ordered:
             for name in s.layers:
                 seen.setdefault(name, None)
-        layers = tuple(
-            LayerMeta(n, "Module", "Module", i, None, 1, True, None, False, None, None) for i, n in enumerate(seen)
-        )
+        layers = tuple(LayerMeta(LayerFacts(n, "Module", parameters=1, trainable=True), i) for i, n in enumerate(seen))
     return Run(meta, layers, ordered, skipped, source)
 
 
 # -- Report ----------------------------------------------------------------------------------------------------
-def standin(meta: LayerMeta) -> Any:
-    """A module of the layer's torch.nn kind carrying its constructor numbers, without parameters: enough for the
-    rules and the advice, which read the class and ``in_features``-like attributes, never the weights."""
-    from torch import nn
-
-    cls = getattr(nn, meta.kind, None)
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        cls = nn.Module
-    module = cls.__new__(cls)
-    nn.Module.__init__(module)
-    for key, value in meta.attrs.items():
-        object.__setattr__(module, key, tuple(value) if isinstance(value, list) else value)
-    return module
-
-
 def build_report(
     run: Run,
     *,
     window: int = DEFAULT_WINDOW,
-    config: Any = None,
-    modules: Mapping[str, Any] | None = None,
+    config: Config | None = None,
     target: str | None = None,
     upto: int | None = None,
 ) -> Report:
     """The Report of the last ``window`` recorded steps (up to step ``upto``), like ``scan`` makes from batches."""
-    import torch
-
-    from .advice import suggest
-    from .config import Config
-    from .diagnose import diagnose
-    from .results import ModelInfo, ProbeInfo, Report
+    from ..advice import suggest
+    from ..config import Config
+    from ..diagnose import diagnose
+    from ..results import ModelInfo, ProbeInfo, Report
 
     config = config or Config()
     steps = [s for s in run.steps if upto is None or s.step <= upto][-window:]
-    records = _records(run.layers, steps, modules or {}, torch)
+    records = [meta.record(steps) for meta in sorted(run.layers, key=lambda m: (m.order < 0, m.order))]
     diagnosis = diagnose(records, config.diagnose)
     suggestions = suggest(diagnosis, records, config)
     meta = run.meta
@@ -297,103 +321,38 @@ def build_report(
     )
 
 
-def _records(layers: Sequence[LayerMeta], steps: Sequence[Step], modules: Mapping[str, Any], torch: Any) -> list[Any]:
-    from .recorder import LayerRecord
-
-    records = []
-    for meta in sorted(layers, key=lambda m: (m.order < 0, m.order)):
-        params = [torch.empty(meta.parameters, device="meta")] if meta.parameters else []
-        values = {
-            stat: [s.layers[meta.name][stat] for s in steps if meta.name in s.layers and stat in s.layers[meta.name]]
-            for stat in STATS
-        }
-        weights = [s.weight_rms[meta.name] for s in steps if meta.name in s.weight_rms]
-        records.append(
-            LayerRecord(
-                name=meta.name,
-                module=modules.get(meta.name) or standin(meta),
-                params=params,
-                trainable=params if meta.trainable else [],
-                shares_parameters_with=meta.shares_parameters_with,
-                order=meta.order,
-                output_shape=meta.output_shape,
-                weight_rms=weights[-1] if weights else None,
-                grad_rms=values["grad_rms"],
-                signal_rms=values["signal_rms"],
-                activation_rms=values["activation_rms"],
-                activation_std=values["activation_std"],
-                saturated_fraction=values["saturated_fraction"],
-                dead_fraction=values["dead_fraction"],
-                output_needs_grad=meta.output_needs_grad,
-                grad_dtype=_dtype(meta.grad_dtype, torch),
-                signal_dtype=_dtype(meta.signal_dtype, torch),
-            )
-        )
-    return records
-
-
-def _dtype(name: str | None, torch: Any) -> Any:
-    if not name:
-        return None
-    value = getattr(torch, name.replace("torch.", ""), None)
-    return value if isinstance(value, torch.dtype) else None
-
-
-def first_events(run: Run, config: Any = None) -> dict[str, dict[str, int]]:
+def first_events(run: Run, config: Config | None = None) -> dict[str, dict[str, int]]:
     """Per layer, the first recorded step at which it was judged nonfinite / exploding / vanishing (each step
     diagnosed on its own, by the same rules as ``scan``)."""
-    from .results import Status
-
     first: dict[str, dict[str, int]] = {}
     for step in run.steps:
         report = build_report(run, window=1, config=config, upto=step.step)
         for layer in report.layers:
-            if layer.status in (Status.NONFINITE, Status.EXPLODING, Status.VANISHING):
+            if layer.status.value in EVENTS:
                 first.setdefault(layer.name, {}).setdefault(layer.status.value, step.step)
     return first
 
 
-def layer_meta(
-    name: str,
-    module: Any,
-    *,
-    order: int,
-    output_shape: tuple[int, ...] | None,
-    parameters: int,
-    trainable: bool,
-    shares: str | None,
-    output_needs_grad: bool,
-    grad_dtype: Any,
-    signal_dtype: Any,
-) -> LayerMeta:
-    from torch import nn
+@dataclass(frozen=True)
+class Timeline:
+    """A watched run, ready to render: a per-layer matrix over the recorded steps, the first step each layer went
+    bad, and the report of the last ``window`` steps."""
 
-    kind = "Module"
-    for cls in type(module).__mro__:
-        if getattr(nn, cls.__name__, None) is cls:
-            kind = cls.__name__
-            break
-    attrs: dict[str, Any] = {}
-    for key in _ATTRS:
-        value = getattr(module, key, None)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            attrs[key] = value
-        elif isinstance(value, tuple) and all(isinstance(v, int) for v in value):
-            attrs[key] = list(value)
-    return LayerMeta(
-        name,
-        type(module).__name__,
-        kind,
-        order,
-        output_shape,
-        parameters,
-        trainable,
-        shares,
-        output_needs_grad,
-        None if grad_dtype is None else str(grad_dtype).replace("torch.", ""),
-        None if signal_dtype is None else str(signal_dtype).replace("torch.", ""),
-        attrs,
-    )
+    run: Run
+    stat: str
+    names: tuple[str, ...]
+    steps: tuple[int, ...]
+    rows: tuple[tuple[float | None, ...], ...]
+    first: Mapping[str, Mapping[str, int]]
+    report: Report
+
+    @classmethod
+    def of(cls, run: Run, *, window: int | None = None, config: Config | None = None) -> Timeline:
+        size = window or int(run.meta.get("window") or DEFAULT_WINDOW)
+        report = build_report(run, window=size, config=config)
+        stat, names, rows = run.matrix()
+        steps = tuple(s.step for s in run.steps)
+        return cls(run, stat, tuple(names), steps, tuple(tuple(r) for r in rows), first_events(run, config), report)
 
 
 def _finite(x: float | None) -> float | None:

@@ -53,8 +53,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import types
 from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
@@ -64,12 +62,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import Config
-from .errors import ConfigError, GradscopeError, OutputError, ProbeError
-from .probes import batch_size_of
-from .recorder import EMBEDDINGS, Recorder, _norms
-from .results import Report
-from .timeline import DEFAULT_WINDOW, SCHEMA, STATS, LayerMeta, Run, Step, build_report, layer_meta
+from ..config import Config
+from ..errors import ConfigError, GradscopeError, OutputError, ProbeError
+from ..probes import batch_size_of
+from ..recorder import Recorder, norms
+from ..results import Report
+from ..torchutil import EMBEDDINGS, dtype_name
+from .timeline import DEFAULT_WINDOW, SCHEMA, STATS, LayerMeta, Run, Step, build_report
 
 
 class _ForwardRecorder(Recorder):
@@ -173,9 +172,9 @@ class Watch:
         self.steps_seen = 0
         self._recent: deque[Step] = deque(maxlen=window)
         self._recorder = _ForwardRecorder(self.module, saturation_derivative=self.config.diagnose.saturation_derivative)
-        layers = self._recorder.layers
+        layers, taps = self._recorder.layers, self._recorder.taps
         if self.mode is WatchMode.PARAM:  # only layers with parameters: activations have no parameter gradient
-            self._layers = [i for i, r in enumerate(layers) if r.params or r.shares_parameters_with]
+            self._layers = [i for i, r in enumerate(layers) if not r.facts.is_activation]
         else:
             self._layers = list(range(len(layers)))
         # Flat list of trainable parameters with the layer each belongs to: the fused norm's input on every
@@ -183,7 +182,7 @@ class Watch:
         self._params: list[nn.Parameter] = []
         self._owner: list[int] = []
         for i in self._layers:
-            for p in layers[i].trainable:
+            for p in taps[i].trainable:
                 self._params.append(p)
                 self._owner.append(i)
         # Dense gradients of ordinary tensors on one device (checked once, on the parameters): _grads takes its
@@ -192,20 +191,18 @@ class Watch:
             len({p.device for p in self._params}) <= 1
             and all(p.layout is torch.strided and not hasattr(p, "placements") for p in self._params)
             and not any(
-                isinstance(layers[i].module, EMBEDDINGS) and getattr(layers[i].module, "sparse", False)
+                isinstance(taps[i].module, EMBEDDINGS) and getattr(taps[i].module, "sparse", False)
                 for i in self._layers
             )
         )
         self._numels = [p.numel() for p in self._params]
-        self._weighted = [i for i in self._layers if layers[i].params]
-        self._weight_params = [p for i in self._weighted for p in layers[i].params]
+        self._weighted = [i for i in self._layers if taps[i].params]
+        self._weight_params = [p for i in self._weighted for p in taps[i].params]
         self._sharded_weights = any(hasattr(p, "placements") for p in self._weight_params)
         # DTensor.numel() is the global size: the layout's counts are those of the full, unsharded weights
-        self._weight_layout = [
-            (i, len(layers[i].params), sum(p.numel() for p in layers[i].params)) for i in self._weighted
-        ]
+        self._weight_layout = [(i, len(taps[i].params), sum(p.numel() for p in taps[i].params)) for i in self._weighted]
         self._weight_step: int | None = None
-        self._embeddings = [i for i in self._layers if isinstance(layers[i].module, EMBEDDINGS) and layers[i].trainable]
+        self._embeddings = [i for i in self._layers if isinstance(taps[i].module, EMBEDDINGS) and taps[i].trainable]
         self._grad_dtype: dict[int, torch.dtype] = {}
         self._armed = False
         self._started = False  # the armed step's first forward happened
@@ -326,7 +323,7 @@ class Watch:
         grads = self._grads()[0]
         if not grads:
             return
-        total = torch.stack([n.float() for n in _norms(grads)]).sum()
+        total = torch.stack([n.float() for n in norms(grads)]).sum()
         if not bool(torch.isfinite(total)):  # one host sync per step: the price of on_nonfinite="raise"
             self._record(k, None)
 
@@ -367,7 +364,7 @@ class Watch:
         extra: list[torch.Tensor] = []
         if with_grads:
             for i in self._embeddings:  # rows of tokens absent from the batch are not counted (as scan does)
-                g = layers[i].trainable[0].grad
+                g = self._recorder.taps[i].trainable[0].grad
                 if g is not None and not g.is_sparse and g.dim() == 2:
                     extra.append(torch.count_nonzero(torch.linalg.vector_norm(_local(g), dim=1)).float())
         if loss is not None:
@@ -378,7 +375,7 @@ class Watch:
         parts = []
         if tensors:
             with torch.no_grad():
-                parts.append(torch.stack(_fused_norms(tensors, self._plain_grads)).square())
+                parts.append(torch.stack(_fusednorms(tensors, self._plain_grads)).square())
         if extra:
             device = parts[0].device if parts else extra[0].device
             parts.append(torch.stack([e.to(device) for e in extra]))
@@ -400,7 +397,7 @@ class Watch:
         tail = host[n:]
         touched_rows = tail[: len(extra) - (loss is not None)]
         for i, touched in zip(self._embeddings, touched_rows, strict=False):
-            weight = layers[i].trainable[0]
+            weight = self._recorder.taps[i].trainable[0]
             count[i] = count.get(i, 0.0) - weight.numel() + touched * weight.shape[1]
         for owner, total in sumsq.items():
             c = count[owner]
@@ -485,18 +482,14 @@ class Watch:
         out = []
         for i in self._layers:
             r = self._recorder.layers[i]
-            order = r.order if self.mode is WatchMode.FULL else i  # param mode has no hooks: definition order
+            grad_dtype = self._grad_dtype.get(i)
             out.append(
-                layer_meta(
-                    r.name,
-                    r.module,
-                    order=order,
+                LayerMeta(
+                    r.facts,
+                    order=r.order if self.mode is WatchMode.FULL else i,  # param mode has no hooks: definition order
                     output_shape=r.output_shape,
-                    parameters=sum(p.numel() for p in r.params),
-                    trainable=bool(r.trainable),
-                    shares=r.shares_parameters_with,
                     output_needs_grad=r.output_needs_grad and self.mode is WatchMode.FULL,
-                    grad_dtype=self._grad_dtype.get(i, r.grad_dtype),
+                    grad_dtype=dtype_name(grad_dtype) if grad_dtype is not None else r.grad_dtype,
                     signal_dtype=r.signal_dtype,
                 )
             )
@@ -533,9 +526,7 @@ class Watch:
         does. The same function ``gradscope report run.jsonl`` uses, so both give the same findings."""
         if not self._recent:
             raise ProbeError("watch recorded no step yet: call w.step() after loss.backward() (or pass optimizer=)")
-        run = self.run()
-        modules = {self._recorder.layers[i].name: self._recorder.layers[i].module for i in self._layers}
-        return build_report(run, window=self.window, config=self.config, modules=modules, target=target)
+        return build_report(self.run(), window=self.window, config=self.config, target=target)
 
 
 def _choice(enum: type[StrEnum], value: Any, name: str) -> Any:
@@ -546,11 +537,11 @@ def _choice(enum: type[StrEnum], value: Any, name: str) -> Any:
         raise ConfigError(f"watch({name}={value!r}): must be one of {allowed}") from None
 
 
-def _fused_norms(tensors: list[torch.Tensor], plain: bool) -> list[torch.Tensor]:
+def _fusednorms(tensors: list[torch.Tensor], plain: bool) -> list[torch.Tensor]:
     """Float32 L2 norms in one fused call; the checks ``_norms`` makes are skipped when known to pass."""
     if plain:
         return list(torch._foreach_norm(tensors, 2, dtype=torch.float32))
-    return [n.float() for n in _norms(tensors)]
+    return [n.float() for n in norms(tensors)]
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -575,16 +566,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
         break
     return model
 
-
-class _CallableModule(types.ModuleType):
-    """``gradscope.watch`` names both this module and the function: importing the module (``from gradscope.watch
-    import Watch``) binds the package attribute to the module, so the module calls the function."""
-
-    def __call__(self, model: nn.Module, **kwargs: Any) -> Watch:
-        return watch(model, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 Hook = Callable[..., None]
 __all__ = ["watch", "Watch", "WatchMode", "OnNonFinite", "NonFiniteGradientError"]

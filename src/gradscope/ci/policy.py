@@ -17,51 +17,18 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import ConfigError
-from .results import Finding, LayerStats, Report, Severity, Status
+from ..config import ALL_RULES, IGNORE, PolicyConfig
+from ..errors import ConfigError
+from ..results import Finding, LayerStats, Report
+from ..vocab import DIAGNOSE_RULES, STATUS_RULE, FailOn, Rule, Severity
+from .baseline import Comparison, FindingRef, layer_deltas, probe_notes
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .baseline import Comparison
-    from .config import PolicyConfig
-
-# The rules diagnose.py emits (README, "JSON report"), plus the one a baseline comparison adds.
-DIAGNOSE_RULES: tuple[str, ...] = (
-    "vanishing_gradient",
-    "exploding_gradient",
-    "forward_collapse",
-    "forward_explosion",
-    "nonfinite",
-    "saturation",
-    "dead_units",
-    "underflow",
-    "frozen",
-    "disconnected",
-    "zero_gradient",
-)
-BASELINE_RULE = "baseline_regression"
-KNOWN_RULES: tuple[str, ...] = (*DIAGNOSE_RULES, BASELINE_RULE)
-
-# The rule that reports a layer status; fail_statuses turns a layer's status into a failure of this rule.
-STATUS_RULE: dict[Status, str] = {
-    Status.VANISHING: "vanishing_gradient",
-    Status.EXPLODING: "exploding_gradient",
-    Status.NONFINITE: "nonfinite",
-    Status.FROZEN: "frozen",
-    Status.DISCONNECTED: "disconnected",
-    Status.ZERO: "zero_gradient",
-    Status.SATURATED: "saturation",
-    Status.DEAD: "dead_units",
-    Status.UNDERFLOW: "underflow",
-}
-
-IGNORE = "ignore"
-ALL_RULES = "*"
-FAIL_ON = ("error", "warning", "info", "never")
-LAYER_KEYS = (ALL_RULES, "baseline_factor")
+BASELINE_RULE = Rule.BASELINE_REGRESSION
+KNOWN_RULES: tuple[str, ...] = tuple(Rule)
 DEFAULT_BASELINE_SEVERITY = Severity.ERROR
 MODEL_LAYER = "(model)"  # the layer name of a check whose finding names no layer
 
@@ -123,59 +90,6 @@ class CheckResult:
         return tuple(rules)
 
 
-# ----------------------------------------------------------------------------------------------- validation
-
-
-def validate_policy(policy: PolicyConfig) -> None:
-    """Raise ``ConfigError`` naming the key when the policy section is malformed (called by PolicyConfig)."""
-    if policy.fail_on not in FAIL_ON:
-        raise ConfigError(f"policy.fail_on={policy.fail_on!r} must be one of {', '.join(FAIL_ON)}")
-    statuses = {s.value for s in Status}
-    for status in policy.fail_statuses:
-        if status not in statuses:
-            raise ConfigError(f"policy.fail_statuses: unknown status {status!r} (known: {', '.join(statuses)})")
-    if not isinstance(policy.severity, Mapping):
-        raise ConfigError(f"policy.severity must be a mapping of rule: severity, got {policy.severity!r}")
-    for rule, value in policy.severity.items():
-        _check_rule(rule, f"policy.severity.{rule}")
-        _check_severity(value, f"policy.severity.{rule}")
-    _check_factor(policy.baseline_factor, "policy.baseline_factor")
-    if not isinstance(policy.layers, Mapping):
-        raise ConfigError(f"policy.layers must be a mapping of glob: overrides, got {policy.layers!r}")
-    for glob, entry in policy.layers.items():
-        where = f"policy.layers[{glob!r}]"
-        if not isinstance(glob, str) or not glob:
-            raise ConfigError(f"{where}: a layer glob must be a non-empty string")
-        if not isinstance(entry, Mapping):
-            raise ConfigError(
-                f"{where} must be a mapping such as {{vanishing_gradient: warning}} or {{'*': ignore}}, got {entry!r}"
-            )
-        for key, value in entry.items():
-            if key == "baseline_factor":
-                _check_factor(value, f"{where}.baseline_factor")
-                continue
-            if key != ALL_RULES:
-                _check_rule(key, f"{where}.{key}")
-            _check_severity(value, f"{where}.{key}")
-
-
-def _check_rule(rule: Any, where: str) -> None:
-    if rule not in KNOWN_RULES:
-        raise ConfigError(f"{where}: unknown rule {rule!r} (known: {', '.join(KNOWN_RULES)})")
-
-
-def _check_severity(value: Any, where: str) -> None:
-    if value is False or value in (*(s.value for s in Severity), IGNORE):
-        return
-    raise ConfigError(f"{where}={value!r} must be error, warning, info or ignore")
-
-
-def _check_factor(value: Any, where: str) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 1
-    if not ok:
-        raise ConfigError(f"{where}={value!r} must be a number > 1 (e.g. 10: a tenfold move is a regression)")
-
-
 def _severity(value: Any) -> Severity | None:
     """A validated policy value → a Severity, or None for ignore (YAML reads a bare ``off`` as False)."""
     if value is False or value == IGNORE:
@@ -216,9 +130,7 @@ def baseline_factor_for(policy: PolicyConfig, layer: str) -> float:
 
 
 def fails(severity: Severity | None, fail_on: str) -> bool:
-    if severity is None or fail_on == "never":
-        return False
-    return severity.rank >= Severity(fail_on).rank
+    return FailOn(fail_on).fails(severity)
 
 
 def apply_policy(
@@ -331,8 +243,8 @@ def evaluate(
 ) -> CheckResult:
     """The check verdict: the policy's checks, known ones accepted from the baseline, plus its regressions."""
     threshold = fail_on or policy.fail_on
-    if threshold not in FAIL_ON:
-        raise ConfigError(f"--fail-on {threshold!r} must be one of {', '.join(FAIL_ON)}")
+    if threshold not in [f.value for f in FailOn]:
+        raise ConfigError(f"--fail-on {threshold!r} must be one of {', '.join(FailOn)}")
     known = comparison.known_failures if comparison is not None else frozenset()
     checks = list(apply_policy(report, policy, fail_on=threshold, known=known))
     if comparison is not None:
@@ -372,108 +284,69 @@ def group(checks: Sequence[Check]) -> list[tuple[tuple[str, State, Severity | No
     return list(groups.items())
 
 
-# --------------------------------------------------------------------------------------------- rendering
-# The check's own summary (the scan report is rendered by gradscope.report; this adds the verdict on top).
+def compare(
+    baseline: Report,
+    current: Report,
+    *,
+    policy: PolicyConfig | None = None,
+    fail_on: str | None = None,
+    factor: float | None = None,
+    baseline_label: str | None = None,
+    current_label: str | None = None,
+) -> Comparison:
+    """Compare two reports by layer name under ``policy``: layer moves beyond the factor, and the findings that are
+    new, resolved or known (failing in the baseline too). ``factor`` overrides ``policy.baseline_factor``
+    (per-layer glob overrides still apply). Raises ``ConfigError`` when no layer name matches."""
+    policy = policy if policy is not None else PolicyConfig()
+    if factor is not None:
+        policy = replace(policy, baseline_factor=factor)
+    base_label = baseline_label or baseline.model.target
+    cur_label = current_label or current.model.target
+    threshold = fail_on or policy.fail_on
+    deltas = layer_deltas(baseline, current, lambda name: baseline_factor_for(policy, name), base_label)
+    base_failing = {c.key: c for c in apply_policy(baseline, policy, fail_on=threshold) if c.state is State.FAIL}
+    cur_failing = {c.key: c for c in apply_policy(current, policy, fail_on=threshold) if c.state is State.FAIL}
+    return Comparison(
+        baseline=baseline,
+        current=current,
+        baseline_label=base_label,
+        current_label=cur_label,
+        factor=float(policy.baseline_factor),
+        fail_on=threshold,
+        layers=tuple(deltas),
+        new_findings=tuple(_ref(c) for k, c in cur_failing.items() if k not in base_failing),
+        resolved_findings=tuple(_ref(c) for k, c in base_failing.items() if k not in cur_failing),
+        known_failures=frozenset(base_failing),
+        notes=probe_notes(baseline, current),
+    )
 
 
-def _evidence_text(evidence: Mapping[str, Any], limit: int = 6) -> str:
-    from .report import _format as fmt
-
-    items = list(evidence.items())[:limit]
-    return ", ".join(f"{k}={fmt.num(v)}" for k, v in items)
+def _ref(check: Check) -> FindingRef:
+    severity = check.severity.value if check.severity is not None else IGNORE
+    return FindingRef(check.rule, check.layer, severity, check.message)
 
 
-def verdict_line(result: CheckResult) -> str:
-    failures = result.failures
-    known = sum(1 for c in result.checks if c.state is State.KNOWN)
-    warns = sum(1 for c in result.checks if c.state is State.WARN)
-    head = "PASSED" if result.passed else f"FAILED: {len(failures)} failing check{'s' if len(failures) != 1 else ''}"
-    extras = []
-    if warns:
-        extras.append(f"{warns} below --fail-on {result.fail_on}")
-    if known:
-        extras.append(f"{known} known in the baseline")
-    return head + (f" ({', '.join(extras)})" if extras else "")
-
-
-def summary_rows(result: CheckResult, *, limit: int | None = None) -> list[tuple[str, str, str, str, str]]:
-    """(state, severity, rule, layers, message) per group of checks that are not ignored, failures first."""
-    order = {State.FAIL: 0, State.WARN: 1, State.KNOWN: 2, State.IGNORED: 3}
-    from .report import _format as fmt
-
-    rows = []
-    for (rule, state, severity), checks in sorted(group(result.checks), key=lambda g: order[g[0][1]]):
-        if state is State.IGNORED:
-            continue
-        names = [c.layer for c in checks]
-        first = checks[0]
-        message = first.message
-        if rule == BASELINE_RULE and len(checks) > 1:
-            message = f"{len(checks)} layers moved beyond the allowed factor; first: '{first.layer}': {message}"
-        rows.append((state.value, "—" if severity is None else severity.value, rule, fmt.layer_list(names), message))
-    return rows if limit is None else rows[:limit]
-
-
-def print_check(result: CheckResult, console: Any) -> None:
-    """The verdict block printed after the report: the failing checks, then the comparison headline."""
-    from rich.text import Text
-
-    style = {"fail": "bold red", "warn": "yellow", "known": "dim", "ignored": "dim"}
-    console.print()
-    title = Text("gradscope check  ", style="bold")
-    title.append(verdict_line(result), style="bold green" if result.passed else "bold red")
-    console.print(title)
-    for state, severity, rule, layers, message in summary_rows(result):
-        line = Text(f"  {state:<5} ", style=style[state])
-        line.append(f"{severity:<7} {rule}", style="bold" if state == "fail" else "")
-        line.append(f"  {layers}\n        {message}", style="" if state == "fail" else "dim")
-        console.print(line)
-    if result.comparison is not None:
-        from .baseline import headline
-
-        c = result.comparison
-        console.print(Text(f"baseline {c.baseline_label}: {headline(c)}", style="dim"))
-        for note in c.notes:
-            console.print(Text(f"note: {note}", style="yellow"))
-
-
-def check_markdown(result: CheckResult, *, full_report: bool = True) -> str:
-    """A Markdown summary for a CI step summary or a PR comment: verdict, failing checks table, comparison."""
-    from .report import render_markdown
-    from .report.markdown import markdown_table
-
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    report = result.report
-    icon = "✅" if result.passed else "❌"
-    parts = [
-        f"## {icon} gradscope check: `{cell(report.model.class_name)}` — {cell(verdict_line(result))}",
-        f"Target `{cell(report.model.target)}` · fail on `{result.fail_on}`"
-        + (f" · baseline `{cell(result.comparison.baseline_label)}`" if result.comparison else ""),
-    ]
-    rows = summary_rows(result)
-    if rows:
-        icons = {"fail": "❌ fail", "warn": "⚠️ warn", "known": "➖ known", "ignored": "ignored"}
-        table_rows = [[icons[s], sev, f"`{r}`", cell(layers), cell(msg)] for s, sev, r, layers, msg in rows]
-        parts.append(markdown_table(table_rows, ["Check", "Severity", "Rule", "Layers", "Message"]))
-    else:
-        parts.append("No findings.")
-    failures = result.failures
-    if failures:
-        lines = [f"- `{c.rule}` on `{cell(c.layer)}`: {cell(_evidence_text(c.evidence))}" for c in failures[:20]]
-        if len(failures) > 20:
-            lines.append(f"- … and {len(failures) - 20} more (see the JUnit report)")
-        parts.append(
-            "<details><summary>Failing checks with evidence</summary>\n\n" + "\n".join(lines) + "\n\n</details>"
+def judge(
+    report: Report,
+    policy: PolicyConfig,
+    *,
+    baseline: Report | None = None,
+    baseline_label: str | None = None,
+    current_label: str | None = None,
+    fail_on: str | None = None,
+    factor: float | None = None,
+) -> CheckResult:
+    """The verdict of ``gradscope check`` (and ``assert_gradient_health``): ``report`` under ``policy``, compared
+    with ``baseline`` when there is one."""
+    comparison = None
+    if baseline is not None:
+        comparison = compare(
+            baseline,
+            report,
+            policy=policy,
+            fail_on=fail_on,
+            factor=factor,
+            baseline_label=baseline_label,
+            current_label=current_label,
         )
-    if result.comparison is not None:
-        from .baseline import render_comparison_markdown
-
-        parts.append(render_comparison_markdown(result.comparison, level=3).rstrip("\n"))
-    if full_report:
-        body = render_markdown(report).replace("\n## ", "\n### ")
-        if body.startswith("## "):
-            body = "#" + body
-        parts.append(f"<details><summary>Full scan report</summary>\n\n{body.rstrip()}\n\n</details>")
-    return "\n\n".join(parts) + "\n"
+    return evaluate(report, policy, fail_on=fail_on, comparison=comparison)

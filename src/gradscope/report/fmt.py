@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..results import LayerStats, Report, Severity, Spread, Status, Suggestion, Where
+from ..results import LayerStats, Report, Spread, Suggestion
+from ..util import DASH as DASH  # re-exported: renderers write fmt.DASH, fmt.sci, fmt.layer_list
+from ..util import ELLIPSIS, abbreviated
+from ..util import layer_list as layer_list
+from ..util import sci as sci
+from ..vocab import Severity, Status, Where
 
-DASH = "—"  # a value that does not apply (None)
-ELLIPSIS = "…"
 MINUS = "\u2212"  # typographic minus: "−0.58" lines up with "+0.58" and reads as a sign, not a hyphen
 
 # Eighth blocks give the bars sub-cell resolution, so neighbouring layers' small differences stay visible.
@@ -25,19 +28,6 @@ MIN_DECADES = 2.0  # smallest span of a bar scale, in orders of magnitude
 
 
 # ------------------------------------------------------------------------------------------ numbers
-
-
-def sci(x: float | None) -> str:
-    """Compact scientific form for RMS-like magnitudes: ``3.2e-07``; ``—`` for None; ``nan``/``inf``."""
-    if x is None:
-        return DASH
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x == 0:
-        return "0"
-    return f"{x:.1e}"
 
 
 def num(x: Any) -> str:
@@ -94,20 +84,6 @@ def log10_ratio(after: float | None, before: float | None) -> float | None:
 
 
 # -------------------------------------------------------------------------------------------- lists
-
-
-def abbreviated(items: Sequence[str], head: int = 3, tail: int = 2) -> tuple[list[str | None], int]:
-    """First ``head`` … last ``tail``, ``None`` marking the gap; also returns how many were hidden."""
-    if len(items) <= head + tail + 1:  # hiding a single item saves nothing
-        return list(items), 0
-    return [*items[:head], None, *items[-tail:]], len(items) - head - tail
-
-
-def layer_list(names: Sequence[str], quote: str = "") -> str:
-    """``a, b, c, …, y, z (12 layers)`` — long lists would otherwise swamp a finding or a suggestion."""
-    shown, hidden = abbreviated(names)
-    text = ", ".join(ELLIPSIS if n is None else f"{quote}{n}{quote}" for n in shown)
-    return f"{text} ({len(names)} layers)" if hidden else text
 
 
 def mapping(values: Mapping[str, Any]) -> str:

@@ -1,0 +1,279 @@
+"""What every command shares: the options that load a model (declared once), settings with errors named by the
+option the user typed, errors → exit codes, where output goes, consoles and progress.
+
+Nothing here imports torch at module level: ``--help`` and ``--version`` stay fast.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
+
+import typer
+from rich.console import Console
+
+from ..errors import ConfigError, GradscopeError, OutputError
+from ..vocab import FailOn, Format
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Config
+    from ..pipeline import TargetSpec
+    from ..results import Report
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+PLAIN_WIDTH = 120  # the width of plain text written to a file or a pipe
+
+# -- options shared by the commands, declared once -------------------------------------------------------------
+
+TargetArg = Annotated[str, typer.Argument(metavar="TARGET", help="model.py, model.py:NAME, or package.module:NAME")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML settings (see configs/default.yaml; check: configs/ci.yaml).")
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for the model's init, inputs, dropout and loss.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N or auto (default).")]
+KwargsOpt = Annotated[
+    str | None, typer.Option("--model-kwargs", help="Constructor/factory keyword args as JSON: '{\"depth\": 30}'.")
+]
+ShapeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--input-shape", metavar="SHAPE", help="One positional input's shape, e.g. 8,3,32,32 (repeatable)."),
+]
+DtypeOpt = Annotated[str | None, typer.Option("--input-dtype", help="float32, float16, bfloat16, float64 or int64.")]
+ProbeOpt = Annotated[
+    Path | None, typer.Option("--probe", help="A .py file with example_inputs / probe_batches / loss_fn / dataset.")
+]
+WeightsOpt = Annotated[
+    Path | None, typer.Option("--weights", help="A state dict (torch.save) to load into the model first.")
+]
+BatchesOpt = Annotated[int | None, typer.Option("--batches", help="Probe batches (default 4).")]
+BatchSizeOpt = Annotated[int | None, typer.Option("--batch-size", help="Samples per probe batch (default 16).")]
+OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (atomically).")]
+FailOnOpt = Annotated[FailOn | None, typer.Option("--fail-on", help="Lowest finding severity that exits 1.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+FormatOpt = Annotated[Format, typer.Option("--format", help="Report format.")]
+
+# Config keys the options set, for messages that name what the user typed.
+OPTION_KEYS = {
+    "probe.batches": "--batches",
+    "probe.batch_size": "--batch-size",
+    "probe.seed": "--seed",
+    "probe.device": "--device",
+}
+
+
+def settings(config: Path | None, overrides: dict[str, Any]) -> Config:
+    """Defaults, then the ``--config`` file, then the options given (``None``: not given). A bad option value is
+    named as the user typed it (``--batches 0``), not as the config key."""
+    from ..config import load_config
+
+    loaded = load_config(config)
+    try:
+        return loaded.with_overrides(overrides)
+    except ConfigError as exc:
+        message = str(exc).removeprefix("option: ")
+        for key, option in OPTION_KEYS.items():
+            message = message.replace(f"{key}=", f"{option} ")
+        raise ConfigError(message) from None
+
+
+def target_spec(
+    target: str,
+    *,
+    model_kwargs: str | None,
+    weights: Path | None,
+    input_shape: list[str] | None,
+    input_dtype: str | None,
+    probe: Path | None,
+) -> TargetSpec:
+    from ..pipeline import TargetSpec
+
+    return TargetSpec(
+        target=target,
+        model_kwargs=parse_kwargs(model_kwargs),
+        weights=weights,
+        probe_file=probe,
+        input_shapes=tuple(parse_shape(s) for s in input_shape) if input_shape else None,
+        input_dtype=input_dtype,
+    )
+
+
+def parse_kwargs(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--model-kwargs is not valid JSON ({exc.msg} at column {exc.colno}): {text}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--model-kwargs must be a JSON object such as '{{\"depth\": 30}}', got {text}")
+    return value
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise ConfigError(f"--input-shape {text!r}: expected positive integers separated by commas, e.g. 8,3,32,32")
+    return shape
+
+
+def ensure_writable(path: Path | None, option: str) -> None:
+    """Fail early, with the option's name, when ``path`` cannot be written (the work would be wasted)."""
+    if path is None or str(path).startswith(("/dev/", "/proc/")):
+        return
+    parent = path.parent if str(path.parent) else Path(".")
+    reason = None
+    if path.is_dir():
+        reason = "is a directory, cannot write a report there; give a file name"
+    elif not parent.exists():
+        reason = f"directory {parent} does not exist; create it first"
+    elif not parent.is_dir():
+        reason = f"cannot write it: {parent} is not a directory"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        reason = f"cannot write it: directory {parent} is not writable"
+    if reason is not None:
+        raise ConfigError(f"{option} {path}: {reason}")
+
+
+def supported(fmt: Format, allowed: tuple[Format, ...], command: str) -> None:
+    if fmt not in allowed:
+        names = ", ".join(f.value for f in allowed)
+        raise ConfigError(f"--format {fmt.value}: gradscope {command} writes {names}")
+
+
+def exit_code(report: Report, fail_on: FailOn | str | None) -> int:
+    """1 when a finding is at or above ``fail_on`` (default ``error``), else 0."""
+    threshold = FailOn(fail_on or FailOn.ERROR)
+    return EXIT_FINDINGS if any(threshold.fails(f.severity) for f in report.findings) else EXIT_OK
+
+
+# -- errors ----------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def errors(debug: bool) -> Iterator[None]:
+    """The one place library errors become a red line and exit code 2."""
+    try:
+        yield
+    except GradscopeError as exc:
+        if debug:
+            raise
+        fail(str(exc))
+    except KeyboardInterrupt:
+        stderr_console().print("gradscope: interrupted", style="red", highlight=False)
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:  # a bug of ours: still one line, with the way to get the traceback
+        if debug:
+            raise
+        fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+
+
+def fail(message: str) -> NoReturn:
+    stderr_console().print(f"error: {message}", style="red", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(EXIT_ERROR)
+
+
+# -- output ----------------------------------------------------------------------------------------------------
+
+
+def deliver(
+    output: Path | None,
+    *,
+    text: str | None = None,
+    draw: Callable[[Console], None] | None = None,
+    what: str = "report",
+) -> None:
+    """Put a rendered result where the user asked: ``text`` as is, or ``draw`` (a terminal renderer) on the terminal
+    — or, with ``--output``, as plain text. Files are written atomically; stdout failures are one line."""
+    from ..report import write_atomic
+
+    if text is None:
+        assert draw is not None
+        if output is None:
+            with _stdout_errors():
+                draw(stdout_console())
+            return
+        text = plain_text(draw)
+    if output is None:
+        with _stdout_errors():
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    else:
+        write_atomic(output, text)
+        stderr_console().print(f"{what} written to {output}", highlight=False, markup=False)
+
+
+def write_files(texts: list[tuple[Path, str]]) -> None:
+    """Write several rendered files (each atomically), then name them on stderr."""
+    from ..report import write_atomic
+
+    for path, text in texts:
+        write_atomic(path, text)
+    if texts:
+        stderr_console().print(f"written: {', '.join(str(p) for p, _ in texts)}", highlight=False, markup=False)
+
+
+@contextmanager
+def _stdout_errors() -> Iterator[None]:
+    # stdout on a full disk (/dev/full) or a closed pipe: a one-line OutputError, not "internal error: OSError".
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OutputError(f"cannot write the report to stdout: {reason}") from exc
+
+
+def plain_text(draw: Callable[[Console], None]) -> str:
+    buffer = io.StringIO()
+    draw(Console(file=buffer, width=PLAIN_WIDTH, color_system=None, force_terminal=False, no_color=True))
+    return buffer.getvalue()
+
+
+def stdout_console() -> Console:
+    # Plain text when piped (rich's own check) or when NO_COLOR is set; a wide page when not a terminal.
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", str(PLAIN_WIDTH)))
+    return Console(width=width, highlight=False, color_system=_color_system())
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False, color_system=_color_system())
+
+
+def _color_system() -> Literal["auto"] | None:
+    # rich's NO_COLOR support drops colours but keeps bold/dim codes; no-color.org asks for plain text.
+    return None if os.environ.get("NO_COLOR") else "auto"
+
+
+@contextmanager
+def progress(after: float = 1.0) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr, shown only in a terminal and only once the work has taken longer than ``after`` s."""
+    console = stderr_console()
+    started = time.monotonic()
+    status: Any = None
+
+    def tick(message: str) -> None:
+        nonlocal status
+        if not console.is_terminal:
+            return
+        if status is None and time.monotonic() - started > after:
+            status = console.status(message)
+            status.start()
+        elif status is not None:
+            status.update(message)
+
+    try:
+        yield tick
+    finally:
+        if status is not None:
+            status.stop()

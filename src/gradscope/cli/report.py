@@ -1,0 +1,55 @@
+"""``gradscope report RUN.jsonl``: the timeline of a run recorded by ``gradscope.watch``.
+
+Exit codes as ``scan``: 0 healthy, 1 findings at or above ``--fail-on`` in the report of the last ``--window``
+recorded steps, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import ConfigError
+from ..vocab import Format
+from . import common
+from .common import ConfigOpt, DebugOpt, FailOnOpt, FormatOpt, OutputOpt
+
+
+def report(
+    log: Annotated[Path, typer.Argument(metavar="RUN.jsonl", help="A log written by gradscope.watch(..., log=PATH).")],
+    format: FormatOpt = Format.TABLE,
+    output: OutputOpt = None,
+    window: Annotated[
+        int | None, typer.Option("--window", help="Recorded steps the report's medians cover (default: the run's).")
+    ] = None,
+    config: ConfigOpt = None,
+    fail_on: FailOnOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Heatmap of each layer over the recorded steps, the first step each went bad, and scan's findings."""
+    with common.errors(debug):
+        common.ensure_writable(output, "--output")
+        if window is not None and window < 1:
+            raise ConfigError(f"--window {window}: must be at least 1")
+        settings = common.settings(config, {})
+        from ..pipeline import timeline_of
+        from ..report.timeline import (
+            render_timeline_html,
+            render_timeline_json,
+            render_timeline_markdown,
+            render_timeline_terminal,
+        )
+
+        timeline = timeline_of(log, window=window, config=settings)
+        if format is Format.JSON:
+            common.deliver(output, text=render_timeline_json(timeline))
+        elif format is Format.MARKDOWN:
+            common.deliver(output, text=render_timeline_markdown(timeline))
+        elif format is Format.HTML:
+            common.deliver(output, text=render_timeline_html(timeline))
+        else:
+            common.deliver(output, draw=lambda console: render_timeline_terminal(timeline, console))
+        code = common.exit_code(timeline.report, fail_on)
+    raise typer.Exit(code)

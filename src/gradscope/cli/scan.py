@@ -1,0 +1,91 @@
+"""``gradscope scan``: probe a model's gradient flow and report it (exit 1 on findings at or above --fail-on)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..vocab import Format
+from . import common
+from .common import (
+    BatchesOpt,
+    BatchSizeOpt,
+    ConfigOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    FailOnOpt,
+    FormatOpt,
+    KwargsOpt,
+    OutputOpt,
+    ProbeOpt,
+    SeedOpt,
+    ShapeOpt,
+    TargetArg,
+    WeightsOpt,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..results import Report
+
+FORMATS = (Format.TABLE, Format.JSON, Format.MARKDOWN, Format.HTML)
+
+
+def scan(
+    target: TargetArg,
+    config: ConfigOpt = None,
+    batches: BatchesOpt = None,
+    batch_size: BatchSizeOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    model_kwargs: KwargsOpt = None,
+    input_shape: ShapeOpt = None,
+    input_dtype: DtypeOpt = None,
+    probe: ProbeOpt = None,
+    weights: WeightsOpt = None,
+    format: FormatOpt = Format.TABLE,
+    output: OutputOpt = None,
+    fail_on: FailOnOpt = None,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Apply the lead suggestion per finding in memory, re-scan, show before/after.")
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Probe a model's gradient flow and report vanishing, exploding, saturated and dead layers, with fixes.
+
+    The exit code always judges the model as given, also with --fix."""
+    with common.errors(debug):
+        common.supported(format, FORMATS, "scan")
+        common.ensure_writable(output, "--output")
+        overrides = {"probe.batches": batches, "probe.batch_size": batch_size, "probe.seed": seed}
+        settings = common.settings(config, {**overrides, "probe.device": device})
+        spec = common.target_spec(
+            target,
+            model_kwargs=model_kwargs,
+            weights=weights,
+            input_shape=input_shape,
+            input_dtype=input_dtype,
+            probe=probe,
+        )
+        from ..pipeline import scan_target, user_code_output
+
+        with common.progress() as tick, user_code_output():
+            report = scan_target(spec, settings, fix=fix, progress=tick)
+        emit(report, format, output)
+    raise typer.Exit(common.exit_code(report, fail_on))
+
+
+def emit(report: Report, fmt: Format, output: Path | None) -> None:
+    from ..report import render_json, render_markdown, render_terminal
+    from ..report.html import render_html
+
+    if fmt is Format.JSON:
+        common.deliver(output, text=render_json(report))
+    elif fmt is Format.MARKDOWN:
+        common.deliver(output, text=render_markdown(report))
+    elif fmt is Format.HTML:
+        common.deliver(output, text=render_html(report))
+    else:
+        common.deliver(output, draw=lambda console: render_terminal(report, console))

@@ -1,0 +1,312 @@
+"""One library entry per command: a target and settings in, a result object out.
+
+``scan_target`` (``gradscope scan``, with ``--fix``), ``check_target`` (``check``, ``baseline``), ``trial_target``
+(``trial``) and ``timeline_of`` (``report``). Each loads the model the same way (``prepare``: target, keyword
+arguments, weights, device) and builds its probe batches with the same call (``build_probe``). Nothing here prints;
+progress goes to an optional callback. The CLI only parses options into a ``TargetSpec`` and a ``Config``, calls one
+of these, renders, and decides the exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import Config, merge
+from .errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+    from .ci.policy import CheckResult
+    from .loading import ModelFileHooks
+    from .results import Report
+    from .trial import TrialReport
+    from .watching import Timeline
+
+Progress = Callable[[str], None]
+TrainingProgress = Callable[[str, int, int], None]  # (remedy, steps done over all runs, total steps)
+PROBE_KEYS = ("batches", "batch_size", "seed")  # what `check` takes from a baseline unless told otherwise
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """What to load and how to feed it: the options every model-loading command shares."""
+
+    target: str
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)  # laid over the config's model.kwargs
+    weights: Path | None = None  # a state dict to load first (weights_only)
+    probe_file: Path | None = None  # a .py file with example_inputs / probe_batches / loss_fn / dataset
+    input_shapes: tuple[tuple[int, ...], ...] | None = None  # full shapes, batch dimension included
+    input_dtype: str | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A loaded model on its device, the model file's hooks, and the probe batches."""
+
+    model: nn.Module
+    hooks: ModelFileHooks
+    batches: list[Any]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+# -- loading and probing ---------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return torch.device(name)
+
+
+def prepare(spec: TargetSpec, config: Config, progress: Progress = _quiet, *, probe: bool = True) -> Prepared:
+    """Load ``spec.target`` (built under the probe's seed, so two runs build the same weights), load its weights,
+    check it, move it to the probe's device and build the probe batches (``probe=False``: none)."""
+    from .checkpoint import load_weights
+    from .loading import load
+    from .scanner import check_model
+    from .torchutil import seeded
+
+    device = resolve_device(config.probe.device)
+    kwargs = {**config.model.kwargs, **spec.model_kwargs}
+    progress(f"loading {spec.target}")
+    with seeded(config.probe.seed):
+        loaded = load(
+            spec.target,
+            model_kwargs=kwargs or None,
+            probe_file=str(spec.probe_file) if spec.probe_file is not None else None,
+        )
+    if spec.weights is not None:
+        progress(f"loading weights from {spec.weights}")
+        load_weights(loaded.module, spec.weights)
+    # Before .to(): a meta-device model fails there with torch's internal error instead of the scan's advice.
+    check_model(loaded.module)
+    model = loaded.module.to(device)
+    batches: list[Any] = []
+    if probe:
+        progress("building probe batches")
+        batches = build_probe(model, loaded.hooks, config, spec)
+    return Prepared(model, loaded.hooks, batches)
+
+
+def build_probe(
+    model: nn.Module, hooks: ModelFileHooks, config: Config, spec: TargetSpec | None = None, *, n: int | None = None
+) -> list[Any]:
+    """The probe batches for ``model`` under ``config.probe`` (``n`` of them; default ``probe.batches``): the
+    model file's ``probe_batches``/``example_inputs``, else ``--input-shape``, else inferred (``probes``)."""
+    from .probes import build_batches
+    from .torchutil import device_of
+
+    p = config.probe
+    return build_batches(
+        model,
+        hooks,
+        n=p.batches if n is None else n,
+        batch_size=p.batch_size,
+        seed=p.seed,
+        device=device_of(model),
+        input_shapes=spec.input_shapes if spec is not None else None,
+        input_dtype=spec.input_dtype if spec is not None else None,
+        seq_len=p.seq_len,
+        image_size=p.image_size,
+    )
+
+
+@contextlib.contextmanager
+def user_code_output() -> Iterator[None]:
+    """While the model file's code runs (import, factory, forward, hooks), its prints go to stderr: stdout carries
+    the report only, so ``--format json`` stays one JSON document."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+# -- scan ------------------------------------------------------------------------------------------------------
+
+
+def scan_target(spec: TargetSpec, config: Config, *, fix: bool = False, progress: Progress = _quiet) -> Report:
+    """``gradscope scan``: load, probe, scan; with ``fix``, also apply the lead suggestions and scan again."""
+    from .scanner import scan
+
+    prepared = prepare(spec, config, progress)
+    report = scan(
+        prepared.model,
+        prepared.batches,
+        loss_fn=prepared.hooks.loss_fn,
+        config=config,
+        target=spec.target,
+        progress=lambda i, n: progress(f"probing batch {i}/{n}"),
+    )
+    if fix:
+        progress("applying the suggestions and re-scanning")
+        report = verify_fix(
+            prepared.model, prepared.batches, report, loss_fn=prepared.hooks.loss_fn, config=config, target=spec.target
+        )
+    return report
+
+
+def verify_fix(
+    model: nn.Module,
+    batches: Sequence[Any],
+    report: Report,
+    *,
+    loss_fn: Callable[[Any, Any], Any] | None = None,
+    config: Config | None = None,
+    target: str | None = None,
+) -> Report:
+    """``report`` with its ``fix``: the lead suggestion for each finding applied to a copy of ``model`` in memory,
+    and the copy scanned again over the same batches. The model itself is not changed."""
+    from .remedies.apply import Options, apply, pick
+    from .remedies.code import code_change
+    from .remedies.pseudonorm import DEFAULT_PSEUDO_NORM_ARGS
+    from .results import Fix
+    from .scanner import scan
+
+    chosen = pick(report.suggestions)
+    treated = {rule for s in chosen for rule in s.rules}
+    why = "needs a change to the model's code; it cannot be applied in memory"
+    skipped = tuple((s, why) for s in report.suggestions if s not in chosen and not set(s.rules) <= treated)
+    if not chosen:
+        return replace(report, fix=Fix((), report, skipped, ""))
+    config = config or Config()
+    patched = apply(model, chosen, Options(seed=config.probe.seed))
+    after = scan(patched.model, batches, loss_fn=loss_fn, config=config, target=target)
+    code = code_change(model, patched.applied, DEFAULT_PSEUDO_NORM_ARGS)
+    return replace(report, fix=Fix(tuple(patched.applied), after, (*patched.skipped, *skipped), code))
+
+
+# -- check -----------------------------------------------------------------------------------------------------
+
+
+def probe_like(config: Config, baseline: Report, label: str, keep: Collection[str] = ()) -> Config:
+    """``config`` probing like ``baseline`` did (its batches, batch size and seed), so the numbers compare; the
+    keys in ``keep`` (``"batches"``, …: given on the command line) stay as they are. A bad value is blamed on
+    the baseline file."""
+    values = {key: getattr(baseline.probe, key) for key in PROBE_KEYS if key not in keep}
+    values = {key: value for key, value in values.items() if value is not None}
+    return merge(config, {"probe": values}, source=label) if values else config
+
+
+def check_target(
+    spec: TargetSpec,
+    config: Config,
+    *,
+    baseline: Report | None = None,
+    baseline_label: str | None = None,
+    fail_on: str | None = None,
+    factor: float | None = None,
+    keep_probe: Collection[str] = (),
+    progress: Progress = _quiet,
+) -> CheckResult:
+    """``gradscope check``: scan under the policy, probing like ``baseline`` (unless ``keep_probe`` says a key was
+    given explicitly), and compare with it."""
+    from .ci.policy import judge
+
+    label = baseline_label or "baseline"
+    if baseline is not None:
+        config = probe_like(config, baseline, label, keep_probe)
+    report = scan_target(spec, config, progress=progress)
+    return judge(
+        report,
+        config.policy,
+        baseline=baseline,
+        baseline_label=label,
+        current_label=spec.target,
+        fail_on=fail_on,
+        factor=factor,
+    )
+
+
+# -- trial -----------------------------------------------------------------------------------------------------
+
+
+def trial_target(
+    spec: TargetSpec,
+    config: Config,
+    *,
+    remedies: Sequence[str],
+    steps: int | None = None,
+    optimizer: str | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    progress: Progress = _quiet,
+    training_progress: TrainingProgress | None = None,
+) -> TrialReport:
+    """``gradscope trial``: scan (seeded by ``probe.seed``), pick the candidates, train each from the same init."""
+    from .scanner import scan
+    from .trial import UNTREATED, dataset_from, plan, run_trial
+
+    prepared = prepare(spec, config, progress, probe=False)
+    progress("reading dataset()")
+    data = dataset_from(prepared.hooks)
+    report = None
+    example = None
+    if tuple(remedies) != (UNTREATED,) or data is None:
+        progress("building probe batches")
+        prepared = replace(prepared, batches=build_probe(prepared.model, prepared.hooks, config, spec))
+        example = prepared.batches[0]
+    if tuple(remedies) != (UNTREATED,):
+        progress("scanning")
+        report = scan(
+            prepared.model,
+            prepared.batches,
+            loss_fn=prepared.hooks.loss_fn,
+            config=config,
+            target=spec.target,
+            progress=lambda i, n: progress(f"scanning: probe batch {i}/{n}"),
+        )
+    chosen = plan(prepared.model, report, remedies, config)
+    return run_trial(
+        prepared.model,
+        candidates=chosen.selected,
+        data=data,
+        config=config,
+        steps=steps,
+        optimizer=optimizer,
+        lr=lr,
+        seed=config.probe.seed,
+        batch_size=batch_size,
+        example=example,
+        progress=training_progress,
+        target=spec.target,
+        note=chosen.note,
+    )
+
+
+# -- report (watch logs) ---------------------------------------------------------------------------------------
+
+
+def timeline_of(log: str | os.PathLike[str], *, window: int | None = None, config: Config | None = None) -> Timeline:
+    """``gradscope report``: a watch log read back into a timeline and the report of its last ``window`` steps."""
+    from .watching import Timeline, read_log
+
+    return Timeline.of(read_log(log), window=window, config=config)
+
+
+__all__ = [
+    "Prepared",
+    "TargetSpec",
+    "build_probe",
+    "check_target",
+    "prepare",
+    "probe_like",
+    "resolve_device",
+    "scan_target",
+    "timeline_of",
+    "trial_target",
+    "user_code_output",
+    "verify_fix",
+]

@@ -1,0 +1,175 @@
+"""Torch helpers shared by the scan, the remedies, the trial and the watch: walking tensors in nested outputs, a
+model's device and dtype, the seeded RNG scope, and what kind of layer a module is (its ``LayerFacts``)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .records import LayerFacts, LayerKind
+
+# -- tensors ---------------------------------------------------------------------------------------------------
+
+
+def iter_tensors(obj: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in a batch or an output (tensors, tuples, lists, dicts), depth first, in order."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, Mapping):
+        for value in obj.values():
+            yield from iter_tensors(value)
+    elif isinstance(obj, (tuple, list)):
+        for value in obj:
+            yield from iter_tensors(value)
+
+
+def first_float_tensor(obj: Any) -> torch.Tensor | None:
+    """The first floating-point tensor in ``obj`` (a module's output): what the hooks measure."""
+    return next((t for t in iter_tensors(obj) if t.is_floating_point()), None)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+# -- models ----------------------------------------------------------------------------------------------------
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def float_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter (float32 for a model without one)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+# -- randomness ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Seed torch (CPU and ``device``'s CUDA generator), Python's ``random`` and NumPy's global RNG for the block,
+    and put the caller's states back afterwards, also on error: whatever the model draws is reproducible, and
+    the user's training code draws next exactly what it would have drawn without us."""
+    devices = [device] if device is not None and device.type == "cuda" else []
+    py_state = random.getstate()
+    np_random = _numpy_random()
+    np_state = np_random.get_state() if np_random is not None else None
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        if np_random is not None:
+            np_random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            if np_random is not None:
+                np_random.set_state(np_state)
+
+
+def _numpy_random() -> Any:
+    try:
+        import numpy
+    except ImportError:  # numpy is optional: nothing to seed
+        return None
+    return numpy.random
+
+
+# -- what kind of layer a module is ---------------------------------------------------------------------------
+
+SATURATING: tuple[type[nn.Module], ...] = (nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Softsign, nn.Hardsigmoid)
+RECTIFYING: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)  # nn.ReLU6 is a Hardtanh too: saturating as well
+ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    *SATURATING,
+    *RECTIFYING,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Softplus,
+    nn.Hardswish,
+    nn.LogSigmoid,
+    nn.Tanhshrink,
+)
+WEIGHTED: tuple[type[nn.Module], ...] = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
+EMBEDDINGS: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
+NORMS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+# Activations nn.init.calculate_gain knows, by the torch.nn class name.
+_GAIN_NAMES = {"Tanh": "tanh", "Sigmoid": "sigmoid", "ReLU": "relu", "LeakyReLU": "leaky_relu", "SELU": "selu"}
+
+
+def layer_facts(
+    name: str, module: nn.Module, *, parameters: int, trainable: bool, shares_parameters_with: str | None
+) -> LayerFacts:
+    """The facts of ``module`` that the rules and the advice read (README, "What counts as a layer")."""
+    kind, fan_in, out_features, conv_dims, cell = LayerKind.OTHER, None, None, None, None
+    if isinstance(module, nn.Linear):
+        kind, fan_in, out_features = LayerKind.LINEAR, module.in_features, module.out_features
+    elif isinstance(module, nn.Bilinear):
+        kind, fan_in, out_features = LayerKind.LINEAR, module.in1_features + module.in2_features, module.out_features
+    elif isinstance(module, nn.modules.conv._ConvNd):
+        kind, out_features = LayerKind.CONV, module.out_channels
+        fan_in = module.in_channels // module.groups * math.prod(module.kernel_size)
+        conv_dims = len(module.kernel_size)
+    elif isinstance(module, EMBEDDINGS):
+        kind = LayerKind.EMBEDDING
+    elif isinstance(module, NORMS):
+        kind = LayerKind.NORM
+    elif isinstance(module, nn.RNNBase):
+        kind, cell = LayerKind.RECURRENT, {"RNN_TANH": "RNN", "RNN_RELU": "RNN"}.get(module.mode, module.mode)
+    elif isinstance(module, nn.MultiheadAttention):
+        kind = LayerKind.ATTENTION
+    elif isinstance(module, ACTIVATIONS):
+        kind = LayerKind.ACTIVATION
+    activation = _torch_class(module, ACTIVATIONS) if kind is LayerKind.ACTIVATION else None
+    return LayerFacts(
+        name=name,
+        type=type(module).__name__,
+        kind=kind,
+        parameters=parameters,
+        trainable=trainable,
+        shares_parameters_with=shares_parameters_with,
+        fan_in=fan_in,
+        out_features=out_features,
+        conv_dims=conv_dims,
+        activation=activation,
+        saturating=isinstance(module, SATURATING),
+        rectifying=isinstance(module, RECTIFYING),
+        gain=_gain(activation, module),
+        cell=cell,
+    )
+
+
+def _torch_class(module: nn.Module, bases: tuple[type[nn.Module], ...]) -> str | None:
+    """The nearest torch.nn class among ``bases`` in the module's MRO (a user's ``class MyTanh(nn.Tanh)`` is Tanh)."""
+    for cls in type(module).__mro__:
+        if cls in bases:
+            return cls.__name__
+    return None
+
+
+def _gain(activation: str | None, module: nn.Module) -> float | None:
+    name = _GAIN_NAMES.get(activation or "")
+    if name is None:
+        return None
+    param = getattr(module, "negative_slope", None) if name == "leaky_relu" else None
+    return float(nn.init.calculate_gain(name, param))  # type: ignore[arg-type]
