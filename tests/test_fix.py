@@ -13,9 +13,9 @@ from fixtures import models as M
 from torch import nn
 
 from gradscope.errors import ProbeError
+from gradscope.pipeline import verify_fix
 from gradscope.remedies.apply import apply, pick
 from gradscope.results import Remedy, Suggestion, Where
-from gradscope.pipeline import verify_fix
 from gradscope.scanner import scan
 
 SIGMOID_40 = """

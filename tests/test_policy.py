@@ -19,12 +19,11 @@ from typing import Any
 import pytest
 
 from gradscope.ci.baseline import Change, read_baseline
-from gradscope.ci.policy import compare
-from gradscope.report.diff import render_comparison
-from gradscope.report.check import check_markdown
+from gradscope.ci.policy import BASELINE_RULE, MODEL_LAYER, State, apply_policy, compare, evaluate
 from gradscope.config import Config, PolicyConfig, load_config, merge
 from gradscope.errors import ConfigError
-from gradscope.ci.policy import BASELINE_RULE, MODEL_LAYER, State, apply_policy, evaluate
+from gradscope.report.check import check_markdown
+from gradscope.report.diff import render_comparison
 from gradscope.report.github import annotation, escape_data, escape_property, render_github
 from gradscope.report.html import render_html
 from gradscope.report.junit import render_junit

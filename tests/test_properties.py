@@ -33,8 +33,8 @@ from gradscope.cli.common import parse_kwargs as _parse_kwargs
 from gradscope.cli.common import parse_shape as _parse_shape
 from gradscope.config import Config, load_config, merge
 from gradscope.errors import ConfigError, GradscopeError, ProbeError
-from gradscope.results import Status
 from gradscope.pipeline import verify_fix
+from gradscope.results import Status
 from gradscope.scanner import scan
 
 torch.set_num_threads(1)

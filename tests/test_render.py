@@ -16,8 +16,7 @@ import pytest
 from rich.console import Console
 
 from gradscope.errors import OutputError
-from gradscope.report import fmt
-from gradscope.report import render_json, render_markdown, render_terminal, write_atomic
+from gradscope.report import fmt, render_json, render_markdown, render_terminal, write_atomic
 from gradscope.results import (
     Finding,
     Fix,

@@ -28,12 +28,12 @@ from torch import nn
 from typer.testing import CliRunner
 
 from gradscope.cli import app
+from gradscope.config import Config, TrialConfig
 from gradscope.errors import ConfigError, ProbeError
 from gradscope.loading import ModelFileHooks
+from gradscope.pipeline import build_probe
 from gradscope.report.trial import render_trial_json, render_trial_terminal, sparkline
 from gradscope.results import Remedy, Suggestion, Where
-from gradscope.config import Config, TrialConfig
-from gradscope.pipeline import build_probe
 from gradscope.scanner import scan
 from gradscope.trial import (
     SCHEMA,

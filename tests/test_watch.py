@@ -17,8 +17,8 @@ import gradscope
 from gradscope.errors import ConfigError, GradscopeError, ProbeError
 from gradscope.results import Report, Status
 from gradscope.scanner import scan
-from gradscope.watching.timeline import build_report, first_events, parse_log, read_log
 from gradscope.watching import NonFiniteGradientError, Watch, watch
+from gradscope.watching.timeline import build_report, first_events, parse_log, read_log
 
 torch.set_num_threads(1)
 

@@ -15,8 +15,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from gradscope.watching.timeline import read_log
 from gradscope.watching import watch
+from gradscope.watching.timeline import read_log
 
 WORLD = 2
 STEPS = 4
