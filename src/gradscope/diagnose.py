@@ -199,49 +199,33 @@ def _nonfinite(layers: Sequence[LayerStats], findings: list[Finding], culprit: t
         return None
     forward = [layer for layer in bad if _nonfinite_spread(layer.activation_rms)]
     if forward and culprit is not None:
+        # The first module of any kind whose output went non-finite (found by a second, hooked pass).
         name, kind = culprit
-        findings.append(
-            Finding(
-                rule=Rule.NONFINITE,
-                severity=Severity.ERROR,
-                layers=_names(bad),
-                message=(
-                    f"non-finite values (NaN/Inf) first appear in the output of '{name}' ({kind}) in the forward "
-                    f"pass; {len(bad)} layer(s) after it are affected"
-                ),
-                evidence={
-                    "first_layer": name,
-                    "first_layer_type": kind,
-                    "pass": "forward",
-                    "layers_affected": len(bad),
-                },
-            )
-        )
-        return name
-    if forward:
-        origin, where = forward[0], "forward pass (its output)"
+        place = f"the output of '{name}' ({kind}) in the forward pass"
     else:
-        backward = [layer for layer in bad if _nonfinite_spread(layer.signal_rms)]
-        origin = backward[-1] if backward else bad[0]
-        where = "backward pass (the gradient of its output)" if backward else "parameter gradients"
+        if forward:
+            origin, where = forward[0], "forward pass (its output)"
+        else:
+            backward = [layer for layer in bad if _nonfinite_spread(layer.signal_rms)]
+            origin = backward[-1] if backward else bad[0]
+            where = "backward pass (the gradient of its output)" if backward else "parameter gradients"
+        name, kind = origin.name, origin.type
+        place = f"'{name}' ({kind}) in the {where}"
     findings.append(
         Finding(
             rule=Rule.NONFINITE,
             severity=Severity.ERROR,
             layers=_names(bad),
-            message=(
-                f"non-finite values (NaN/Inf) first appear in '{origin.name}' ({origin.type}) in the {where}; "
-                f"{len(bad)} layer(s) are affected after it"
-            ),
+            message=f"non-finite values (NaN/Inf) first appear in {place}; {len(bad)} layer(s) are affected after it",
             evidence={
-                "first_layer": origin.name,
-                "first_layer_type": origin.type,
+                "first_layer": name,
+                "first_layer_type": kind,
                 "pass": "forward" if forward else "backward",
                 "layers_affected": len(bad),
             },
         )
     )
-    return origin.name
+    return name
 
 
 def _forward_spread(layer: LayerStats) -> float | None:

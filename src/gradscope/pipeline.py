@@ -139,10 +139,20 @@ def user_code_output() -> Iterator[None]:
 
 def scan_target(spec: TargetSpec, config: Config, *, fix: bool = False, progress: Progress = _quiet) -> Report:
     """``gradscope scan``: load, probe, scan; with ``fix``, also apply the lead suggestions and scan again."""
+    prepared = prepare(spec, config, progress)
+    report = _scan(prepared, spec, config, progress)
+    if fix:
+        progress("applying the suggestions and re-scanning")
+        report = verify_fix(
+            prepared.model, prepared.batches, report, loss_fn=prepared.hooks.loss_fn, config=config, target=spec.target
+        )
+    return report
+
+
+def _scan(prepared: Prepared, spec: TargetSpec, config: Config, progress: Progress) -> Report:
     from .scanner import scan
 
-    prepared = prepare(spec, config, progress)
-    report = scan(
+    return scan(
         prepared.model,
         prepared.batches,
         loss_fn=prepared.hooks.loss_fn,
@@ -150,12 +160,6 @@ def scan_target(spec: TargetSpec, config: Config, *, fix: bool = False, progress
         target=spec.target,
         progress=lambda i, n: progress(f"probing batch {i}/{n}"),
     )
-    if fix:
-        progress("applying the suggestions and re-scanning")
-        report = verify_fix(
-            prepared.model, prepared.batches, report, loss_fn=prepared.hooks.loss_fn, config=config, target=spec.target
-        )
-    return report
 
 
 def verify_fix(
@@ -246,7 +250,6 @@ def trial_target(
     training_progress: TrainingProgress | None = None,
 ) -> TrialReport:
     """``gradscope trial``: scan (seeded by ``probe.seed``), pick the candidates, train each from the same init."""
-    from .scanner import scan
     from .trial import UNTREATED, dataset_from, plan, run_trial
 
     prepared = prepare(spec, config, progress, probe=False)
@@ -259,15 +262,7 @@ def trial_target(
         prepared = replace(prepared, batches=build_probe(prepared.model, prepared.hooks, config, spec))
         example = prepared.batches[0]
     if tuple(remedies) != (UNTREATED,):
-        progress("scanning")
-        report = scan(
-            prepared.model,
-            prepared.batches,
-            loss_fn=prepared.hooks.loss_fn,
-            config=config,
-            target=spec.target,
-            progress=lambda i, n: progress(f"scanning: probe batch {i}/{n}"),
-        )
+        report = _scan(prepared, spec, config, progress)
     chosen = plan(prepared.model, report, remedies, config)
     return run_trial(
         prepared.model,

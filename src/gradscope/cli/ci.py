@@ -93,17 +93,20 @@ def check(
         for option, path in (("--junit", junit), ("--markdown", markdown), ("--html", html), ("--output", output)):
             common.ensure_writable(path, option)
         _check_factor(factor)
-        probe_options = {"batches": batches, "batch_size": batch_size, "seed": seed}
-        overrides = {f"probe.{key}": value for key, value in probe_options.items()}
-        settings = common.settings(config, {**overrides, "probe.device": device})  # the policy is checked here
-        spec = common.target_spec(
+        settings, spec = common.model_options(  # the policy is checked here, before any model code runs
             target,
+            config=config,
             model_kwargs=model_kwargs,
             weights=weights,
             input_shape=input_shape,
             input_dtype=input_dtype,
             probe=probe,
+            seed=seed,
+            device=device,
+            batches=batches,
+            batch_size=batch_size,
         )
+        probe_options = {"batches": batches, "batch_size": batch_size, "seed": seed}
         from ..ci.baseline import read_baseline
         from ..pipeline import check_target, user_code_output
 
@@ -145,15 +148,18 @@ def baseline(
     Exit 0 once written, whatever the model's health (a baseline records the state you accept); 2 on bad input."""
     with common.errors(debug):
         common.ensure_writable(output, "--output")
-        overrides = {"probe.batches": batches, "probe.batch_size": batch_size, "probe.seed": seed}
-        settings = common.settings(config, {**overrides, "probe.device": device})
-        spec = common.target_spec(
+        settings, spec = common.model_options(
             target,
+            config=config,
             model_kwargs=model_kwargs,
             weights=weights,
             input_shape=input_shape,
             input_dtype=input_dtype,
             probe=probe,
+            seed=seed,
+            device=device,
+            batches=batches,
+            batch_size=batch_size,
         )
         from ..pipeline import scan_target, user_code_output
         from ..report import fmt, render_json, write_atomic

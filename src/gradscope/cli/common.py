@@ -83,18 +83,30 @@ def settings(config: Path | None, overrides: dict[str, Any]) -> Config:
         raise ConfigError(message) from None
 
 
-def target_spec(
+def model_options(
     target: str,
     *,
+    config: Path | None,
     model_kwargs: str | None,
     weights: Path | None,
     input_shape: list[str] | None,
     input_dtype: str | None,
     probe: Path | None,
-) -> TargetSpec:
+    seed: int | None,
+    device: str | None,
+    batches: int | None = None,
+    batch_size: int | None = None,
+) -> tuple[Config, TargetSpec]:
+    """The settings and the target spec from the options every model-loading command shares."""
     from ..pipeline import TargetSpec
 
-    return TargetSpec(
+    overrides = {
+        "probe.batches": batches,
+        "probe.batch_size": batch_size,
+        "probe.seed": seed,
+        "probe.device": device,
+    }
+    spec = TargetSpec(
         target=target,
         model_kwargs=parse_kwargs(model_kwargs),
         weights=weights,
@@ -102,6 +114,7 @@ def target_spec(
         input_shapes=tuple(parse_shape(s) for s in input_shape) if input_shape else None,
         input_dtype=input_dtype,
     )
+    return settings(config, overrides), spec
 
 
 def parse_kwargs(text: str | None) -> dict[str, Any]:

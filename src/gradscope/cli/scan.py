@@ -59,15 +59,18 @@ def scan(
     with common.errors(debug):
         common.supported(format, FORMATS, "scan")
         common.ensure_writable(output, "--output")
-        overrides = {"probe.batches": batches, "probe.batch_size": batch_size, "probe.seed": seed}
-        settings = common.settings(config, {**overrides, "probe.device": device})
-        spec = common.target_spec(
+        settings, spec = common.model_options(
             target,
+            config=config,
             model_kwargs=model_kwargs,
             weights=weights,
             input_shape=input_shape,
             input_dtype=input_dtype,
             probe=probe,
+            seed=seed,
+            device=device,
+            batches=batches,
+            batch_size=batch_size,
         )
         from ..pipeline import scan_target, user_code_output
 

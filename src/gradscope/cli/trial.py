@@ -73,14 +73,16 @@ def trial(
             raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
         if lr is not None and not (lr > 0 and lr != float("inf")):
             raise ConfigError(f"--lr {lr}: must be a finite number > 0")
-        settings = common.settings(config, {"probe.seed": seed, "probe.device": device})
-        spec = common.target_spec(
+        settings, spec = common.model_options(
             target,
+            config=config,
             model_kwargs=model_kwargs,
             weights=weights,
             input_shape=input_shape,
             input_dtype=input_dtype,
             probe=probe,
+            seed=seed,
+            device=device,
         )
         from ..pipeline import trial_target, user_code_output
         from ..trial import parse_remedies
