@@ -117,7 +117,7 @@ LAYERS = [
     },
     {"gradscope.pipeline"},
     {"gradscope.report", "gradscope.trial", "gradscope.watching", "gradscope.ci"},
-    {"gradscope.scanner", "gradscope.advice", "gradscope.remedies", "gradscope.diagnose"},
+    {"gradscope.scanner", "gradscope.gates", "gradscope.advice", "gradscope.remedies", "gradscope.diagnose"},
     {"gradscope.recorder", "gradscope.probes", "gradscope.loading", "gradscope.checkpoint"},
     {"gradscope.torchutil", "gradscope.config", "gradscope.results", "gradscope.records"},
     {"gradscope.vocab", "gradscope.util", "gradscope.errors", "gradscope._version"},

@@ -12,6 +12,7 @@ import torch
 from fixtures import models as M
 from torch import nn
 
+from gradscope.config import Config
 from gradscope.errors import ProbeError
 from gradscope.pipeline import verify_fix
 from gradscope.remedies.apply import apply, pick
@@ -83,7 +84,7 @@ def test_fix_on_a_module_that_is_not_sequential() -> None:
 def test_pseudo_norm_applied_after_named_modules_restores_the_signal() -> None:
     model = M.stack(nn.Tanh, 30, gain=0.7)
     data = [torch.randn(16, 32) for _ in range(2)]
-    report = scan(model, data)
+    report = scan(model, data, config=Config().with_overrides({"diagnose.optimizer": "sgd"}))
     pseudo = next(s for s in report.suggestions if s.remedy is Remedy.PSEUDO_NORM)
     patched = apply(model, [pseudo])
     after = scan(patched.model, data)

@@ -88,14 +88,14 @@ def test_float16_gradient_flushed_to_zero_is_underflow_not_a_zero_path() -> None
     assert "underflow" in rules(report)
 
 
-def test_zero_init_head_in_float16_is_still_a_zero_path() -> None:
-    # The head itself gets a gradient (its input is nonzero); only what is behind it is zero: not underflow.
+def test_zero_init_head_in_float16_is_a_gate_not_underflow() -> None:
+    # The head itself gets a gradient (its input is nonzero); only what is behind it is zero, by design: gated.
     model = mlp(torch.float16, depth=2)
     with torch.no_grad():
         model[2].weight.zero_()
     found = statuses(scan(model, inputs(torch.float16)))
     assert found["2"] is Status.OK
-    assert found["0"] is Status.ZERO
+    assert found["0"] is Status.GATED
 
 
 def test_deep_float16_model_underflows_where_float32_only_vanishes() -> None:

@@ -15,27 +15,32 @@ from collections.abc import Mapping, Sequence
 
 from .config import Config
 from .diagnose import Diagnosis, preceding_parametric
-from .records import LayerFacts, LayerKind, LayerRecord
+from .records import LayerFacts, LayerKind, LayerRecord, ModelShape
 from .remedies.placement import Placement, pseudo_norm_points, rescale_gains
 from .results import Finding, LayerStats, Suggestion
 from .util import layer_list
-from .vocab import IN_MEMORY, Remedy, Rule, Where
+from .vocab import IN_MEMORY, Optimizer, Remedy, Rule, Severity, Where
 
 Facts = Mapping[str, LayerFacts]
 
 
-def suggest(diagnosis: Diagnosis, records: Sequence[LayerRecord], config: Config) -> tuple[Suggestion, ...]:
+def suggest(
+    diagnosis: Diagnosis, records: Sequence[LayerRecord], config: Config, shape: ModelShape | None = None
+) -> tuple[Suggestion, ...]:
     findings = {f.rule: f for f in diagnosis.findings}
     layers = diagnosis.layers
     facts = {r.name: r.facts for r in records}
+    shape = shape or ModelShape()
     out: list[Suggestion] = []
     if Rule.NONFINITE in findings:
         return (_inspect(findings[Rule.NONFINITE]),)
     if Rule.FORWARD_COLLAPSE in findings:
         rules = (Rule.FORWARD_COLLAPSE, *_also(findings, Rule.VANISHING_GRADIENT))
-        out += _forward_fixes(layers, facts, rules, config)
-    elif Rule.VANISHING_GRADIENT in findings:
-        out += _backward_fixes(layers, facts, diagnosis, config)
+        out += _forward_fixes(layers, facts, rules, config, shape)
+    elif Rule.VANISHING_GRADIENT in findings and _worth_fixing(findings[Rule.VANISHING_GRADIENT], config):
+        out += _backward_fixes(layers, facts, diagnosis, config, shape)
+    if Rule.VANISHING_THROUGH_TIME in findings:
+        out += _through_time_fixes(layers, facts, findings[Rule.VANISHING_THROUGH_TIME], shape)
     exploding = _also(findings, Rule.FORWARD_EXPLOSION, Rule.EXPLODING_GRADIENT)
     if exploding:
         out += _exploding_fixes(layers, facts, exploding, config)
@@ -71,6 +76,12 @@ def suggest(diagnosis: Diagnosis, records: Sequence[LayerRecord], config: Config
     return tuple(_dedupe(out))
 
 
+def _worth_fixing(finding: Finding, config: Config) -> bool:
+    """A backward-only attenuation that is only a warning under Adam (which rescales each parameter's step) asks
+    for no change; under SGD, or as an error, it does."""
+    return finding.severity is Severity.ERROR or config.diagnose.optimizer == Optimizer.SGD
+
+
 def _also(findings: Mapping[str, Finding], *rules: Rule) -> tuple[Rule, ...]:
     return tuple(rule for rule in rules if rule in findings)
 
@@ -92,12 +103,8 @@ def _weighted(layers: Sequence[LayerStats], facts: Facts) -> list[LayerStats]:
 
 
 def _activation(layers: Sequence[LayerStats], facts: Facts) -> LayerFacts | None:
-    """The model's most common activation among the ones an init is chosen for (tanh/sigmoid-type and ReLU)."""
-    acts = [
-        f
-        for layer in layers
-        if (f := _fact(facts, layer.name)) is not None and f.kind is LayerKind.ACTIVATION and f.gain is not None
-    ]
+    """The model's most common activation module (the init is chosen for it)."""
+    acts = [f for layer in layers if (f := _fact(facts, layer.name)) is not None and f.kind is LayerKind.ACTIVATION]
     if not acts:
         return None
     names = [f.activation for f in acts]
@@ -105,10 +112,23 @@ def _activation(layers: Sequence[LayerStats], facts: Facts) -> LayerFacts | None
     return next(f for f in acts if f.activation == common)
 
 
+# Activations without a gain of their own in nn.init.calculate_gain: initialised as ReLU is (fan-in, gain √2),
+# which keeps their forward signal of the same order (they are ReLU-like for positive inputs).
+_RELU_LIKE = ("GELU", "SiLU", "ELU", "CELU", "Mish", "Softplus", "Hardswish", "PReLU", "ReLU6")
+
+
 def _init_params(act: LayerFacts | None) -> dict[str, object]:
-    """The init for the activation: Xavier with its gain for sigmoid-type, Kaiming for rectifiers (and by default)."""
+    """The init for the activation actually used: Xavier with the activation's gain for tanh/sigmoid-type, Kaiming
+    for rectifiers (with LeakyReLU's slope), fan-in with gain 1 for SELU, ReLU's Kaiming for GELU/SiLU and kin."""
+    name = act.activation if act is not None else None
     if act is not None and act.saturating and act.gain is not None:
         return {"scheme": "xavier_uniform_", "gain": round(act.gain, 4), "bias": 0.0}
+    if name == "LeakyReLU" and act is not None and act.gain is not None:
+        slope = math.sqrt(max(2.0 / act.gain**2 - 1.0, 0.0))  # calculate_gain('leaky_relu', a) = √(2/(1+a²))
+        return {"scheme": "kaiming_normal_", "nonlinearity": "leaky_relu", "a": round(slope, 4), "mode": "fan_in",
+                "bias": 0.0}  # fmt: skip
+    if name == "SELU":
+        return {"scheme": "kaiming_normal_", "nonlinearity": "linear", "mode": "fan_in", "bias": 0.0}
     return {"scheme": "kaiming_normal_", "nonlinearity": "relu", "mode": "fan_in", "bias": 0.0}
 
 
@@ -121,22 +141,50 @@ def _norm_for(layer: LayerStats, facts: Facts) -> str:
 
 
 def _forward_fixes(
-    layers: Sequence[LayerStats], facts: Facts, rules: tuple[str, ...], config: Config
+    layers: Sequence[LayerStats], facts: Facts, rules: tuple[str, ...], config: Config, shape: ModelShape
 ) -> list[Suggestion]:
     weighted = _weighted(layers, facts)
     if not weighted:
         return []
     hidden = weighted[:-1] or weighted  # the output layer keeps its scale: normalizing logits is not the fix
+    unnormalized = [layer for layer in hidden if not _normalized(layer, layers, facts)]
     act = _activation(layers, facts)
     init = _init_params(act)
-    norms = {layer.name: _norm_for(layer, facts) for layer in hidden}
-    out = [
+    norms = {layer.name: _norm_for(layer, facts) for layer in unnormalized}
+    out: list[Suggestion] = []
+    if norms:
+        out += _normalization(norms, rules, config)
+    if not _same_init(layers, facts, init, config):
+        out.append(
+            Suggestion(
+                Remedy.INIT,
+                _names(weighted),
+                Where.MODEL,
+                init,
+                f"re-initialise {_list(_names(weighted))} with {_init_call(init)} and zero biases: the current init "
+                f"shrinks the signal at every layer" + (f" ({act.activation})" if act else ""),
+                rules,
+            )
+        )
+    if len(weighted) >= config.suggest.residual_min_depth and not shape.skip_connections:
+        out.append(_residual(weighted, rules))
+    return out
+
+
+def _normalized(layer: LayerStats, layers: Sequence[LayerStats], facts: Facts) -> bool:
+    """Whether the next layer to run after ``layer`` is a normalization layer (it is normalized already)."""
+    following = layers[layer.index + 1 : layer.index + 2] if layer.index + 1 < len(layers) else ()
+    return any((f := _fact(facts, nxt.name)) is not None and f.kind is LayerKind.NORM for nxt in following)
+
+
+def _normalization(norms: dict[str, str], rules: tuple[str, ...], config: Config) -> list[Suggestion]:
+    return [
         Suggestion(
             Remedy.NORMALIZATION,
-            _names(hidden),
+            tuple(norms),
             Where.AFTER,
             _norm_params(norms),
-            f"insert {_common(norms)} after {_list(_names(hidden))} so each layer sees inputs that differ between "
+            f"insert {_common(norms)} after {_list(tuple(norms))} so each layer sees inputs that differ between "
             f"samples again; backward-only fixes (pseudo-norm, rescale) cannot help here — they rescale gradients "
             f"but the forward signal they would carry has already collapsed",
             rules,
@@ -151,25 +199,13 @@ def _forward_fixes(
             config,
         ),
     ]
-    if not _same_init(layers, facts, init, config):
-        out.append(
-            Suggestion(
-                Remedy.INIT,
-                _names(weighted),
-                Where.MODEL,
-                init,
-                f"re-initialise {_list(_names(weighted))} with {_init_call(init)} and zero biases: the current init "
-                f"shrinks the signal at every layer" + (f" ({act.activation})" if act else ""),
-                rules,
-            )
-        )
-    if len(weighted) >= config.suggest.residual_min_depth:
-        out.append(_residual(weighted, rules))
-    return out
 
 
 def _init_call(init: Mapping[str, object]) -> str:
-    arg = f"gain={init['gain']}" if "gain" in init else "nonlinearity='relu'"
+    if "gain" in init:
+        arg = f"gain={init['gain']}"
+    else:
+        arg = (f"a={init['a']}, " if "a" in init else "") + f"nonlinearity='{init.get('nonlinearity', 'relu')}'"
     return f"nn.init.{init['scheme']}({arg})"
 
 
@@ -186,7 +222,7 @@ def _residual(weighted: Sequence[LayerStats], rules: tuple[str, ...]) -> Suggest
 
 
 def _backward_fixes(
-    layers: Sequence[LayerStats], facts: Facts, diagnosis: Diagnosis, config: Config
+    layers: Sequence[LayerStats], facts: Facts, diagnosis: Diagnosis, config: Config, shape: ModelShape
 ) -> list[Suggestion]:
     out: list[Suggestion] = []
     rules = (Rule.VANISHING_GRADIENT,)
@@ -254,8 +290,60 @@ def _backward_fixes(
             )
         )
     weighted = _weighted(layers, facts)
-    if len(weighted) >= config.suggest.residual_min_depth:
+    if len(weighted) >= config.suggest.residual_min_depth and not shape.skip_connections:
         out.append(_residual(weighted, rules))
+    return out
+
+
+def _through_time_fixes(
+    layers: Sequence[LayerStats], facts: Facts, finding: Finding, shape: ModelShape
+) -> list[Suggestion]:
+    """Vanishing through time: gated cells or attention, an init that keeps the recurrence's gain at 1, and
+    paths that skip steps; a vanilla RNN's own recurrence is what shrinks the gradient step by step."""
+    rules = (Rule.VANISHING_THROUGH_TIME,)
+    recurrent = [layer for layer in layers if (f := _fact(facts, layer.name)) is not None and f.cell is not None]
+    vanilla = [layer for layer in recurrent if facts[layer.name].cell == "RNN"]
+    out: list[Suggestion] = []
+    if vanilla:
+        out.append(
+            Suggestion(
+                Remedy.GATED_RECURRENT,
+                _names(vanilla),
+                Where.REPLACE,
+                {"module": "GRU"},
+                f"replace {_list(_names(vanilla))} with nn.GRU or nn.LSTM (same arguments): their gates let the "
+                f"gradient pass many steps unchanged",
+                rules,
+            )
+        )
+    if recurrent:
+        out.append(
+            Suggestion(
+                Remedy.INIT,
+                _names(recurrent),
+                Where.MODEL,
+                {"scheme": "orthogonal_", "parameters": "weight_hh", "forget_bias": 1.0},
+                f"initialise the recurrent weights of {_list(_names(recurrent))} orthogonally (nn.init.orthogonal_ "
+                f"on each weight_hh) and, for an LSTM, the forget-gate bias to 1: the step-to-step gain then starts "
+                f"near 1 instead of shrinking the gradient at every step",
+                rules,
+            )
+        )
+    if not recurrent:  # attention and convolutions already read every position: nothing here to replace
+        return out
+    out.append(
+        Suggestion(
+            Remedy.RESIDUAL,
+            (finding.layers[0],) if finding.layers else (),
+            Where.MODEL,
+            {"kind": "attention"},
+            "let the output read every step directly — attention over the sequence (nn.MultiheadAttention or a "
+            "Transformer encoder), or pooling over the steps instead of the last one — so the gradient reaches "
+            f"early positions without passing through {finding.evidence.get('length', 'all')} steps; and keep "
+            "truncated backpropagation windows at least as long as the dependencies you need",
+            rules,
+        )
+    )
     return out
 
 
@@ -445,7 +533,7 @@ def candidates(
             )
             out[Remedy.PSEUDO_NORM.option] = (candidate,)
     if weighted:
-        forward = {s.remedy: s for s in _forward_fixes(layers, facts, (), config)}
+        forward = {s.remedy: s for s in _forward_fixes(layers, facts, (), config, ModelShape())}
         for remedy in (Remedy.NORMALIZATION, Remedy.INIT):  # init is left out when it would re-draw the same
             if remedy in forward:
                 out.setdefault(remedy.option, (forward[remedy],))

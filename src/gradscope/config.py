@@ -37,6 +37,7 @@ class ProbeConfig:
     mode: str = "train"
     seq_len: int = 32
     image_size: int = 32
+    threads: int = 1
 
     def __post_init__(self) -> None:
         _require(self.batches >= 1, "probe.batches", self.batches, "must be at least 1")
@@ -52,10 +53,12 @@ class ProbeConfig:
         _require(self.mode in ("train", "eval"), "probe.mode", self.mode, "must be train or eval")
         _require(self.seq_len >= 1, "probe.seq_len", self.seq_len, "must be at least 1")
         _require(self.image_size >= 1, "probe.image_size", self.image_size, "must be at least 1")
+        _require(self.threads >= 0, "probe.threads", self.threads, "must be >= 0 (0: torch's own setting)")
 
 
 @dataclass(frozen=True)
 class DiagnoseConfig:
+    optimizer: str = "adam"
     reference_layers: int = 3
     vanishing_warning: float = 1e-2
     vanishing_error: float = 1e-3
@@ -68,9 +71,29 @@ class DiagnoseConfig:
     dead_units_error: float = 0.999
     underflow_margin: float = 1.0
     large_weight_gain: float = 3.0
+    adam_vanishing_error: float = 1e-6
+    time_warning: float = 1e-3
+    time_error: float = 1e-4
+    gate_closed: float = 1e-2
 
     def __post_init__(self) -> None:
         _finite(self, "diagnose")
+        _require(
+            self.optimizer in {o.value for o in Optimizer}, "diagnose.optimizer", self.optimizer, "must be sgd or adam"
+        )
+        _require(
+            0 < self.adam_vanishing_error <= self.vanishing_error,
+            "diagnose.adam_vanishing_error",
+            self.adam_vanishing_error,
+            "needs 0 < adam_vanishing_error <= vanishing_error",
+        )
+        _require(
+            0 < self.time_error <= self.time_warning < 1,
+            "diagnose.time_error",
+            self.time_error,
+            "needs 0 < time_error <= time_warning < 1",
+        )
+        _require(0 < self.gate_closed < 1, "diagnose.gate_closed", self.gate_closed, "must be in (0, 1)")
         _require(self.reference_layers >= 1, "diagnose.reference_layers", self.reference_layers, "must be >= 1")
         _require(
             0 < self.vanishing_error <= self.vanishing_warning < 1,

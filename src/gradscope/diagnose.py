@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import DiagnoseConfig
-from .records import SMALLEST_NORMAL, LayerRecord
-from .results import Finding, LayerStats, Spread, Summary
+from .records import SMALLEST_NORMAL, Gating, LayerKind, LayerRecord, PositionProfile
+from .results import Finding, LayerStats, Positions, Spread, Summary
 from .util import layer_list
 from .vocab import STATUS_PRIORITY, Rule, Severity, Status
 
@@ -26,39 +26,68 @@ class Diagnosis:
     summary: Summary
     nonfinite_origin: str | None
     forward_collapse: bool
+    positions: Positions | None = None
+
+
+# Statuses a gate explains: what a closed gate does to the layers behind it at init.
+_GATEABLE = frozenset({Status.VANISHING, Status.EXPLODING, Status.ZERO, Status.UNDERFLOW, Status.OK})
 
 
 def diagnose(
-    records: Sequence[LayerRecord], config: DiagnoseConfig, nonfinite_culprit: tuple[str, str] | None = None
+    records: Sequence[LayerRecord],
+    config: DiagnoseConfig,
+    nonfinite_culprit: tuple[str, str] | None = None,
+    *,
+    profile: PositionProfile | None = None,
+    gating: Gating | None = None,
 ) -> Diagnosis:
     """``nonfinite_culprit``: (name, type) of the first module of any kind whose output was non-finite, when the
-    scan looked for it (a module without parameters, such as a custom op, is not a layer but can be the cause)."""
+    scan looked for it (a module without parameters, such as a custom op, is not a layer but can be the cause).
+    ``profile``: the gradient reaching each input position of a sequence model. ``gating``: layers whose small
+    gradients a gate closed at init explains (the scan found them by opening the gates); they are ``gated``, and
+    left out of the reference, the spread and every other rule."""
+    gated = gating.layers if gating is not None else frozenset()
+    quiet = gating.quiet if gating is not None else frozenset()
+    # Left out of the forward rules: layers a gate explains, the gates' own layers (their outputs are ~0 by
+    # design), and containers (the root, a block that owns a gain): their output is their children's, combined.
+    by_design = gated | (gating.owners if gating is not None else frozenset())
+    by_design |= {r.name for r in records if r.facts.container}
     stats = [_stats(index, record) for index, record in enumerate(records)]
-    reference = _reference(stats, config.reference_layers)
-    growth = _forward_growth(stats, records, config.reference_layers)
+    reference = _reference([s for s in stats if s.name not in quiet], config.reference_layers)
+    growth = _forward_growth(stats, records, config.reference_layers, by_design)
     statuses = [_statuses(s, r, reference, growth, config) for s, r in zip(stats, records, strict=True)]
     _underflowed_zeros(stats, statuses, reference, config)
     _flushed_loss_gradient(stats, records, statuses)
     layers = tuple(
-        _with_status(s, min(found, key=STATUS_PRIORITY.index)) for s, found in zip(stats, statuses, strict=True)
+        _with_status(s, _status_of(found, s.name in gated)) for s, found in zip(stats, statuses, strict=True)
     )
     findings: list[Finding] = []
     origin = _nonfinite(layers, findings, nonfinite_culprit)
-    spread_ratio = _forward_spread_ratio(layers, config.reference_layers)
+    spread_ratio = _forward_spread_ratio([la for la in layers if la.name not in by_design], config.reference_layers)
     collapse = spread_ratio is not None and spread_ratio < config.collapse_ratio
+    positions = _positions(profile)
     if origin is None:
         if collapse:
             assert spread_ratio is not None
-            _forward_collapse(layers, spread_ratio, config, findings)
+            _forward_collapse([la for la in layers if la.name not in by_design], spread_ratio, config, findings)
         if growth is not None and growth.ratio > config.exploding_warning:
             _forward_explosion(layers, growth, config, findings)
-        _attenuation(layers, reference, config, collapse, findings)
+        _attenuation(layers, reference, config, collapse, _normalized(records), findings)
+        _through_time(positions, config, findings)
+        _underflow(layers, records, config, findings)
         _saturation(layers, records, config, findings)
         _dead_units(layers, config, findings)
-        _underflow(layers, records, config, findings)
     _zero_and_disconnected(layers, records, findings)
-    summary = _summary(layers, reference, spread_ratio)
-    return Diagnosis(layers, tuple(findings), summary, origin, collapse)
+    if gating is not None and gated:
+        findings = _capped(findings, gating)
+        _gated(layers, gating, reference, findings)
+    summary = _summary([la for la in layers if la.name not in gated], reference, spread_ratio)
+    return Diagnosis(layers, tuple(findings), summary, origin, collapse, positions)
+
+
+def _status_of(found: list[Status], gated: bool) -> Status:
+    status = min(found, key=STATUS_PRIORITY.index)
+    return Status.GATED if gated and status in _GATEABLE else status
 
 
 # -- per layer ---------------------------------------------------------------------------------------------------
@@ -291,11 +320,16 @@ class Growth:
         return {index for index, size in self.sizes if size / base > threshold}
 
 
-def _forward_growth(stats: Sequence[LayerStats], records: Sequence[LayerRecord], count: int) -> Growth | None:
+def _forward_growth(
+    stats: Sequence[LayerStats], records: Sequence[LayerRecord], count: int, gated: frozenset[str] = frozenset()
+) -> Growth | None:
     sizes = [
         (s, s.activation_rms.median)
         for s, r in zip(stats, records, strict=True)
-        if r.facts.fan_in is not None and s.activation_rms is not None and _usable(s.activation_rms.median)
+        if r.facts.fan_in is not None
+        and s.name not in gated
+        and s.activation_rms is not None
+        and _usable(s.activation_rms.median)
     ]
     if len(sizes) < 2:
         return None
@@ -322,15 +356,35 @@ def _forward_explosion(
     )
 
 
+def _normalized(records: Sequence[LayerRecord]) -> frozenset[str]:
+    """Weighted layers whose output goes straight into a normalization layer: scale-invariant, so a large
+    gradient there shrinks its own steps (the weights grow, the effective step falls as 1/‖W‖²)."""
+    return frozenset(
+        r.name
+        for r, nxt in zip(records, records[1:], strict=False)
+        if r.facts.weighted and nxt.facts.kind is LayerKind.NORM
+    )
+
+
 def _attenuation(
-    layers: Sequence[LayerStats], reference: float | None, c: DiagnoseConfig, collapse: bool, findings: list[Finding]
+    layers: Sequence[LayerStats],
+    reference: float | None,
+    c: DiagnoseConfig,
+    collapse: bool,
+    normalized: frozenset[str],
+    findings: list[Finding],
 ) -> None:
     if not _usable(reference):
         return
     assert reference is not None
-    decay = _decay_per_layer(layers)
+    decay = _decay_per_layer([la for la in layers if la.status is not Status.GATED])
+    # Adam divides each parameter's step by its own gradient's scale, so a gradient that only shrinks on its way
+    # back (the forward signal intact) costs it little until it nears Adam's epsilon; plain SGD steps in
+    # proportion to it. A forward collapse stops both.
+    backward_only_adam = c.optimizer == "adam" and not collapse
+    vanishing_error = c.adam_vanishing_error if backward_only_adam else c.vanishing_error
     for status, rule, error_at, word in (
-        (Status.VANISHING, Rule.VANISHING_GRADIENT, c.vanishing_error, "vanish"),
+        (Status.VANISHING, Rule.VANISHING_GRADIENT, vanishing_error, "vanish"),
         (Status.EXPLODING, Rule.EXPLODING_GRADIENT, c.exploding_error, "explode"),
     ):
         hit = [
@@ -355,6 +409,8 @@ def _attenuation(
         )
         worst, worst_ratio = hit[worst_i], ratios[worst_i]
         failing = worst_ratio < error_at if status is Status.VANISHING else worst_ratio > error_at
+        self_correcting = status is Status.EXPLODING and all(layer.name in normalized for layer in hit)
+        failing = failing and not self_correcting
         orders = abs(math.log10(worst_ratio))
         cause = (
             " — a consequence of the forward collapse above"
@@ -374,6 +430,16 @@ def _attenuation(
                     f"orders of magnitude off the output-side reference ({reference:.2g}); worst is "
                     f"'{worst.name}' at {worst_ratio:.2g}× ({orders:.1f} orders)"
                     + (f", {abs(decay):.2f} orders of magnitude per layer" if decay is not None else "")
+                    + (
+                        "; Adam rescales each parameter's step, so this is a warning until the gradient falls below "
+                        f"{c.adam_vanishing_error:g}× the reference (with SGD it is an error below "
+                        f"{c.vanishing_error:g}×)"
+                        if backward_only_adam and status is Status.VANISHING and not failing
+                        else "; each feeds a normalization layer, which makes it scale-invariant: the weights grow "
+                        "and the steps shrink on their own, so this is a warning"
+                        if self_correcting
+                        else ""
+                    )
                 ),
                 evidence={
                     "reference_grad_rms": reference,
@@ -382,9 +448,102 @@ def _attenuation(
                     "decay_per_layer": decay,
                     "threshold": error_at,
                     "kind": "after_forward_collapse" if collapse else "backward_only",
+                    "optimizer": c.optimizer,
                 },
             )
         )
+
+
+def _positions(profile: PositionProfile | None) -> Positions | None:
+    """Median over batches of the gradient at each position, and how the two ends of the sequence compare."""
+    if profile is None or not profile.rms:
+        return None
+    per_position = [Spread.of([batch[i] for batch in profile.rms]) for i in range(profile.length)]
+    values = tuple(math.nan if s is None else s.median for s in per_position)
+    k = max(1, len(values) // 8)  # an eighth of the sequence at each end
+    start = _rms(values[:k])
+    end = _rms(values[-k:])
+    ratio: float | None = None
+    weak: str | None = None
+    if start is not None and end is not None and max(start, end) > 0:
+        ratio, weak = (start / end, "start") if start <= end else (end / start, "end")
+    return Positions(profile.layer, profile.axis, values, ratio, weak)
+
+
+def _rms(values: Sequence[float]) -> float | None:
+    if not values or not all(math.isfinite(v) for v in values):
+        return None
+    return math.sqrt(sum(v * v for v in values) / len(values))
+
+
+def _through_time(positions: Positions | None, c: DiagnoseConfig, findings: list[Finding]) -> None:
+    """The gradient reaching one end of the sequence is orders of magnitude below the other end's: what the
+    model sees there does not reach its weights (a recurrent layer read at its last step, over many steps)."""
+    if positions is None or positions.ratio is None or positions.ratio >= c.time_warning:
+        return
+    ratio, length = positions.ratio, len(positions.grad_rms)
+    orders = "all" if ratio == 0 else f"{-math.log10(ratio):.1f} orders of magnitude"
+    findings.append(
+        Finding(
+            rule=Rule.VANISHING_THROUGH_TIME,
+            severity=Severity.ERROR if ratio < c.time_error else Severity.WARNING,
+            layers=(positions.layer,),
+            message=(
+                f"gradients vanish through time: the {positions.weak_end} of the {length}-step sequence receives "
+                f"{ratio:.2g}× the gradient of the other end ({orders} less) at '{positions.layer}', so what the "
+                f"model sees there barely changes its weights: long-range dependencies cannot be learned"
+            ),
+            evidence={"ratio": ratio, "length": length, "weak_end": positions.weak_end, "threshold": c.time_error},
+        )
+    )
+
+
+def _capped(findings: list[Finding], gating: Gating) -> list[Finding]:
+    """A problem that is still there with the gates opened is judged as it is then: gates in series (CaiT's trunk
+    behind its class-attention gates) make it look orders of magnitude worse at init than it is."""
+    persisting = dict(gating.persisting)
+    out = []
+    for f in findings:
+        then = persisting.get(f.rule)
+        if then is not None and Severity(then).rank < f.severity.rank:
+            f = Finding(
+                f.rule,
+                Severity(then),
+                f.layers,
+                f"{f.message}; with the gates below opened it is only a {then}",
+                {**f.evidence, "severity_at_init": f.severity.value},
+            )
+        out.append(f)
+    return out
+
+
+def _gated(layers: Sequence[LayerStats], gating: Gating, reference: float | None, findings: list[Finding]) -> None:
+    names = tuple(layer.name for layer in layers if layer.status is Status.GATED)
+    if not names:
+        return
+    gates = gating.gates
+    shown = ", ".join(f"'{g.parameter}' ({g.rms:.2g})" for g in gates[:3]) + (
+        f" and {len(gates) - 3} more" if len(gates) > 3 else ""
+    )
+    findings.append(
+        Finding(
+            rule=Rule.GATED_AT_INIT,
+            severity=Severity.INFO,
+            layers=names,
+            message=(
+                f"{len(names)} layer(s) sit behind gates that start closed by design: {shown}; each gate's own "
+                f"gradient is healthy, so it opens in the first steps (LayerScale, a zero-initialised head or "
+                f"residual norm, ReZero, adaLN-zero, LoRA). With the gates opened the scan finds no "
+                f"{'/'.join(gating.explains)} there"
+            ),
+            evidence={
+                "gates": {g.parameter: g.rms for g in gates},
+                "gate_grad_ratio": {g.parameter: g.grad_ratio for g in gates},
+                "explains": list(gating.explains),
+                "reference_grad_rms": reference,
+            },
+        )
+    )
 
 
 def _orders(ratio: float) -> str:
@@ -438,14 +597,21 @@ def _saturation(
         if large
         else "their inputs are large although the weights are not"
     )
+    # Saturation is harmful through what it does to the gradient, which the scan measures: an error when the
+    # gradient vanishes (or underflows) as well, a warning when it still flows (a shallow stack, a residual branch;
+    # benchmarks/validity.py: large-weight depth-4 nets and saturated residual branches train).
+    harmful = any(
+        f.severity is Severity.ERROR and f.rule in (Rule.VANISHING_GRADIENT, Rule.UNDERFLOW) for f in findings
+    )
     findings.append(
         Finding(
             rule=Rule.SATURATION,
-            severity=Severity.ERROR,
+            severity=Severity.ERROR if harmful else Severity.WARNING,
             layers=_names(hit),
             message=(
                 f"{len(hit)} activation layer(s) are saturated: up to {worst.saturated_fraction:.0%} of outputs of "
                 f"'{worst.name}' sit where the slope is below {c.saturation_derivative:.0%} of its peak; {cause}"
+                + ("" if harmful else "; the gradient still flows past them, so this is a warning")
             ),
             evidence={
                 "worst_layer": worst.name,

@@ -109,21 +109,22 @@ def build_probe(
     """The probe batches for ``model`` under ``config.probe`` (``n`` of them; default ``probe.batches``): the
     model file's ``probe_batches``/``example_inputs``, else ``--input-shape``, else inferred (``probes``)."""
     from .probes import build_batches
-    from .torchutil import device_of
+    from .torchutil import device_of, seeded
 
     p = config.probe
-    return build_batches(
-        model,
-        hooks,
-        n=p.batches if n is None else n,
-        batch_size=p.batch_size,
-        seed=p.seed,
-        device=device_of(model),
-        input_shapes=spec.input_shapes if spec is not None else None,
-        input_dtype=spec.input_dtype if spec is not None else None,
-        seq_len=p.seq_len,
-        image_size=p.image_size,
-    )
+    with seeded(p.seed):  # example_inputs() / probe_batches() may draw from the global RNGs
+        return build_batches(
+            model,
+            hooks,
+            n=p.batches if n is None else n,
+            batch_size=p.batch_size,
+            seed=p.seed,
+            device=device_of(model),
+            input_shapes=spec.input_shapes if spec is not None else None,
+            input_dtype=spec.input_dtype if spec is not None else None,
+            seq_len=p.seq_len,
+            image_size=p.image_size,
+        )
 
 
 @contextlib.contextmanager
@@ -197,11 +198,14 @@ def verify_fix(
 
 def probe_like(config: Config, baseline: Report, label: str, keep: Collection[str] = ()) -> Config:
     """``config`` probing like ``baseline`` did (its batches, batch size and seed), so the numbers compare; the
-    keys in ``keep`` (``"batches"``, …: given on the command line) stay as they are. A bad value is blamed on
-    the baseline file."""
+    keys in ``keep`` (``"batches"``, …: given on the command line) stay as they are; so does the optimizer the
+    verdict assumes (``diagnose.optimizer``: the baseline's unless ``"optimizer"`` is kept). A bad value is blamed
+    on the baseline file."""
     values = {key: getattr(baseline.probe, key) for key in PROBE_KEYS if key not in keep}
-    values = {key: value for key, value in values.items() if value is not None}
-    return merge(config, {"probe": values}, source=label) if values else config
+    sections: dict[str, dict[str, Any]] = {"probe": {k: v for k, v in values.items() if v is not None}}
+    if "optimizer" not in keep:  # the verdict assumed this optimizer: judge the new scan the same way
+        sections["diagnose"] = {"optimizer": baseline.probe.optimizer}
+    return merge(config, sections, source=label)
 
 
 def check_target(

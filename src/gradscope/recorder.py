@@ -16,15 +16,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import grad as conv_grad
 from torch.nn.utils import parametrize
 
-from .records import LayerFacts, LayerRecord
+from .records import LayerFacts, LayerKind, LayerRecord, PositionProfile
 from .torchutil import ACTIVATIONS, EMBEDDINGS, RECTIFYING, SATURATING, dtype_name, first_float_tensor, layer_facts
+
+
+def _per_call(module: nn.Module) -> bool:
+    """Whether the parameter gradient of each call is computed when the module runs several times in one forward
+    pass (Linear and convolutions; a transposed convolution, a norm or a recurrent layer keeps its total)."""
+    return isinstance(module, nn.Linear) or (isinstance(module, nn.modules.conv._ConvNd) and not module.transposed)
+
 
 # The spread, saturation and dead-unit statistics read at most this many elements of a layer's output per batch
 # (a fixed stride; README "Overhead"). Sums of squares and gradients always read everything.
@@ -40,13 +48,15 @@ class Tap:
     trainable: tuple[nn.Parameter, ...]
 
 
-# One entry of the flat per-batch list: which layer, which statistic, and the host-side numbers needed to turn the
-# device value into the statistic (element counts are known from shapes without a sync).
+# One entry of the flat per-batch list: which record, which statistic, how many values it holds (a position
+# profile holds one per position), and the host-side number needed to turn the device value into the statistic
+# (element counts are known from shapes without a sync).
 @dataclass(frozen=True)
 class _Entry:
     layer: int
     stat: str
     numel: float = 1.0
+    size: int = 1
 
 
 def model_facts(model: nn.Module) -> dict[str, LayerFacts]:
@@ -56,18 +66,28 @@ def model_facts(model: nn.Module) -> dict[str, LayerFacts]:
 
 
 class Recorder:
-    """``with Recorder(model) as rec:`` then per batch ``rec.start_batch()``, forward, backward, ``rec.end_batch()``."""
+    """``with Recorder(model) as rec:`` then per batch ``rec.start_batch()``, forward, backward, ``rec.end_batch()``.
 
-    def __init__(self, model: nn.Module, *, saturation_derivative: float = 0.05) -> None:
+    A module that runs several times in one forward pass (a block called in a loop, a shared activation) gets one
+    record per call, named ``name#1``, ``name#2``, …, so each depth position is measured like its unrolled twin; the
+    parameter gradient of each call of a Linear/Conv layer is computed from that call's input and output gradient.
+    """
+
+    def __init__(self, model: nn.Module, *, saturation_derivative: float = 0.05, positions: bool = False) -> None:
         self.model = model
         self.saturation_derivative = saturation_derivative
         self.taps, self.layers = self._discover(model)
+        self.positions = positions  # measure the gradient reaching each input position (a sequence model)
+        self.profile: PositionProfile | None = None
+        self._calls: list[list[int]] = [[i] for i in range(len(self.layers))]  # module → its call records
+        self._module: list[int] = list(range(len(self.layers)))  # record → the module it measures
+        self._call_index = [0] * len(self.layers)  # calls seen so far in this batch, per module
         self._handles: list[Any] = []
         self._values: list[torch.Tensor] = []
         self._entries: list[_Entry] = []
-        self._expects_signal: set[int] = set()  # layers whose output needed a gradient in this batch
+        self._expects_signal: set[int] = set()  # records whose output needed a gradient in this batch
         self._batch = -1
-        self._calls = 0
+        self._order = 0
         self._batch_size: int | None = None
         self._device: torch.device | None = None
         self.batches_recorded = 0
@@ -133,9 +153,7 @@ class Recorder:
         self._handles.clear()
 
     def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self.detach()
         self._values.clear()
         self._entries.clear()
 
@@ -146,6 +164,7 @@ class Recorder:
         self._expects_signal.clear()
         self._values.clear()
         self._entries.clear()
+        self._call_index = [0] * len(self.taps)
 
     def add_loss(self, loss: torch.Tensor) -> None:
         self._append(-1, "loss", loss.detach().float())
@@ -155,23 +174,48 @@ class Recorder:
         self._record_param_grads()
         host: list[float] = []
         if self._values:
-            host = torch.stack(self._values).cpu().tolist()  # the one host sync of the batch
+            # the one host sync of the batch
+            host = torch.cat([v.reshape(-1).to(self._values[0].dtype) for v in self._values]).cpu().tolist()
         self._accumulate(host)
         self._values.clear()
         self._entries.clear()
         self.batches_recorded += 1
 
     # -- hooks -------------------------------------------------------------------------------------------------
+    def _record_for_call(self, index: int) -> int:
+        """The record of this call of module ``index``: the module's own for its first call, a new one (batch 0)
+        or the one made then (later batches) for the next calls."""
+        call = self._call_index[index]
+        self._call_index[index] = call + 1
+        calls = self._calls[index]
+        if call < len(calls):
+            return calls[call]
+        if self._batch > 0:
+            return -1  # a call batch 0 did not make (data-dependent control flow): not measured
+        first = self.layers[index].facts
+        facts = replace(first, name=f"{first.name}#{call + 1}", shares_parameters_with=f"{first.name}#1")
+        if not _per_call(self.taps[index].module):  # judged by its output gradient, like a tied-weight layer
+            facts = replace(facts, parameters=0, trainable=False)
+        self.layers.append(LayerRecord(facts, grad_dtype=self.layers[index].grad_dtype))
+        self._module.append(index)
+        calls.append(len(self.layers) - 1)
+        return calls[-1]
+
     def _forward_hook(self, index: int) -> Callable[..., None]:
-        layer = self.layers[index]
-        saturating = isinstance(self.taps[index].module, SATURATING)
-        rectifying = isinstance(self.taps[index].module, RECTIFYING)
+        module = self.taps[index].module
+        saturating = isinstance(module, SATURATING) and not isinstance(module, RECTIFYING)
+        rectifying = isinstance(module, RECTIFYING)
+        weighted = _per_call(module) and bool(self.taps[index].trainable)
 
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            record = self._record_for_call(index)
+            if record < 0:
+                return
+            layer = self.layers[record]
             out = first_float_tensor(output)
             if self._batch == 0 and layer.order < 0:
-                layer.order = self._calls
-                self._calls += 1
+                layer.order = self._order
+                self._order += 1
                 layer.output_shape = tuple(out.shape) if out is not None else None
             if out is None:
                 return
@@ -179,7 +223,7 @@ class Recorder:
                 self._device = out.device
             detached = out.detach()
             numel = float(detached.numel())
-            self._append(index, "act_norm", _norm(detached), numel)
+            self._append(record, "act_norm", _norm(detached), numel)
             batch_dim = self._batch_dim(detached)
             rows = _sample(detached, batch_dim)
             if rows.dtype in (torch.float16, torch.bfloat16):
@@ -189,26 +233,63 @@ class Recorder:
                 # looks like; also far faster on CPU than torch.std along dim 0.
                 mean = rows.mean(dim=0, keepdim=True)
                 centred = rows - mean
-                self._append(index, "act_std", centred.square_().mean(dim=0).sqrt_().mean().float())
-                if rectifying and not saturating:
+                self._append(record, "act_std", centred.square_().mean(dim=0).sqrt_().mean().float())
+                if rectifying:
                     # Rectified outputs are ≥ 0: a unit is positive for some sample iff its batch mean is > 0.
                     alive = torch.count_nonzero(mean > 0)
-                    self._append(index, "alive", alive.float(), float(rows.shape[1]))
+                    self._append(record, "alive", alive.float(), float(rows.shape[1]))
             if saturating:
-                self._append(index, "saturated", self._saturated_count(module, rows), float(rows.numel()))
+                self._append(record, "saturated", self._saturated_count(module, rows), float(rows.numel()))
+            if self.positions and self._batch == 0 and layer.order == 0:  # the first layer to run
+                self.profile = _profile_axis(layer, detached, self._batch_size)
             if out.requires_grad:
                 layer.output_needs_grad = True
                 layer.signal_dtype = dtype_name(out.dtype)
-                self._expects_signal.add(index)
-                out.register_hook(self._signal_hook(index, numel))  # type: ignore[no-untyped-call]
+                self._expects_signal.add(record)
+                first_input = first_float_tensor(inputs) if weighted else None
+                out.register_hook(  # type: ignore[no-untyped-call]
+                    self._signal_hook(index, record, numel, first_input)
+                )
 
         return hook
 
-    def _signal_hook(self, index: int, numel: float) -> Callable[[torch.Tensor], None]:
+    def _signal_hook(
+        self, index: int, record: int, numel: float, call_input: torch.Tensor | None
+    ) -> Callable[[torch.Tensor], None]:
         def hook(grad: torch.Tensor) -> None:
-            self._append(index, "signal_norm", _norm(grad.detach()), numel)
+            g = grad.detach()
+            self._append(record, "signal_norm", _norm(g), numel)
+            profile = self.profile
+            if profile is not None and profile.layer == self.layers[record].name:
+                self._append(record, "positions", _per_position(g, profile.axis), size=profile.length)
+            if call_input is not None and len(self._calls[index]) > 1:
+                self._append_call_grads(index, record, call_input.detach(), g)
 
         return hook
+
+    def _append_call_grads(self, index: int, record: int, x: torch.Tensor, g: torch.Tensor) -> None:
+        """The parameter gradient this one call contributes (the module runs several times): computed from its
+        input and output gradient, as autograd does for the weight, and summed over calls by autograd."""
+        module = self.taps[index].module
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor) or not weight.requires_grad:
+            return
+        with torch.no_grad():
+            if isinstance(module, nn.Linear):
+                dw = g.reshape(-1, g.shape[-1]).T.to(x.dtype) @ x.reshape(-1, x.shape[-1])
+                channel = -1
+            else:
+                assert isinstance(module, nn.modules.conv._ConvNd)
+                weight_grad = (conv_grad.conv1d_weight, conv_grad.conv2d_weight, conv_grad.conv3d_weight)
+                dw = weight_grad[len(module.kernel_size) - 1](  # type: ignore[no-untyped-call]
+                    x, weight.shape, g.to(x.dtype), module.stride, module.padding, module.dilation, module.groups
+                )
+                channel = 1
+            self._append(record, "call_grad_norm", _norm(dw), float(weight.numel()))
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, torch.Tensor) and bias.requires_grad:
+                db = g.movedim(channel, -1).reshape(-1, g.shape[channel]).sum(dim=0)
+                self._append(record, "call_grad_norm", _norm(db), float(bias.numel()))
 
     def _saturated_count(self, module: nn.Module, y: torch.Tensor) -> torch.Tensor:
         """Count outputs whose local derivative is below ``saturation_derivative`` of the function's peak slope."""
@@ -250,7 +331,8 @@ class Recorder:
     def _record_param_grads(self) -> None:
         grads: list[torch.Tensor] = []
         owners: list[int] = []
-        for index, (tap, layer) in enumerate(zip(self.taps, self.layers, strict=True)):
+        for index, tap in enumerate(self.taps):
+            layer = self.layers[index]
             if not tap.trainable:
                 continue
             present = [p.grad for p in tap.trainable if p.grad is not None]
@@ -259,6 +341,8 @@ class Recorder:
             if not present:
                 continue
             layer.grad_dtype = dtype_name(present[0].dtype)
+            if len(self._calls[index]) > 1 and _per_call(tap.module):
+                continue  # measured per call (_append_call_grads): the total is the sum of the calls
             for g in present:
                 grads.append(g.coalesce().values() if g.is_sparse else g)
                 owners.append(index)
@@ -271,25 +355,32 @@ class Recorder:
         for index, g, norm in zip(owners, grads, norms(grads), strict=True):
             self._append(index, "grad_norm", norm, float(g.numel()))
 
-    def _append(self, layer: int, stat: str, value: torch.Tensor, numel: float = 1.0) -> None:
+    def _append(self, layer: int, stat: str, value: torch.Tensor, numel: float = 1.0, size: int = 1) -> None:
         if self._device is not None and value.device != self._device:
             value = value.to(self._device)
         elif self._device is None:
             self._device = value.device
-        self._entries.append(_Entry(layer, stat, numel))
-        self._values.append(value)
+        self._entries.append(_Entry(layer, stat, numel, size))
+        self._values.append(value.float() if value.dtype != torch.float64 else value)
 
     # -- host side ---------------------------------------------------------------------------------------------
     def _accumulate(self, host: list[float]) -> None:
         sums: dict[tuple[int, str], list[float]] = {}
-        for entry, value in zip(self._entries, host, strict=True):
+        position = 0
+        for entry in self._entries:
+            values = host[position : position + entry.size]
+            position += entry.size
+            if entry.stat == "positions":
+                assert self.profile is not None
+                self.profile.rms.append(values)
+                continue
+            value = values[0]
             acc = sums.setdefault((entry.layer, entry.stat), [0.0, 0.0, 0.0])
             acc[0] += value * value if entry.stat.endswith("_norm") else value  # norms are summed as squares
             acc[1] += entry.numel
             acc[2] += 1
-        for key, (total, _, _) in sums.items():
-            if key == (-1, "loss"):
-                self.losses.append(total)
+        if (-1, "loss") in sums:
+            self.losses.append(sums[(-1, "loss")][0])
         for index, layer in enumerate(self.layers):
             act = sums.get((index, "act_norm"))
             if act is not None:
@@ -308,7 +399,7 @@ class Recorder:
                 layer.signal_rms.append(math.sqrt(signal[0] / signal[1]))
             elif index in self._expects_signal:
                 layer.signal_missing += 1
-            grad = sums.get((index, "grad_norm"))
+            grad = sums.get((index, "grad_norm")) or sums.get((index, "call_grad_norm"))
             if grad is not None:
                 count = grad[1]
                 rows = sums.get((index, "grad_rows"))
@@ -316,9 +407,16 @@ class Recorder:
                     weight = self.taps[index].trainable[0]
                     count = count - weight.numel() + rows[0] * rows[1]
                 layer.grad_rms.append(math.sqrt(grad[0] / count) if count > 0 else 0.0)
+                layer.grad_dtype = layer.grad_dtype or self.layers[self._module[index]].grad_dtype
 
     def ordered(self) -> Iterator[LayerRecord]:
-        """Layers in forward execution order; layers that never ran follow their nearest ancestor that did."""
+        """Layers in forward execution order; layers that never ran follow their nearest ancestor that did. The
+        first call of a module called several times is renamed ``name#1`` (the others are ``name#2``, …)."""
+        for calls in self._calls:
+            if len(calls) > 1:
+                first = self.layers[calls[0]]
+                if "#" not in first.name:
+                    first.facts = replace(first.facts, name=f"{first.name}#1")
         ran = sorted((layer for layer in self.layers if layer.order >= 0), key=lambda layer: layer.order)
         idle = [layer for layer in self.layers if layer.order < 0]
         result = list(ran)
@@ -337,6 +435,36 @@ class Recorder:
                     break
             result.insert(position, layer)
         return iter(result)
+
+
+MIN_POSITIONS = 4  # fewer positions than this are no sequence worth a profile
+
+
+def _profile_axis(layer: LayerRecord, out: torch.Tensor, batch_size: int | None) -> PositionProfile | None:
+    """The sequence axis of this layer's output, if it is the first layer of a sequence model: (B, T, F) or
+    (T, B, F) for embeddings, recurrent, attention and linear layers, (B, C, L) for a 1-D convolution."""
+    if batch_size is None or out.dim() != 3:
+        return None
+    facts = layer.facts
+    if facts.conv_dims == 1:
+        axis = 2
+    elif facts.kind is LayerKind.CONV or facts.is_activation:
+        return None
+    else:
+        batch_dims = [d for d in (0, 1) if out.shape[d] == batch_size]
+        if not batch_dims:
+            return None
+        axis = 1 - batch_dims[0]
+    if out.shape[axis] < MIN_POSITIONS:
+        return None
+    return PositionProfile(layer.name, axis, int(out.shape[axis]))
+
+
+def _per_position(grad: torch.Tensor, axis: int) -> torch.Tensor:
+    """RMS of the gradient at each position along ``axis`` (over the batch and the features)."""
+    moved = grad.movedim(axis, 0)
+    rms: torch.Tensor = torch.linalg.vector_norm(moved.reshape(moved.shape[0], -1).float(), dim=1)
+    return rms / math.sqrt(max(moved[0].numel(), 1))
 
 
 def _sumsq(t: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,7 @@ class LayerFacts:
     rectifying: bool = False  # zero for negative inputs: ReLU, ReLU6
     gain: float | None = None  # nn.init.calculate_gain for the activation, where torch defines one
     cell: str | None = None  # "RNN", "LSTM" or "GRU" for a recurrent layer
+    container: bool = False  # it has child modules: its output is theirs, combined (the root, a block with a gain)
 
     @property
     def weighted(self) -> bool:
@@ -82,7 +83,7 @@ class LayerFacts:
             elif f.name in ("name", "type", "shares_parameters_with", "activation", "cell"):
                 if not isinstance(value, str):
                     raise ValueError(f"layer fact {f.name!r} must be a string, got {value!r}")
-            elif f.name in ("saturating", "rectifying", "trainable"):
+            elif f.name in ("saturating", "rectifying", "trainable", "container"):
                 value = bool(value)
             elif f.name == "gain":
                 value = _number(value, f.name)
@@ -137,3 +138,44 @@ class LayerRecord:
     @property
     def type_name(self) -> str:
         return self.facts.type
+
+
+@dataclass
+class PositionProfile:
+    """The gradient reaching each input position: per batch, the RMS of ∂loss/∂(output of ``layer``) at each
+    position along ``axis`` of that output (the first layer to run, when its output is a sequence)."""
+
+    layer: str
+    axis: int
+    length: int
+    rms: list[list[float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A parameter closed at init by design (tiny or zero next to its nominal scale) whose own gradient is healthy."""
+
+    parameter: str  # qualified parameter name, e.g. "stages.0.1.gamma"
+    rms: float  # its RMS at init
+    grad_ratio: float  # its gradient's RMS over the scan's reference
+
+
+@dataclass(frozen=True)
+class Gating:
+    """Gates found, and the layers whose findings disappear when they are opened: the small gradients there are the
+    design, not a defect (``diagnose`` gives those layers the status ``gated``)."""
+
+    gates: tuple[Gate, ...]
+    layers: frozenset[str]  # every layer whose finding the gates explain
+    quiet: frozenset[str]  # those whose own gradient the gates make small, zero or large: not the reference
+    owners: frozenset[str]  # the layers that own the gates: their outputs are ~0 by design, not collapsed
+    explains: tuple[str, ...]  # the rules whose findings the gates explain
+    # rules still found with the gates opened, and their severity then: the gates explain any excess
+    persisting: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the model's graph has: the advice never suggests what is already there."""
+
+    skip_connections: bool = False  # a tensor added to a transform of itself (x + f(x))

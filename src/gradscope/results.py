@@ -89,6 +89,7 @@ class ModelInfo:
     class_name: str
     parameters: int
     trainable_parameters: int
+    skip_connections: bool | None = None  # None: not known (a report built from a watch log)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class ProbeInfo:
     loss: str
     device: str
     dtype: str
+    optimizer: str = "adam"  # the optimizer the verdict assumes (diagnose.optimizer)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,18 @@ class Summary:
     worst_ratio: float | None  # worst layer's grad RMS / reference
     decay_per_layer: float | None  # fitted log10 change of grad RMS per parametric layer, input → output
     forward_spread_ratio: float | None  # activation std of the deepest layers / first layer
+
+
+@dataclass(frozen=True)
+class Positions:
+    """How much gradient reaches each input position of a sequence model (``∂loss/∂(output of layer)`` along
+    ``axis``): flat for attention, decaying toward the start for a recurrent layer read at its last step."""
+
+    layer: str
+    axis: int
+    grad_rms: tuple[float, ...]  # per position, median over the probe batches
+    ratio: float | None  # RMS at the weaker end of the sequence over the stronger end (first vs last eighth)
+    weak_end: str | None  # "start" or "end"
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,7 @@ class Report:
     suggestions: tuple[Suggestion, ...]
     summary: Summary
     fix: Fix | None = None
+    positions: Positions | None = None
     timing: Mapping[str, float] = field(default_factory=dict)
 
     @property
@@ -160,6 +175,7 @@ class Report:
                     "class": self.model.class_name,
                     "parameters": self.model.parameters,
                     "trainable_parameters": self.model.trainable_parameters,
+                    "skip_connections": self.model.skip_connections,
                 },
                 "probe": {
                     "batches": self.probe.batches,
@@ -168,6 +184,7 @@ class Report:
                     "loss": self.probe.loss,
                     "device": self.probe.device,
                     "dtype": self.probe.dtype,
+                    "optimizer": self.probe.optimizer,
                 },
                 "summary": {
                     "reference_grad_rms": self.summary.reference_grad_rms,
@@ -188,6 +205,7 @@ class Report:
                     for f in self.findings
                 ],
                 "suggestions": [suggestion_dict(s) for s in self.suggestions],
+                "positions": None if self.positions is None else _positions_dict(self.positions),
                 **(
                     {
                         "fix": {
@@ -203,6 +221,10 @@ class Report:
                 "timing": dict(self.timing),
             }
         )
+
+
+def _positions_dict(p: Positions) -> dict[str, Any]:
+    return {"layer": p.layer, "axis": p.axis, "grad_rms": list(p.grad_rms), "ratio": p.ratio, "weak_end": p.weak_end}
 
 
 def suggestion_dict(s: Suggestion) -> dict[str, Any]:
@@ -360,6 +382,7 @@ def _report(data: Mapping[str, Any]) -> Report:
             class_name=_get(model, "class", (str,), "model"),
             parameters=_get(model, "parameters", (int,), "model"),
             trainable_parameters=_get(model, "trainable_parameters", (int,), "model"),
+            skip_connections=_get(model, "skip_connections", (bool,), "model", optional=True),
         ),
         probe=ProbeInfo(
             batches=_get(probe, "batches", (int,), "probe"),
@@ -368,6 +391,7 @@ def _report(data: Mapping[str, Any]) -> Report:
             loss=_get(probe, "loss", (str,), "probe"),
             device=_get(probe, "device", (str,), "probe"),
             dtype=_get(probe, "dtype", (str,), "probe"),
+            optimizer=_get(probe, "optimizer", (str,), "probe", optional=True) or "adam",
         ),
         layers=layers,
         findings=tuple(_finding(item, i) for i, item in enumerate(findings_raw)),
@@ -380,7 +404,25 @@ def _report(data: Mapping[str, Any]) -> Report:
             forward_spread_ratio=_number(summary, "forward_spread_ratio", "summary"),
         ),
         fix=None if fix is None else _fix(fix),
+        positions=_positions(data.get("positions")),
         timing={str(k): v for k, v in timing.items() if isinstance(v, _NUM) and not isinstance(v, bool)},
+    )
+
+
+def _positions(data: Any) -> Positions | None:
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise SchemaError("positions must be an object")
+    values = _get(data, "grad_rms", (list,), "positions")
+    if not all(v is None or (isinstance(v, _NUM) and not isinstance(v, bool)) for v in values):
+        raise SchemaError("positions.grad_rms must be a list of numbers")
+    return Positions(
+        layer=_get(data, "layer", (str,), "positions"),
+        axis=_get(data, "axis", (int,), "positions"),
+        grad_rms=tuple(math.nan if v is None else float(v) for v in values),
+        ratio=_number(data, "ratio", "positions"),
+        weak_end=_get(data, "weak_end", (str,), "positions", optional=True),
     )
 
 

@@ -10,22 +10,25 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import probes
+from . import gates, probes
 from .advice import suggest
 from .config import Config
-from .diagnose import diagnose
+from .diagnose import Diagnosis, diagnose
 from .errors import ProbeError
 from .recorder import Recorder
+from .records import LayerRecord, ModelShape, PositionProfile
 from .results import ModelInfo, ProbeInfo, Report
-from .torchutil import device_of, dtype_name, float_dtype, iter_tensors, seeded
+from .torchutil import device_of, dtype_name, float_dtype, has_skip_connection, iter_tensors, seeded, threads
 from .util import first_line
 
 LossFn = Callable[[Any, Any], torch.Tensor]
+GATE_LEVELS = 3  # rounds of opening gates: nested gates deeper than this are not looked for
 Progress = Callable[[int, int], None]
 
 
@@ -51,37 +54,32 @@ def scan(
     if not batches:
         raise ProbeError("no probe batches: pass at least one batch (--batches must be >= 1)")
     device = device_of(model)
-    with (
-        preserved(model),
-        seeded(config.probe.seed, device),
-        Recorder(model, saturation_derivative=config.diagnose.saturation_derivative) as recorder,
-    ):
-        model.train(config.probe.mode == "train")
-        for i, batch in enumerate(batches):
-            _probe_once(model, recorder, probes.to_device(batch, device), i, loss_fn, config.probe.seed)
-            if progress is not None:
-                progress(i + 1, len(batches))
-        records = list(recorder.ordered())
-        losses = list(recorder.losses)
-        culprit = None
-        if any(not math.isfinite(v) for r in records for v in r.activation_rms):
-            culprit = locate_nonfinite(model, [probes.to_device(b, device) for b in batches])
-    diagnosis = diagnose(records, config.diagnose, culprit)
-    forward_finite = all(math.isfinite(v) for r in records for v in r.activation_rms)
+    with preserved(model), threads(config.probe.threads, device):
+        probe = _probe(model, batches, loss_fn, config, device, progress)
+        diagnosis = diagnose(probe.records, config.diagnose, probe.culprit, profile=probe.profile)
+        if gates.worth_checking(diagnosis):
+            diagnosis = _with_gates(model, batches, loss_fn, config, device, probe, diagnosis)
+    forward_finite = all(math.isfinite(v) for r in probe.records for v in r.activation_rms)
     # A non-finite loss over finite outputs is the loss's fault, even though the backward pass then carries
     # Inf/NaN into every layer: blaming the last layer's backward would send the user to the wrong place.
-    if any(not math.isfinite(v) for v in losses) and (diagnosis.nonfinite_origin is None or forward_finite):
+    if any(not math.isfinite(v) for v in probe.losses) and (diagnosis.nonfinite_origin is None or forward_finite):
         raise ProbeError(
             "the loss is not finite although every layer's output is: check loss_fn in the model file "
             "(log of zero? division by zero?)"
             if loss_fn is not None
             else "the loss is not finite although every layer's output is: check the model's final operation"
         )
-    suggestions = suggest(diagnosis, records, config)
+    suggestions = suggest(diagnosis, probe.records, config, probe.shape)
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return Report(
-        model=ModelInfo(target or type(model).__name__, type(model).__name__, n_params, n_trainable),
+        model=ModelInfo(
+            target or type(model).__name__,
+            type(model).__name__,
+            n_params,
+            n_trainable,
+            skip_connections=probe.shape.skip_connections,
+        ),
         probe=ProbeInfo(
             batches=len(batches),
             batch_size=probes.batch_size_of(batches[0]),
@@ -89,18 +87,99 @@ def scan(
             loss=_loss_name(loss_fn),
             device=str(device),
             dtype=dtype_name(float_dtype(model)),
+            optimizer=config.diagnose.optimizer,
         ),
         layers=diagnosis.layers,
         findings=diagnosis.findings,
         suggestions=suggestions,
         summary=diagnosis.summary,
+        positions=diagnosis.positions,
         timing={"seconds": round(time.perf_counter() - started, 3)},
     )
 
 
+@dataclass
+class _Probe:
+    """What one pass over the probe batches recorded."""
+
+    records: list[LayerRecord]
+    losses: list[float]
+    culprit: tuple[str, str] | None
+    profile: PositionProfile | None
+    shape: ModelShape
+
+
+def _probe(
+    model: nn.Module,
+    batches: Sequence[Any],
+    loss_fn: LossFn | None,
+    config: Config,
+    device: torch.device,
+    progress: Progress | None,
+) -> _Probe:
+    """Forward and backward over every batch with the recorder's hooks (the global RNGs seeded for it)."""
+    shape = ModelShape()
+    with (
+        seeded(config.probe.seed, device),
+        Recorder(model, saturation_derivative=config.diagnose.saturation_derivative, positions=True) as recorder,
+    ):
+        model.train(config.probe.mode == "train")
+        for i, batch in enumerate(batches):
+            skip = _probe_once(model, recorder, probes.to_device(batch, device), i, loss_fn, config.probe.seed)
+            shape = shape if i else ModelShape(skip_connections=skip)
+            if progress is not None:
+                progress(i + 1, len(batches))
+        records = list(recorder.ordered())
+        culprit = None
+        if any(not math.isfinite(v) for r in records for v in r.activation_rms):
+            culprit = locate_nonfinite(model, [probes.to_device(b, device) for b in batches])
+    return _Probe(records, list(recorder.losses), culprit, recorder.profile, shape)
+
+
+def _with_gates(
+    model: nn.Module,
+    batches: Sequence[Any],
+    loss_fn: LossFn | None,
+    config: Config,
+    device: torch.device,
+    probe: _Probe,
+    diagnosis: Diagnosis,
+) -> Diagnosis:
+    """The diagnosis with the layers that gates closed at init explain set apart (``gates``): the batches are
+    probed again with the gates opened, and what no longer shows was the gates' doing. Gates behind gates (CaiT's
+    trunk behind its class-attention gates) come alive once the outer ones are open: up to ``GATE_LEVELS`` rounds."""
+    found = gates.find(model, diagnosis.summary.reference_grad_rms, config.diagnose)
+    after = diagnosis
+    opened: list[gates.Candidate] = []
+    for _ in range(GATE_LEVELS):
+        if not found:
+            break
+        opened += found
+        with gates.opened(opened, config.probe.seed):
+            again = _probe(model, batches, loss_fn, config, device, None)
+            after = diagnose(again.records, config.diagnose, again.culprit, profile=again.profile)
+            known = {c.gate.parameter for c in opened}
+            found = [c for c in gates.find(model, after.summary.reference_grad_rms, config.diagnose)
+                     if c.gate.parameter not in known]  # fmt: skip
+    gating = gates.explained(opened, _parameter_owners(model), diagnosis, after) if opened else None
+    if gating is None:
+        return diagnosis
+    return diagnose(probe.records, config.diagnose, probe.culprit, profile=probe.profile, gating=gating)
+
+
+def _parameter_owners(model: nn.Module) -> dict[str, str]:
+    """Parameter name → the layer (module name) that owns it directly."""
+    return {
+        f"{module_name}.{name}" if module_name else name: module_name
+        for module_name, module in model.named_modules()
+        for name, _ in module.named_parameters(recurse=False)
+    }
+
+
 def _probe_once(
     model: nn.Module, recorder: Recorder, batch: Any, index: int, loss_fn: LossFn | None, seed: int
-) -> None:
+) -> bool:
+    """One forward and backward; returns whether the graph has a skip connection (looked at in batch 0 only)."""
     for p in model.parameters():
         p.grad = None
     recorder.start_batch(probes.batch_size_of(batch))
@@ -124,11 +203,13 @@ def _probe_once(
             raise ProbeError(f"loss_fn failed on probe batch {index}: {type(exc).__name__}: {first_line(exc)}") from exc
         _check_loss(loss)
     recorder.add_loss(loss)
+    skip = index == 0 and has_skip_connection(loss)
     try:
         loss.backward()  # type: ignore[no-untyped-call]
     except Exception as exc:
         raise ProbeError(f"backward failed on probe batch {index}: {first_line(exc)}") from exc
     recorder.end_batch()
+    return skip
 
 
 def _check_loss(loss: Any) -> None:

@@ -76,6 +76,21 @@ def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
                 np_random.set_state(np_state)
 
 
+@contextlib.contextmanager
+def threads(count: int, device: torch.device) -> Iterator[None]:
+    """CPU kernels sum in an order that depends on the thread count: the scan runs on ``count`` threads
+    (``probe.threads``; 0 leaves torch's setting) so its numbers are the same whatever the machine's count."""
+    if count <= 0 or device.type != "cpu":
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def _numpy_random() -> Any:
     try:
         import numpy
@@ -87,7 +102,8 @@ def _numpy_random() -> Any:
 # -- what kind of layer a module is ---------------------------------------------------------------------------
 
 SATURATING: tuple[type[nn.Module], ...] = (nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Softsign, nn.Hardsigmoid)
-RECTIFYING: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)  # nn.ReLU6 is a Hardtanh too: saturating as well
+# nn.ReLU6 derives from nn.Hardtanh but is a rectifier: half its outputs sit at 0 after a norm layer, as a ReLU's do.
+RECTIFYING: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
 ACTIVATIONS: tuple[type[nn.Module], ...] = (
     *SATURATING,
     *RECTIFYING,
@@ -152,10 +168,11 @@ def layer_facts(
         out_features=out_features,
         conv_dims=conv_dims,
         activation=activation,
-        saturating=isinstance(module, SATURATING),
+        saturating=isinstance(module, SATURATING) and not isinstance(module, RECTIFYING),
         rectifying=isinstance(module, RECTIFYING),
         gain=_gain(activation, module),
         cell=cell,
+        container=next(module.children(), None) is not None,
     )
 
 
@@ -173,3 +190,59 @@ def _gain(activation: str | None, module: nn.Module) -> float | None:
         return None
     param = getattr(module, "negative_slope", None) if name == "leaky_relu" else None
     return float(nn.init.calculate_gain(name, param))  # type: ignore[arg-type]
+
+
+# -- the graph ------------------------------------------------------------------------------------------------
+
+_WEIGHT_OPS = ("Mm", "Addmm", "Bmm", "Convolution", "Linear", "Embedding", "Mv")
+
+
+def has_skip_connection(output: torch.Tensor, max_nodes: int = 50_000) -> bool:
+    """Whether the autograd graph behind ``output`` adds a tensor to a transform of itself that passes through a
+    weighted op (``x + f(x)``: a residual connection). Walks the graph once, before backward; gives up (False)
+    on a graph of more than ``max_nodes`` nodes."""
+    root = output.grad_fn
+    if root is None:
+        return False
+    order: dict[Any, int] = {}  # post-order index: every node comes after the nodes it reads
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    seen: set[Any] = set()
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order[node] = len(order)
+            continue
+        if node in seen:
+            continue
+        seen.add(node)
+        if len(seen) > max_nodes:
+            return False
+        stack.append((node, True))
+        stack.extend((child, False) for child, _ in node.next_functions if child is not None and child not in seen)
+    for node in order:
+        if not type(node).__name__.startswith("AddBackward"):
+            continue
+        inputs = [child for child, _ in node.next_functions if child is not None]
+        if len(inputs) == 2 and (_reaches(inputs[0], inputs[1], order) or _reaches(inputs[1], inputs[0], order)):
+            return True
+    return False
+
+
+def _reaches(start: Any, target: Any, order: dict[Any, int]) -> bool:
+    """A path from ``start`` down to ``target`` through at least one weighted op (only nodes between the two in
+    post-order can lie on it)."""
+    low = order.get(target, -1)
+    stack = [(start, False)]
+    visited: set[tuple[Any, bool]] = set()
+    while stack:
+        node, weighted = stack.pop()
+        if node is target:
+            if weighted:
+                return True
+            continue
+        if (node, weighted) in visited or order.get(node, -1) < low:
+            continue
+        visited.add((node, weighted))
+        weighted = weighted or type(node).__name__.startswith(_WEIGHT_OPS)
+        stack.extend((child, weighted) for child, _ in node.next_functions if child is not None)
+    return False

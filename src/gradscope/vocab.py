@@ -19,6 +19,7 @@ class Status(StrEnum):
     FROZEN = "frozen"  # every own parameter has requires_grad=False
     DISCONNECTED = "disconnected"  # no gradient reached the layer at all
     ZERO = "zero"  # a gradient reached the layer and it is exactly zero
+    GATED = "gated"  # behind a gate closed at init by design (LayerScale, zero-init head, ...): opens when training
     SATURATED = "saturated"
     DEAD = "dead"
     UNDERFLOW = "underflow"  # below the smallest normal number of the gradient's dtype
@@ -29,6 +30,7 @@ STATUS_PRIORITY: tuple[Status, ...] = (
     Status.NONFINITE,
     Status.FROZEN,
     Status.DISCONNECTED,
+    Status.GATED,
     Status.ZERO,
     Status.UNDERFLOW,
     Status.EXPLODING,
@@ -63,6 +65,8 @@ class Rule(StrEnum):
     FROZEN = "frozen"
     DISCONNECTED = "disconnected"
     ZERO_GRADIENT = "zero_gradient"
+    VANISHING_THROUGH_TIME = "vanishing_through_time"
+    GATED_AT_INIT = "gated_at_init"
     BASELINE_REGRESSION = "baseline_regression"
 
 
@@ -79,6 +83,7 @@ STATUS_RULE: dict[Status, Rule] = {
     Status.SATURATED: Rule.SATURATION,
     Status.DEAD: Rule.DEAD_UNITS,
     Status.UNDERFLOW: Rule.UNDERFLOW,
+    Status.GATED: Rule.GATED_AT_INIT,
 }
 
 

@@ -25,6 +25,7 @@ from .common import (
     DeviceOpt,
     DtypeOpt,
     KwargsOpt,
+    OptimizerOpt,
     ProbeOpt,
     SeedOpt,
     ShapeOpt,
@@ -75,6 +76,7 @@ def check(
     ] = None,
     fail_on: CheckFailOnOpt = None,
     factor: FactorOpt = None,
+    optimizer: OptimizerOpt = None,
     batches: BatchesOpt = None,
     batch_size: BatchSizeOpt = None,
     seed: SeedOpt = None,
@@ -105,8 +107,9 @@ def check(
             device=device,
             batches=batches,
             batch_size=batch_size,
+            optimizer=optimizer,
         )
-        probe_options = {"batches": batches, "batch_size": batch_size, "seed": seed}
+        probe_options = {"batches": batches, "batch_size": batch_size, "seed": seed, "optimizer": optimizer}
         from ..ci.baseline import read_baseline
         from ..pipeline import check_target, user_code_output
 
@@ -132,6 +135,7 @@ def baseline(
     target: TargetArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the report JSON (atomically).")],
     config: ConfigOpt = None,
+    optimizer: OptimizerOpt = None,
     batches: BatchesOpt = None,
     batch_size: BatchSizeOpt = None,
     seed: SeedOpt = None,
@@ -160,6 +164,7 @@ def baseline(
             device=device,
             batches=batches,
             batch_size=batch_size,
+            optimizer=optimizer,
         )
         from ..pipeline import scan_target, user_code_output
         from ..report import fmt, render_json, write_atomic

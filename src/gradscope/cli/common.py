@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from ..errors import ConfigError, GradscopeError, OutputError
-from ..vocab import FailOn, Format
+from ..vocab import FailOn, Format, Optimizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
@@ -52,6 +52,14 @@ ProbeOpt = Annotated[
 WeightsOpt = Annotated[
     Path | None, typer.Option("--weights", help="A state dict (torch.save) to load into the model first.")
 ]
+OptimizerOpt = Annotated[
+    Optimizer | None,
+    typer.Option(
+        "--optimizer",
+        help="The optimizer you train with (default adam): a gradient that only shrinks on its way back is an error "
+        "for sgd, a warning for adam until it nears Adam's epsilon.",
+    ),
+]
 BatchesOpt = Annotated[int | None, typer.Option("--batches", help="Probe batches (default 4).")]
 BatchSizeOpt = Annotated[int | None, typer.Option("--batch-size", help="Samples per probe batch (default 16).")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (atomically).")]
@@ -65,6 +73,7 @@ OPTION_KEYS = {
     "probe.batch_size": "--batch-size",
     "probe.seed": "--seed",
     "probe.device": "--device",
+    "diagnose.optimizer": "--optimizer",
 }
 
 
@@ -96,6 +105,7 @@ def model_options(
     device: str | None,
     batches: int | None = None,
     batch_size: int | None = None,
+    optimizer: Optimizer | None = None,
 ) -> tuple[Config, TargetSpec]:
     """The settings and the target spec from the options every model-loading command shares."""
     from ..pipeline import TargetSpec
@@ -105,6 +115,7 @@ def model_options(
         "probe.batch_size": batch_size,
         "probe.seed": seed,
         "probe.device": device,
+        "diagnose.optimizer": optimizer.value if optimizer is not None else None,
     }
     spec = TargetSpec(
         target=target,

@@ -19,6 +19,7 @@ from .common import (
     FailOnOpt,
     FormatOpt,
     KwargsOpt,
+    OptimizerOpt,
     OutputOpt,
     ProbeOpt,
     SeedOpt,
@@ -36,6 +37,7 @@ FORMATS = (Format.TABLE, Format.JSON, Format.MARKDOWN, Format.HTML)
 def scan(
     target: TargetArg,
     config: ConfigOpt = None,
+    optimizer: OptimizerOpt = None,
     batches: BatchesOpt = None,
     batch_size: BatchSizeOpt = None,
     seed: SeedOpt = None,
@@ -71,6 +73,7 @@ def scan(
             device=device,
             batches=batches,
             batch_size=batch_size,
+            optimizer=optimizer,
         )
         from ..pipeline import scan_target, user_code_output
 

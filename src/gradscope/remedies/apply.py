@@ -130,7 +130,11 @@ def _apply_one(patched: Patched, s: Suggestion, options: Options) -> str | None:
             kind = norms[name] if isinstance(norms, dict) else norms
             _insert_after(patched, name, module, _make_norm(str(kind), module))
     elif s.remedy is Remedy.INIT:
-        _init([m for m in modules if isinstance(m, WEIGHTED)], params)
+        if params.get("scheme") == "orthogonal_":
+            for module in modules:
+                _init_recurrent(module, params)
+        else:
+            _init([m for m in modules if isinstance(m, WEIGHTED)], params)
     else:
         return f"'{s.remedy.value}' needs a change to the model's code; it cannot be applied in memory"
     return None
@@ -191,7 +195,10 @@ def _init(modules: Sequence[nn.Module], params: dict[str, Any]) -> None:
                 nn.init.xavier_normal_(weight, gain=float(params.get("gain", 1.0)))
             elif scheme == "kaiming_normal_":
                 nn.init.kaiming_normal_(
-                    weight, mode=params.get("mode", "fan_in"), nonlinearity=params.get("nonlinearity", "relu")
+                    weight,
+                    a=float(params.get("a", 0.0)),
+                    mode=params.get("mode", "fan_in"),
+                    nonlinearity=params.get("nonlinearity", "relu"),
                 )
             elif scheme == "kaiming_uniform_":
                 nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
@@ -200,3 +207,16 @@ def _init(modules: Sequence[nn.Module], params: dict[str, Any]) -> None:
             bias = getattr(m, "bias", None)
             if bias is not None:
                 nn.init.constant_(bias, float(params.get("bias", 0.0)))
+
+
+def _init_recurrent(module: nn.Module, params: dict[str, Any]) -> None:
+    """Orthogonal recurrent weights (each gate's block), and an LSTM's forget-gate bias set to ``forget_bias``."""
+    hidden = getattr(module, "hidden_size", None)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.startswith("weight_hh") and hidden:
+                for block in torch.split(p, hidden, dim=0):
+                    nn.init.orthogonal_(block)
+            elif name.startswith("bias_hh") and isinstance(module, nn.LSTM) and hidden:
+                p.zero_()
+                p[hidden : 2 * hidden] = float(params.get("forget_bias", 1.0))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,7 +158,43 @@ def spread_text(ratio: float | None) -> str:
 def probe_text(report: Report) -> str:
     p = report.probe
     size = plural(p.batches, "batch") if p.batch_size is None else f"{plural(p.batches, 'batch')} × {p.batch_size}"
-    return f"{size}, seed {p.seed}, loss {p.loss}, {p.device}, {p.dtype}"
+    return f"{size}, seed {p.seed}, loss {p.loss}, {p.device}, {p.dtype}; judged for {p.optimizer}"
+
+
+_SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float], width: int = 48) -> str:
+    """Values on a log scale as one row of eighth-blocks, at most ``width`` wide (neighbours averaged in log
+    space); a position with no finite positive value is a space."""
+    if not values:
+        return ""
+    groups = [list(values[i * len(values) // width : (i + 1) * len(values) // width]) for i in range(width)]
+    groups = [g for g in groups if g] if len(values) > width else [[v] for v in values]
+    logs = []
+    for group in groups:
+        usable = [math.log10(v) for v in group if math.isfinite(v) and v > 0]
+        logs.append(sum(usable) / len(usable) if len(usable) == len(group) else None)
+    known = [v for v in logs if v is not None]
+    if not known:
+        return " " * len(logs)
+    lo, hi = min(known), max(known)
+    span = hi - lo
+    return "".join(
+        " " if v is None else _SPARK[min(int((v - lo) / span * len(_SPARK)), len(_SPARK) - 1) if span else -1]
+        for v in logs
+    )
+
+
+def positions_text(report: Report) -> str:
+    """``▁▁▂▃▅█ 32 positions at 'emb'; the start gets 1.2e-10× the gradient of the end``."""
+    p = report.positions
+    if p is None:
+        return DASH
+    ratio = "—" if p.ratio is None else f"{sci(p.ratio)}× the gradient of the other end"
+    return (
+        f"{sparkline(p.grad_rms)}  {len(p.grad_rms)} positions at '{p.layer}'; the {p.weak_end or 'start'} gets {ratio}"
+    )
 
 
 def params_text(report: Report) -> str:

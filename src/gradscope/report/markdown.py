@@ -81,6 +81,7 @@ def _summary(report: Report) -> str:
         ("Worst layer", fmt.worst_text(report)),
         ("Decay", fmt.decay_text(s.decay_per_layer)),
         ("Forward spread", fmt.spread_text(s.forward_spread_ratio)),
+        *([("Gradient by position", fmt.positions_text(report))] if report.positions is not None else []),
     ]
     return _table(rows, ("", ""))
 

@@ -190,6 +190,7 @@ def _summary_lines(report: Report) -> list[tuple[str, Text]]:
         ("worst layer", Text(fmt.worst_text(report))),
         ("decay", Text(fmt.decay_text(s.decay_per_layer))),
         ("forward spread", Text(fmt.spread_text(s.forward_spread_ratio))),
+        *([("positions", Text(fmt.positions_text(report)))] if report.positions is not None else []),
     ]
 
 

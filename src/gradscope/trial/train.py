@@ -18,7 +18,7 @@ from ..errors import ConfigError, GradscopeError, ProbeError
 from ..remedies.apply import Options, Patched, apply
 from ..remedies.pseudonorm import reference_scale
 from ..results import Suggestion
-from ..torchutil import device_of, seeded
+from ..torchutil import device_of, seeded, threads
 from ..util import describe
 from ..vocab import Optimizer, Remedy
 from .data import batch_order, cast_inputs, check_data, kept_mode, output_tensor, split, synthetic_task
@@ -55,8 +55,34 @@ def run_trial(
     None: the inferred input shape). ``steps``, ``optimizer``, ``lr`` and ``batch_size`` default to the config's
     ``trial`` section. Never prints; leaves ``model`` and the global RNGs as they were.
     """
+    config = config or Config()
+    # One thread count for the whole trial (probe.threads): CPU kernels sum in a thread-dependent order, and a
+    # training run amplifies the last digit into a different curve.
+    with threads(config.probe.threads, device_of(model)):
+        return _run_trial(
+            model, candidates, data, config, steps, optimizer, lr, seed, batch_size, example, pseudo_norm_kwargs,
+            progress, target, note,
+        )  # fmt: skip
+
+
+def _run_trial(
+    model: nn.Module,
+    candidates: Mapping[str, tuple[Suggestion, ...]],
+    data: tuple[Tensor, Tensor] | None,
+    config: Config,
+    steps: int | None,
+    optimizer: str | None,
+    lr: float | None,
+    seed: int,
+    batch_size: int | None,
+    example: Any,
+    pseudo_norm_kwargs: dict[str, Any] | None,
+    progress: Progress | None,
+    target: str | None,
+    note: str | None,
+) -> TrialReport:
     started = time.perf_counter()
-    settings = (config or Config()).trial
+    settings = config.trial
     steps = settings.steps if steps is None else steps
     batch_size = settings.batch_size if batch_size is None else batch_size
     opt = _optimizer(settings.optimizer if optimizer is None else optimizer)

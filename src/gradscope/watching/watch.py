@@ -332,13 +332,13 @@ class Watch:
         stats: dict[int, dict[str, float]] = {i: {} for i in self._layers}
         if self.mode is WatchMode.FULL and self._started:
             self._recorder.end_batch()  # activations and signals: one host sync
-            for i in self._layers:
-                r = layers[i]
+            self._started = False  # the next forward starts the next recorded batch
+            for i, r in enumerate(layers):
                 for stat in STATS:
                     values = getattr(r, stat)
-                    if values:
+                    if values and i in stats:
                         stats[i][stat] = values[-1]
-                    values.clear()
+                    values.clear()  # every record, the extra calls of a shared module too: memory stays flat
             self._combine_ranks(stats)
         # parameter gradients (and weights, loss): the same code in both modes, sharding-aware; one host sync
         loss_value, weight_rms = self._param_stats(stats, loss, k)

@@ -1,0 +1,178 @@
+"""Verdicts a user can trust: a looped block is diagnosed like its unrolled twin, gradients that vanish through time
+are seen, and the same target with the same seed gives the same report whatever the thread count."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import gradscope
+from gradscope.config import Config
+from gradscope.pipeline import TargetSpec, check_target, scan_target
+from gradscope.vocab import Rule, Severity
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+# -- a block called in a loop is measured per call -----------------------------------------------------------------
+
+
+class Looped(nn.Module):
+    """One Linear + activation block called ``n`` times in a loop (weights shared across depth)."""
+
+    def __init__(self, act: type[nn.Module], n: int, unrolled: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp = nn.Linear(32, 64)
+        self.head = nn.Linear(64, 10)
+        block = nn.Sequential(nn.Linear(64, 64), act())
+        self.blocks = nn.ModuleList([block] * n if not unrolled else [_copy(block) for _ in range(n)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        for block in self.blocks:
+            x = block(x)
+        out: torch.Tensor = self.head(x)
+        return out
+
+
+def _copy(block: nn.Module) -> nn.Module:
+    twin = nn.Sequential(nn.Linear(64, 64), type(block[1])())
+    twin.load_state_dict(block.state_dict())
+    return twin
+
+
+def _errors(report: gradscope.Report) -> set[str]:
+    return {f.rule for f in report.findings if f.severity is Severity.ERROR}
+
+
+@pytest.mark.parametrize(("act", "n"), [(nn.Sigmoid, 40), (nn.Tanh, 20)])
+def test_a_looped_block_is_diagnosed_like_its_unrolled_twin(act: type[nn.Module], n: int) -> None:
+    data = [torch.randn(16, 32) for _ in range(4)]
+    looped = gradscope.scan(Looped(act, n), data)
+    unrolled = gradscope.scan(Looped(act, n, unrolled=True), data)
+    assert _errors(looped) == _errors(unrolled) and Rule.FORWARD_COLLAPSE in _errors(looped)
+    names = [layer.name for layer in looped.layers]
+    assert "blocks.0.0#1" in names and f"blocks.0.0#{n}" in names  # one row per call, in forward order
+    assert len(looped.layers) == len(unrolled.layers)
+    # the backward-only advice a looped tanh block used to get is gone: the forward fixes lead, as for the twin
+    assert [s.remedy for s in looped.suggestions][:1] == [s.remedy for s in unrolled.suggestions][:1]
+
+
+def test_each_calls_gradient_is_what_its_unrolled_copy_gets() -> None:
+    """Each call's weight gradient is computed from its own input and output gradient: the same numbers as the
+    unrolled twin's layers, which compute the same function from the same weights."""
+    data = [torch.randn(16, 32) for _ in range(2)]
+    looped = gradscope.scan(Looped(nn.Tanh, 3), data)
+    unrolled = gradscope.scan(Looped(nn.Tanh, 3, unrolled=True), data)
+    for k in range(3):
+        call, copy = looped.layer(f"blocks.0.0#{k + 1}"), unrolled.layer(f"blocks.{k}.0")
+        assert call.grad_rms is not None and copy.grad_rms is not None
+        assert call.grad_rms.median == pytest.approx(copy.grad_rms.median, rel=1e-4)
+        assert call.signal_rms is not None and copy.signal_rms is not None
+        assert call.signal_rms.median == pytest.approx(copy.signal_rms.median, rel=1e-4)
+    assert looped.layer("blocks.0.0#2").shares_parameters_with == "blocks.0.0#1"
+
+
+# -- through time --------------------------------------------------------------------------------------------------
+
+
+class Classifier(nn.Module):
+    """Tokens → embedding → a sequence layer → a linear head on the last step."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(16, 32)
+        self.kind = kind
+        if kind == "transformer":
+            self.body: nn.Module = nn.TransformerEncoderLayer(32, 2, 64, dropout=0.0, batch_first=True)
+        else:
+            self.body = getattr(nn, kind)(32, 32, batch_first=True)
+        self.head = nn.Linear(32, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(self.emb(x))
+        h = h[0] if isinstance(h, tuple) else h
+        out: torch.Tensor = self.head(h[:, -1])
+        return out
+
+
+def _tokens(length: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randint(0, 16, (16, length), generator=g) for _ in range(4)]
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_recurrent_layers_over_50_steps_vanish_through_time(kind: str) -> None:
+    report = gradscope.scan(Classifier(kind), _tokens(50))
+    finding = next(f for f in report.findings if f.rule == Rule.VANISHING_THROUGH_TIME)
+    assert finding.severity is Severity.ERROR and finding.layers == ("emb",)
+    assert report.positions is not None and len(report.positions.grad_rms) == 50
+    assert report.positions.weak_end == "start" and report.positions.ratio is not None
+    data = report.to_dict()["positions"]
+    assert data["layer"] == "emb" and data["axis"] == 1 and len(data["grad_rms"]) == 50
+    remedies = [s.remedy.value for s in report.suggestions]
+    assert ("gated_recurrent" in remedies) is (kind == "RNN") and "init" in remedies
+
+
+@pytest.mark.parametrize(("kind", "length"), [("transformer", 50), ("LSTM", 10), ("GRU", 10)])
+def test_attention_and_short_sequences_reach_every_position(kind: str, length: int) -> None:
+    report = gradscope.scan(Classifier(kind), _tokens(length))
+    assert Rule.VANISHING_THROUGH_TIME not in _errors(report)
+    assert report.positions is not None and report.positions.ratio is not None
+
+
+def test_models_without_a_sequence_have_no_profile() -> None:
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    assert gradscope.scan(model, [torch.randn(16, 8)]).positions is None
+
+
+# -- reproducible by construction ------------------------------------------------------------------------------------
+
+
+def _without_timing(report: gradscope.Report) -> str:
+    data: dict[str, Any] = report.to_dict()
+    data.pop("timing")
+    return json.dumps(data, sort_keys=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_same_target_same_seed_same_json_whatever_the_threads(example: Path) -> None:
+    """The model is built under the scan's seed and the scan pins the thread count (probe.threads): two scans,
+    one with torch set to 1 thread and one to 2, give identical JSON. The user's RNG states are left alone."""
+    spec = TargetSpec(str(example))
+    states = torch.get_rng_state()
+    first = _without_timing(scan_target(spec, Config()))
+    torch.set_num_threads(2)
+    try:
+        second = _without_timing(scan_target(spec, Config()))
+    finally:
+        torch.set_num_threads(1)
+    assert first == second
+    assert torch.equal(torch.get_rng_state(), states)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_check_against_its_own_fresh_baseline_always_passes(example: Path) -> None:
+    spec = TargetSpec(str(example))
+    baseline = scan_target(spec, Config())
+    for _ in range(10):
+        result = check_target(spec, Config(), baseline=baseline)
+        assert not result.comparison.regressions and not result.comparison.new_findings  # type: ignore[union-attr]
