@@ -114,7 +114,10 @@ def cli_env(**extra: str) -> dict[str, str]:
     """The environment for a CLI subprocess: nothing that forces or disables colour, sets the width or the GitHub
     workspace, and one torch thread (the machine is shared; these models gain nothing from threads)."""
     drop = {"NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS", "GITHUB_WORKSPACE"}
-    return {k: v for k, v in os.environ.items() if k not in drop} | {"OMP_NUM_THREADS": "1"} | extra
+    env = {k: v for k, v in os.environ.items() if k not in drop} | {"OMP_NUM_THREADS": "1"}
+    if env.get("PYTHONPATH"):  # absolute: a subprocess runs in another directory, and must import this gradscope
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p)
+    return env | extra
 
 
 @dataclass
