@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CONFIGS
 
 from gradscope.ci.baseline import Change, read_baseline
 from gradscope.ci.policy import BASELINE_RULE, MODEL_LAYER, State, apply_policy, compare, evaluate
@@ -30,7 +31,6 @@ from gradscope.report.junit import render_junit
 from gradscope.results import Finding, LayerStats, Report, Severity, Spread, Status, Summary
 
 MakeReport = Callable[..., Report]
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _layer(
