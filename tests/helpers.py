@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # torch and rich stay unimported until a helper needs them
 
     from gradscope.results import Report, Severity, Status
 
+MakeReport = Callable[..., "Report"]  # the type of conftest's make_report fixture
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 ASSETS = TESTS / "assets"

@@ -11,13 +11,12 @@ import dataclasses
 import json
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import CONFIGS
+from helpers import CONFIGS, MakeReport
 
 from gradscope.ci.baseline import Change, read_baseline
 from gradscope.ci.policy import BASELINE_RULE, MODEL_LAYER, State, apply_policy, compare, evaluate
@@ -29,8 +28,6 @@ from gradscope.report.github import annotation, escape_data, escape_property, re
 from gradscope.report.html import render_html
 from gradscope.report.junit import render_junit
 from gradscope.results import Finding, LayerStats, Report, Severity, Spread, Status, Summary
-
-MakeReport = Callable[..., Report]
 
 
 def _layer(
