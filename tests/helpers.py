@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # torch and rich stay unimported until a helper needs them
     from rich.console import Console
     from torch import nn
 
-    from gradscope.results import Report, Severity, Status
+    from gradscope.config import PolicyConfig
+    from gradscope.results import Finding, LayerStats, Report, Severity, Status
 
 MakeReport = Callable[..., "Report"]  # the type of conftest's make_report fixture
 
@@ -276,6 +277,53 @@ def rules(report: Report) -> dict[str, Severity]:
 def statuses(report: Report) -> dict[str, Status]:
     """Each layer's status by name."""
     return {layer.name: layer.status for layer in report.layers}
+
+
+def flat_layer(
+    index: int,
+    name: str,
+    grad: float | None,
+    signal: float | None,
+    status: Status | None = None,
+    type_: str = "Linear",
+    parameters: int = 100,
+) -> LayerStats:
+    """A hand-built layer whose every batch gave the same numbers (``Spread(v, v, v)``): what CI and policy tests
+    compare, without a model."""
+    from gradscope.results import LayerStats, Spread, Status
+
+    def spread(v: float | None) -> Spread | None:
+        return None if v is None else Spread(v, v, v)
+
+    return LayerStats(
+        index=index,
+        name=name,
+        type=type_,
+        depth=name.count(".") + 1,
+        output_shape=(8, 4),
+        parameters=parameters,
+        trainable=parameters > 0,
+        grad_rms=spread(grad),
+        signal_rms=spread(signal),
+        activation_rms=spread(1.0),
+        activation_std=spread(0.5),
+        weight_rms=0.1 if parameters else None,
+        status=Status.OK if status is None else status,
+    )
+
+
+def finding(rule: str, severity: Severity, *layers: str, **evidence: Any) -> Finding:
+    """A hand-built finding whose message names the rule and the layers."""
+    from gradscope.results import Finding
+
+    return Finding(rule, severity, tuple(layers), f"{rule} on {', '.join(layers) or 'the model'}", evidence)
+
+
+def make_policy(**sections: Any) -> PolicyConfig:
+    """A validated ``policy`` section, as a config file with these keys would give it."""
+    from gradscope.config import Config, merge
+
+    return merge(Config(), {"policy": sections}, source="test").policy
 
 
 def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
