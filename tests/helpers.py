@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # torch and rich stay unimported until a helper needs them
     from gradscope.results import Finding, LayerStats, Report, Severity, Status
 
 MakeReport = Callable[..., "Report"]  # the type of conftest's make_report fixture
+Golden = Callable[[str, str], None]  # the type of conftest's golden fixture: golden(name, text)
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -338,5 +339,9 @@ def render_text(draw: Callable[[Console], None], width: int = 120) -> str:
 
     console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
     draw(console)
-    text = console.file.getvalue()  # type: ignore[attr-defined]
+    return strip_trailing(console.file.getvalue())  # type: ignore[attr-defined]
+
+
+def strip_trailing(text: str) -> str:
+    """``text`` without trailing blanks on its lines, ending in exactly one newline."""
     return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"

@@ -7,12 +7,11 @@ import math
 import os
 import re
 import stat
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import MakeReport, check_report_schema, render_text, strict_json
+from helpers import Golden, MakeReport, check_report_schema, render_text, strict_json
 from rich.console import Console
 
 from gradscope.errors import OutputError
@@ -247,12 +246,12 @@ def _terminal(report: Report, width: int = 120) -> str:
 
 
 @pytest.mark.parametrize("name", ["vanishing", "healthy", "broken"])
-def test_terminal_golden(name: str, request: pytest.FixtureRequest, golden: Callable[[str, str], None]) -> None:
+def test_terminal_golden(name: str, request: pytest.FixtureRequest, golden: Golden) -> None:
     golden(f"render_{name}.txt", _terminal(request.getfixturevalue(name)))
 
 
 @pytest.mark.parametrize("name", ["vanishing", "healthy", "broken"])
-def test_markdown_golden(name: str, request: pytest.FixtureRequest, golden: Callable[[str, str], None]) -> None:
+def test_markdown_golden(name: str, request: pytest.FixtureRequest, golden: Golden) -> None:
     golden(f"render_{name}.md", render_markdown(request.getfixturevalue(name)))
 
 
