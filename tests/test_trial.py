@@ -40,6 +40,7 @@ from gradscope.trial import (
     Plan,
     Run,
     Task,
+    TrialReport,
     check_data,
     parse_remedies,
     plan,
@@ -84,6 +85,14 @@ def clusters(n: int = 120, inputs: int = 8, classes: int = 3) -> tuple[torch.Ten
     means = 2 * torch.randn(classes, inputs, generator=g)
     y = torch.randint(0, classes, (n,), generator=g)
     return means[y] + torch.randn(n, inputs, generator=g), y
+
+
+def trial_of(model: nn.Module, **overrides: Any) -> TrialReport:
+    """``run_trial`` with a short, cheap default: 3 SGD steps on the clusters, no remedy, batch 8, seed 0."""
+    kwargs: dict[str, Any] = dict(
+        data=clusters(), candidates={}, steps=3, optimizer="sgd", lr=None, seed=0, batch_size=8
+    )
+    return run_trial(model, **(kwargs | overrides))
 
 
 def clip() -> Suggestion:
@@ -144,16 +153,7 @@ def test_same_seed_same_json_and_model_untouched() -> None:
 
 
 def test_json_schema() -> None:
-    report = run_trial(
-        small_mlp(),
-        data=clusters(),
-        candidates={"clip": (clip(),)},
-        steps=150,
-        optimizer="adam",
-        lr=None,
-        seed=0,
-        batch_size=16,
-    )
+    report = trial_of(small_mlp(), candidates={"clip": (clip(),)}, steps=150, optimizer="adam", batch_size=16)
     d = json.loads(render_trial_json(report))
     assert d["schema"] == SCHEMA == "gradscope.trial/1"
     assert {"schema", "steps", "optimizer", "lr", "seed", "data", "runs", "best", "helps", "timing"} <= set(d)
@@ -170,9 +170,7 @@ def test_json_schema() -> None:
 
 
 def test_curve_is_bucketed_means() -> None:
-    report = run_trial(
-        small_mlp(), data=clusters(), candidates={}, steps=7, optimizer="sgd", lr=0.01, seed=0, batch_size=8
-    )
+    report = trial_of(small_mlp(), steps=7, lr=0.01)
     assert len(report.runs[0].curve) == 7  # fewer steps than points: one point per step
 
 
@@ -182,16 +180,7 @@ def test_curve_is_bucketed_means() -> None:
 def test_a_diverged_run_stops_and_is_never_best() -> None:
     model = small_mlp()
     huge = Suggestion(Remedy.REGULARIZE, ("0", "3"), Where.MODEL, {"penalty": "l2", "lambda": 1e30}, "test", ())
-    report = run_trial(
-        model,
-        data=clusters(),
-        candidates={"regularize": (huge,), "clip": (clip(),)},
-        steps=50,
-        optimizer="sgd",
-        lr=None,
-        seed=0,
-        batch_size=16,
-    )
+    report = trial_of(model, candidates={"regularize": (huge,), "clip": (clip(),)}, steps=50, batch_size=16)
     bad = report.run("regularize")
     assert bad.diverged and bad.steps_run < 50
     assert bad.test_loss is None and bad.test_accuracy is None and bad.final_train_loss is None
@@ -201,16 +190,7 @@ def test_a_diverged_run_stops_and_is_never_best() -> None:
     assert d["runs"][1]["curve"][-1] is None and d["runs"][1]["diverged"] is True
     text = _terminal(report)
     assert "diverged at step" in text and "✗" in text
-    only_bad = run_trial(
-        model,
-        data=clusters(),
-        candidates={"regularize": (huge,)},
-        steps=20,
-        optimizer="sgd",
-        lr=None,
-        seed=0,
-        batch_size=16,
-    )
+    only_bad = trial_of(model, candidates={"regularize": (huge,)}, steps=20, batch_size=16)
     assert only_bad.best is None and not only_bad.helps
 
 
@@ -245,18 +225,14 @@ def test_sequence_targets_and_regression() -> None:
 
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 20, (40, 6), generator=g)
-    report = run_trial(
-        Tagger(), data=(tokens, tokens % 5), candidates={}, steps=30, optimizer="adam", lr=0.05, seed=0, batch_size=8
-    )
+    report = trial_of(Tagger(), data=(tokens, tokens % 5), steps=30, optimizer="adam", lr=0.05)
     assert report.data.classes == 5 and report.runs[0].test_accuracy is not None
     assert report.runs[0].test_accuracy > 0.5
 
     x = torch.randn(60, 4, generator=g)
     y = x.sum(dim=1)  # float (B,) against a (B, 1) output: regression, MSE
     model = nn.Sequential(nn.Linear(4, 1))
-    report = run_trial(
-        model, data=(x.double(), y), candidates={}, steps=40, optimizer="sgd", lr=None, seed=0, batch_size=16
-    )
+    report = trial_of(model, data=(x.double(), y), steps=40, batch_size=16)
     assert report.data.task is Task.REGRESSION and report.data.loss == "mse"
     assert report.runs[0].test_accuracy is None and report.runs[0].test_loss < 0.5  # type: ignore[operator]
     assert "Test acc" not in _terminal(report)
@@ -282,40 +258,13 @@ def test_bad_data_forms(data: Any, needle: str) -> None:
 def test_targets_that_do_not_fit_the_output() -> None:
     x, _ = clusters()
     with pytest.raises(ProbeError, match="class labels outside 0..2"):
-        run_trial(
-            small_mlp(),
-            data=(x, torch.arange(120) % 7),
-            candidates={},
-            steps=3,
-            optimizer="sgd",
-            lr=None,
-            seed=0,
-            batch_size=8,
-        )
+        trial_of(small_mlp(), data=(x, torch.arange(120) % 7))
     with pytest.raises(ProbeError, match="cross-entropy needs"):
-        run_trial(
-            small_mlp(),
-            data=(x, torch.zeros(120, 2, dtype=torch.int64)),
-            candidates={},
-            steps=3,
-            optimizer="sgd",
-            lr=None,
-            seed=0,
-            batch_size=8,
-        )
+        trial_of(small_mlp(), data=(x, torch.zeros(120, 2, dtype=torch.int64)))
 
 
 def test_synthetic_task_is_learnable_and_refused_where_it_cannot_be_built() -> None:
-    report = run_trial(
-        small_mlp(inputs=16, classes=4),
-        data=None,
-        candidates={},
-        steps=100,
-        optimizer="adam",
-        lr=None,
-        seed=0,
-        batch_size=64,
-    )
+    report = trial_of(small_mlp(inputs=16, classes=4), data=None, steps=100, optimizer="adam", batch_size=64)
     assert report.data.source == "synthetic" and report.data.classes == 4
     assert report.runs[0].test_accuracy >= 0.9  # type: ignore[operator]
     x, y = synthetic_task(small_mlp(), None, seed=0, samples=1024)
@@ -329,16 +278,7 @@ def test_synthetic_task_is_learnable_and_refused_where_it_cannot_be_built() -> N
 def test_apply_failure_is_one_clear_error() -> None:
     gone = Suggestion(Remedy.NORMALIZATION, ("missing",), Where.AFTER, {"norm": "BatchNorm1d"}, "test", ())
     with pytest.raises(ProbeError, match="cannot apply remedy normalization: .*'missing'"):
-        run_trial(
-            small_mlp(),
-            data=clusters(),
-            candidates={"normalization": (gone,)},
-            steps=3,
-            optimizer="sgd",
-            lr=None,
-            seed=0,
-            batch_size=8,
-        )
+        trial_of(small_mlp(), candidates={"normalization": (gone,)})
 
 
 def test_option_checks() -> None:
@@ -347,11 +287,10 @@ def test_option_checks() -> None:
     for bad, needle in (("foo", "'foo' is not a remedy"), ("auto,init", "stand alone"), ("", "empty")):
         with pytest.raises(ConfigError, match=needle):
             parse_remedies(bad)
-    kwargs: dict[str, Any] = dict(data=clusters(), candidates={}, optimizer="sgd", lr=None, seed=0, batch_size=8)
     with pytest.raises(ConfigError, match="--steps 0"):
-        run_trial(small_mlp(), steps=0, **kwargs)
+        trial_of(small_mlp(), steps=0)
     with pytest.raises(ConfigError, match="--optimizer"):
-        run_trial(small_mlp(), steps=1, **{**kwargs, "optimizer": "lbfgs"})
+        trial_of(small_mlp(), steps=1, optimizer="lbfgs")
 
 
 def test_sparkline() -> None:
