@@ -401,6 +401,7 @@ def test_cli_subprocess_json() -> None:
     assert proc.stderr == ""  # no progress bar when stderr is not a terminal
 
 
+@pytest.mark.slow  # loads scikit-learn's digits, scans and trains
 def test_a_best_run_far_from_trained_gets_a_caveat() -> None:
     model = deep_sigmoid()
     chosen = plan_for(model, ("normalization",))
