@@ -1,13 +1,18 @@
-"""Shared test fixtures: golden-file comparison and a ``Report`` factory.
+"""Shared test fixtures: golden-file comparison, a ``Report`` factory, one torch thread for the session.
 
 Golden files live in ``tests/golden/``; ``pytest --overwrite`` rewrites them from the current output (review
-the diff before committing it).
+the diff before committing it). Plain helper functions (running the CLI, the one-line-error contract, model
+files) are in ``helpers.py``; target model files are in ``assets/``.
+
+Tests that start the CLI in real subprocesses or train models for more than about a second are marked
+``@pytest.mark.slow``: ``python -m pytest -m "not slow"`` is the quick loop, plain ``python -m pytest`` (CI) runs
+everything.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="rewrite tests/golden/ files from the current output instead of comparing",
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Torch runs single-threaded in the tests (and is put back afterwards): the models are far too small to gain
+    from threads, and on a shared machine threads make them many times slower. Subprocesses get
+    ``OMP_NUM_THREADS=1`` from ``helpers.cli_env``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

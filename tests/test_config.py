@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import CONFIGS
 
 from gradscope.config import Config, load_config
 from gradscope.errors import ConfigError
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_default_yaml_is_the_builtin_defaults_whole() -> None:

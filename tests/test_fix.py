@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from fixtures import models as M
+from helpers import FAST, asset, run_cli
 from torch import nn
 
 from gradscope.config import Config
@@ -19,15 +17,8 @@ from gradscope.remedies.apply import apply, pick
 from gradscope.results import Remedy, Suggestion, Where
 from gradscope.scanner import scan
 
-SIGMOID_40 = """
-from torch import nn
-
-def build_model(depth: int = 40):
-    layers = []
-    for _ in range(depth):
-        layers += [nn.Linear(32, 32), nn.Sigmoid()]
-    return nn.Sequential(*layers, nn.Linear(32, 10))
-"""
+DEEP_SIGMOID = asset("deep_sigmoid_mlp.py")
+SIGMOID_40 = ["--model-kwargs", '{"depth": 40, "width": 32}']
 
 
 def deep_sigmoid(depth: int = 40) -> nn.Module:
@@ -113,18 +104,18 @@ def test_healthy_model_has_nothing_to_fix() -> None:
     assert report.fix is not None and report.fix.applied == () and report.fix.code == ""
 
 
-def test_cli_fix_json_and_table(tmp_path: Path) -> None:
-    path = tmp_path / "sig.py"
-    path.write_text(SIGMOID_40)
-    run = [sys.executable, "-m", "gradscope", "scan", str(path), "--fix", "--batches", "2", "--batch-size", "8"]
-    proc = subprocess.run([*run, "--format", "json"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.stderr  # the exit code judges the model as given
+@pytest.mark.slow
+def test_cli_fix_json_and_table() -> None:
+    before = DEEP_SIGMOID.read_bytes()
+    args = ["scan", DEEP_SIGMOID, *SIGMOID_40, "--fix", *FAST]
+    proc = run_cli(*args, "--format", "json")
+    assert proc.code == 1, proc.stderr  # the exit code judges the model as given
     doc = json.loads(proc.stdout)
     assert doc["fix"]["report"]["schema"] == "gradscope.report/1"
     assert doc["fix"]["report"]["healthy"] is True
     assert doc["fix"]["applied"][0]["remedy"] == "normalization"
     assert doc["layers"][0]["signal_rms"] in (None, 0.0) or doc["layers"][0]["signal_rms"] < 1e-10
     assert doc["fix"]["report"]["layers"][0]["signal_rms"] > 1e-3
-    assert path.read_text() == SIGMOID_40
-    table = subprocess.run(run, capture_output=True, text=True, timeout=300, env={"NO_COLOR": "1", "PATH": ""})
+    assert DEEP_SIGMOID.read_bytes() == before  # the fix is applied to a copy in memory, never to the file
+    table = run_cli(*args)
     assert "Signal RMS before" in table.stdout and "In your code" in table.stdout

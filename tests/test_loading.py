@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import write_source
 from torch import nn
 
 from gradscope.errors import ModelLoadError
@@ -16,9 +17,8 @@ HEADER = "import torch\nfrom torch import nn\n"
 
 
 def write(directory: Path, name: str, body: str, *, header: bool = True) -> str:
-    path = directory / name
-    path.write_text((HEADER if header else "") + textwrap.dedent(body), encoding="utf-8")
-    return str(path)
+    """``body`` (dedented) after the torch imports, written to ``directory/name``; the path as a string."""
+    return str(write_source(directory, name, (HEADER if header else "") + textwrap.dedent(body)))
 
 
 def load_error(target: str, **kwargs: object) -> str:

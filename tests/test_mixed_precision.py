@@ -13,12 +13,11 @@ import math
 
 import pytest
 import torch
+from helpers import rules, statuses
 from torch import nn
 
 from gradscope.results import Status
 from gradscope.scanner import scan
-
-torch.set_num_threads(1)
 
 HALF = [torch.float16, torch.bfloat16]
 
@@ -35,14 +34,6 @@ def mlp(dtype: torch.dtype, depth: int = 2, act: type[nn.Module] = nn.Tanh, widt
 def inputs(dtype: torch.dtype, n: int = 2, width: int = 16) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     return [torch.randn(8, width, generator=generator).to(dtype) for _ in range(n)]
-
-
-def statuses(report) -> dict[str, Status]:  # type: ignore[no-untyped-def]
-    return {layer.name: layer.status for layer in report.layers}
-
-
-def rules(report) -> set[str]:  # type: ignore[no-untyped-def]
-    return {f.rule for f in report.findings}
 
 
 def scaled_loss(scale: float):  # type: ignore[no-untyped-def]

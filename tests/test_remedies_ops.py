@@ -204,6 +204,7 @@ def _compile_works() -> str | None:
     return None
 
 
+@pytest.mark.slow  # torch.compile: seconds
 def test_pseudonorm_compiles_without_graph_breaks() -> None:
     why = _compile_works()
     if why is not None:

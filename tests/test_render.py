@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import re
 import stat
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Golden, MakeReport, check_report_schema, render_text, strict_json
 from rich.console import Console
 
 from gradscope.errors import OutputError
@@ -31,7 +30,6 @@ from gradscope.results import (
     Where,
 )
 
-MakeReport = Callable[..., Report]
 NAN = math.nan
 INF = math.inf
 
@@ -241,23 +239,19 @@ def broken(make_report: MakeReport) -> Report:
 
 
 def _terminal(report: Report, width: int = 120) -> str:
-    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
-    render_terminal(report, console)
-    text = console.file.getvalue()  # type: ignore[attr-defined]
-    # Rich pads table cells to the column width; trailing blanks are noise in a golden file.
-    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+    return render_text(lambda console: render_terminal(report, console), width=width)
 
 
 # ------------------------------------------------------------------------------------ golden output
 
 
 @pytest.mark.parametrize("name", ["vanishing", "healthy", "broken"])
-def test_terminal_golden(name: str, request: pytest.FixtureRequest, golden: Callable[[str, str], None]) -> None:
+def test_terminal_golden(name: str, request: pytest.FixtureRequest, golden: Golden) -> None:
     golden(f"render_{name}.txt", _terminal(request.getfixturevalue(name)))
 
 
 @pytest.mark.parametrize("name", ["vanishing", "healthy", "broken"])
-def test_markdown_golden(name: str, request: pytest.FixtureRequest, golden: Callable[[str, str], None]) -> None:
+def test_markdown_golden(name: str, request: pytest.FixtureRequest, golden: Golden) -> None:
     golden(f"render_{name}.md", render_markdown(request.getfixturevalue(name)))
 
 
@@ -419,59 +413,24 @@ def test_markdown_escapes_pipes(make_report: MakeReport) -> None:
 
 # --------------------------------------------------------------------------------------------- json
 
-REQUIRED = {
-    "": {"schema", "healthy", "model", "probe", "layers", "findings", "suggestions"},
-    "model": {"target", "class", "parameters", "trainable_parameters"},
-    "probe": {"batches", "batch_size", "seed", "loss", "device", "dtype"},
-    "layers": {
-        "index",
-        "name",
-        "type",
-        "grad_rms",
-        "signal_rms",
-        "activation_rms",
-        "activation_std",
-        "weight_rms",
-        "status",
-    },
-    "findings": {"rule", "severity", "layers", "message", "evidence"},
-    "suggestions": {"remedy", "layers", "where", "params", "reason"},
-}
-
-
-def _strict_loads(text: str) -> Any:
-    def reject(token: str) -> Any:
-        raise AssertionError(f"non-standard JSON constant {token}")
-
-    return json.loads(text, parse_constant=reject)
-
-
-def _check_schema(doc: dict[str, Any]) -> None:
-    assert REQUIRED[""] <= doc.keys()
-    assert doc["schema"] == "gradscope.report/1"
-    assert REQUIRED["model"] <= doc["model"].keys() and REQUIRED["probe"] <= doc["probe"].keys()
-    for key in ("layers", "findings", "suggestions"):
-        for item in doc[key]:
-            assert REQUIRED[key] <= item.keys(), key
-
 
 def test_json_has_the_schema(vanishing: Report) -> None:
     text = render_json(vanishing)
     assert text.endswith("}\n") and text.count("\n}\n") == 1  # exactly one document
-    doc = _strict_loads(text)
-    _check_schema(doc)
+    doc = strict_json(text)
+    check_report_schema(doc)
     assert doc["healthy"] is False
     assert [la["name"] for la in doc["layers"]][:3] == ["stem", "stem_act", "blocks.0.fc"]
     assert {"applied", "report"} <= doc["fix"].keys()
-    _check_schema(doc["fix"]["report"])
+    check_report_schema(doc["fix"]["report"])
     assert doc["fix"]["applied"][0]["remedy"] == "pseudo_norm"
 
 
 def test_json_writes_non_finite_as_null(broken: Report) -> None:
     text = render_json(broken)
     assert not re.search(r"[:\[,]\s*-?(NaN|Infinity)\b", text)  # the message may say "NaN"; a value may not
-    doc = _strict_loads(text)
-    _check_schema(doc)
+    doc = strict_json(text)
+    check_report_schema(doc)
     layers = {la["name"]: la for la in doc["layers"]}
     assert layers["embed"]["grad_rms"] is None and layers["embed"]["status"] == "nonfinite"
     assert layers["head"]["grad_rms"] is None and layers["head"]["weight_rms"] is None

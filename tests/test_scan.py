@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures import models as M
+from helpers import rules
 from torch import nn
 
 from gradscope import probes
@@ -32,10 +33,6 @@ def batches_for(model: nn.Module, name: str, n: int = 2, batch_size: int = 8) ->
 def scan_fixture(cls: type[nn.Module], **kwargs: object):  # type: ignore[no-untyped-def]
     model = cls()
     return model, scan(model, batches_for(model, cls.__name__), **kwargs)  # type: ignore[arg-type]
-
-
-def rules(report) -> dict[str, Severity]:  # type: ignore[no-untyped-def]
-    return {f.rule: f.severity for f in report.findings}
 
 
 # -- verdicts ----------------------------------------------------------------------------------------------------

@@ -2,32 +2,32 @@
 schema, the terminal chart, and every bad input as one line with exit code 2.
 
 Models are tiny and seeded. The one real training test (a 20-layer sigmoid MLP on scikit-learn's digits) is the
-point of the command: untreated it stays at chance, with normalization it learns. Torch runs single-threaded
-here (put back afterwards): these models are far too small to gain from threads, and on a shared machine
-threads make them many times slower.
+point of the command: untreated it stays at chance, with normalization it learns; it is marked ``slow``, as is the
+subprocess test. The CLI target is ``tests/assets/trial_clusters.py`` (a model with a ``dataset()`` hook).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import os
-import subprocess
-import sys
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from fixtures import models as M
-from rich.console import Console
+from helpers import (
+    Outcome,
+    assert_one_line_error,
+    asset,
+    invoke,
+    render_text,
+    run_cli,
+    state_copy,
+    without_timing,
+)
 from torch import nn
-from typer.testing import CliRunner
 
-from gradscope.cli import app
 from gradscope.config import Config, TrialConfig
 from gradscope.errors import ConfigError, ProbeError
 from gradscope.loading import ModelFileHooks
@@ -40,6 +40,7 @@ from gradscope.trial import (
     Plan,
     Run,
     Task,
+    TrialReport,
     check_data,
     parse_remedies,
     plan,
@@ -48,7 +49,8 @@ from gradscope.trial import (
     verdict,
 )
 
-runner = CliRunner()
+TRIAL_FILE = asset("trial_clusters.py")
+DATA_LINE = "return means[y] + torch.randn(90, 8, generator=g), y"
 
 
 def plan_for(model: nn.Module, remedies: tuple[str, ...], seed: int = 0) -> Plan:
@@ -56,14 +58,6 @@ def plan_for(model: nn.Module, remedies: tuple[str, ...], seed: int = 0) -> Plan
     config = Config().with_overrides({"probe.seed": seed})
     report = scan(model, build_probe(model, ModelFileHooks(), config), config=config)
     return plan(model, report, remedies, config)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------------- models
@@ -93,24 +87,25 @@ def clusters(n: int = 120, inputs: int = 8, classes: int = 3) -> tuple[torch.Ten
     return means[y] + torch.randn(n, inputs, generator=g), y
 
 
+def trial_of(model: nn.Module, **overrides: Any) -> TrialReport:
+    """``run_trial`` with a short, cheap default: 3 SGD steps on the clusters, no remedy, batch 8, seed 0."""
+    kwargs: dict[str, Any] = dict(
+        data=clusters(), candidates={}, steps=3, optimizer="sgd", lr=None, seed=0, batch_size=8
+    )
+    return run_trial(model, **(kwargs | overrides))
+
+
 def clip() -> Suggestion:
     return Suggestion(Remedy.CLIP, (), Where.MODEL, {"max_norm": 1.0}, "test", ())
-
-
-def state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def without_timing(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if k != "timing"}
 
 
 # ------------------------------------------------------------------------------------- the real training test
 
 
+@pytest.mark.slow
 def test_digits_normalization_rescues_a_deep_sigmoid_mlp() -> None:
     model = deep_sigmoid()
-    before, rng = state(model), torch.get_rng_state()
+    before, rng = state_copy(model), torch.get_rng_state()
     chosen = plan_for(model, ("auto",))
     # the advice pairs normalization with clipping for a collapsed deep stack; clipping alone is not a candidate
     assert [s.remedy.value for s in chosen.selected["normalization"]] == ["normalization", "clip"]
@@ -131,9 +126,7 @@ def test_digits_normalization_rescues_a_deep_sigmoid_mlp() -> None:
     assert model.training and all(p.grad is None for p in model.parameters())
     assert torch.equal(rng, torch.get_rng_state())
     # the chart at width 100 without colour: every run, readable, nothing wider than the console
-    buffer = io.StringIO()
-    render_trial_terminal(report, Console(file=buffer, width=100, color_system=None, no_color=True))
-    text = buffer.getvalue()
+    text = _terminal(report)
     assert "\x1b[" not in text
     assert all(len(line) <= 100 for line in text.splitlines())
     for run in report.runs:
@@ -146,7 +139,7 @@ def test_digits_normalization_rescues_a_deep_sigmoid_mlp() -> None:
 
 def test_same_seed_same_json_and_model_untouched() -> None:
     model = small_mlp(dropout=0.2)
-    before, rng = state(model), torch.get_rng_state()
+    before, rng = state_copy(model), torch.get_rng_state()
     kwargs: dict[str, Any] = dict(
         data=clusters(), candidates={"clip": (clip(),)}, steps=25, optimizer="sgd", lr=None, seed=3, batch_size=16
     )
@@ -160,16 +153,7 @@ def test_same_seed_same_json_and_model_untouched() -> None:
 
 
 def test_json_schema() -> None:
-    report = run_trial(
-        small_mlp(),
-        data=clusters(),
-        candidates={"clip": (clip(),)},
-        steps=150,
-        optimizer="adam",
-        lr=None,
-        seed=0,
-        batch_size=16,
-    )
+    report = trial_of(small_mlp(), candidates={"clip": (clip(),)}, steps=150, optimizer="adam", batch_size=16)
     d = json.loads(render_trial_json(report))
     assert d["schema"] == SCHEMA == "gradscope.trial/1"
     assert {"schema", "steps", "optimizer", "lr", "seed", "data", "runs", "best", "helps", "timing"} <= set(d)
@@ -186,9 +170,7 @@ def test_json_schema() -> None:
 
 
 def test_curve_is_bucketed_means() -> None:
-    report = run_trial(
-        small_mlp(), data=clusters(), candidates={}, steps=7, optimizer="sgd", lr=0.01, seed=0, batch_size=8
-    )
+    report = trial_of(small_mlp(), steps=7, lr=0.01)
     assert len(report.runs[0].curve) == 7  # fewer steps than points: one point per step
 
 
@@ -198,16 +180,7 @@ def test_curve_is_bucketed_means() -> None:
 def test_a_diverged_run_stops_and_is_never_best() -> None:
     model = small_mlp()
     huge = Suggestion(Remedy.REGULARIZE, ("0", "3"), Where.MODEL, {"penalty": "l2", "lambda": 1e30}, "test", ())
-    report = run_trial(
-        model,
-        data=clusters(),
-        candidates={"regularize": (huge,), "clip": (clip(),)},
-        steps=50,
-        optimizer="sgd",
-        lr=None,
-        seed=0,
-        batch_size=16,
-    )
+    report = trial_of(model, candidates={"regularize": (huge,), "clip": (clip(),)}, steps=50, batch_size=16)
     bad = report.run("regularize")
     assert bad.diverged and bad.steps_run < 50
     assert bad.test_loss is None and bad.test_accuracy is None and bad.final_train_loss is None
@@ -217,16 +190,7 @@ def test_a_diverged_run_stops_and_is_never_best() -> None:
     assert d["runs"][1]["curve"][-1] is None and d["runs"][1]["diverged"] is True
     text = _terminal(report)
     assert "diverged at step" in text and "✗" in text
-    only_bad = run_trial(
-        model,
-        data=clusters(),
-        candidates={"regularize": (huge,)},
-        steps=20,
-        optimizer="sgd",
-        lr=None,
-        seed=0,
-        batch_size=16,
-    )
+    only_bad = trial_of(model, candidates={"regularize": (huge,)}, steps=20, batch_size=16)
     assert only_bad.best is None and not only_bad.helps
 
 
@@ -261,18 +225,14 @@ def test_sequence_targets_and_regression() -> None:
 
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 20, (40, 6), generator=g)
-    report = run_trial(
-        Tagger(), data=(tokens, tokens % 5), candidates={}, steps=30, optimizer="adam", lr=0.05, seed=0, batch_size=8
-    )
+    report = trial_of(Tagger(), data=(tokens, tokens % 5), steps=30, optimizer="adam", lr=0.05)
     assert report.data.classes == 5 and report.runs[0].test_accuracy is not None
     assert report.runs[0].test_accuracy > 0.5
 
     x = torch.randn(60, 4, generator=g)
     y = x.sum(dim=1)  # float (B,) against a (B, 1) output: regression, MSE
     model = nn.Sequential(nn.Linear(4, 1))
-    report = run_trial(
-        model, data=(x.double(), y), candidates={}, steps=40, optimizer="sgd", lr=None, seed=0, batch_size=16
-    )
+    report = trial_of(model, data=(x.double(), y), steps=40, batch_size=16)
     assert report.data.task is Task.REGRESSION and report.data.loss == "mse"
     assert report.runs[0].test_accuracy is None and report.runs[0].test_loss < 0.5  # type: ignore[operator]
     assert "Test acc" not in _terminal(report)
@@ -298,40 +258,13 @@ def test_bad_data_forms(data: Any, needle: str) -> None:
 def test_targets_that_do_not_fit_the_output() -> None:
     x, _ = clusters()
     with pytest.raises(ProbeError, match="class labels outside 0..2"):
-        run_trial(
-            small_mlp(),
-            data=(x, torch.arange(120) % 7),
-            candidates={},
-            steps=3,
-            optimizer="sgd",
-            lr=None,
-            seed=0,
-            batch_size=8,
-        )
+        trial_of(small_mlp(), data=(x, torch.arange(120) % 7))
     with pytest.raises(ProbeError, match="cross-entropy needs"):
-        run_trial(
-            small_mlp(),
-            data=(x, torch.zeros(120, 2, dtype=torch.int64)),
-            candidates={},
-            steps=3,
-            optimizer="sgd",
-            lr=None,
-            seed=0,
-            batch_size=8,
-        )
+        trial_of(small_mlp(), data=(x, torch.zeros(120, 2, dtype=torch.int64)))
 
 
 def test_synthetic_task_is_learnable_and_refused_where_it_cannot_be_built() -> None:
-    report = run_trial(
-        small_mlp(inputs=16, classes=4),
-        data=None,
-        candidates={},
-        steps=100,
-        optimizer="adam",
-        lr=None,
-        seed=0,
-        batch_size=64,
-    )
+    report = trial_of(small_mlp(inputs=16, classes=4), data=None, steps=100, optimizer="adam", batch_size=64)
     assert report.data.source == "synthetic" and report.data.classes == 4
     assert report.runs[0].test_accuracy >= 0.9  # type: ignore[operator]
     x, y = synthetic_task(small_mlp(), None, seed=0, samples=1024)
@@ -345,16 +278,7 @@ def test_synthetic_task_is_learnable_and_refused_where_it_cannot_be_built() -> N
 def test_apply_failure_is_one_clear_error() -> None:
     gone = Suggestion(Remedy.NORMALIZATION, ("missing",), Where.AFTER, {"norm": "BatchNorm1d"}, "test", ())
     with pytest.raises(ProbeError, match="cannot apply remedy normalization: .*'missing'"):
-        run_trial(
-            small_mlp(),
-            data=clusters(),
-            candidates={"normalization": (gone,)},
-            steps=3,
-            optimizer="sgd",
-            lr=None,
-            seed=0,
-            batch_size=8,
-        )
+        trial_of(small_mlp(), candidates={"normalization": (gone,)})
 
 
 def test_option_checks() -> None:
@@ -363,11 +287,10 @@ def test_option_checks() -> None:
     for bad, needle in (("foo", "'foo' is not a remedy"), ("auto,init", "stand alone"), ("", "empty")):
         with pytest.raises(ConfigError, match=needle):
             parse_remedies(bad)
-    kwargs: dict[str, Any] = dict(data=clusters(), candidates={}, optimizer="sgd", lr=None, seed=0, batch_size=8)
     with pytest.raises(ConfigError, match="--steps 0"):
-        run_trial(small_mlp(), steps=0, **kwargs)
+        trial_of(small_mlp(), steps=0)
     with pytest.raises(ConfigError, match="--optimizer"):
-        run_trial(small_mlp(), steps=1, **{**kwargs, "optimizer": "lbfgs"})
+        trial_of(small_mlp(), steps=1, optimizer="lbfgs")
 
 
 def test_sparkline() -> None:
@@ -377,60 +300,29 @@ def test_sparkline() -> None:
 
 
 def _terminal(report: Any, width: int = 100) -> str:
-    buffer = io.StringIO()
-    render_trial_terminal(report, Console(file=buffer, width=width, color_system=None, no_color=True))
-    return buffer.getvalue()
+    return render_text(lambda console: render_trial_terminal(report, console), width=width)
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
 
-MODEL_FILE = """
-    import torch
-    from torch import nn
 
-
-    def build_model(depth=2, act="relu"):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            layers, width = [], 8
-            for _ in range(depth):
-                layers += [nn.Linear(width, 16), nn.Sigmoid() if act == "sigmoid" else nn.ReLU()]
-                width = 16
-            return nn.Sequential(*layers, nn.Linear(width, 3))
-
-
-    def dataset():
-        g = torch.Generator().manual_seed(1)
-        means = 2 * torch.randn(3, 8, generator=g)
-        y = torch.randint(0, 3, (90,), generator=g)
-        return DATA
-"""
-
-
-def model_file(tmp_path: Path, data: str = "means[y] + torch.randn(90, 8, generator=g), y") -> Path:
+def trial_file(tmp_path: Path, data: str) -> Path:
+    """A copy of the asset whose ``dataset()`` returns ``data`` instead of the clusters."""
+    source = TRIAL_FILE.read_text(encoding="utf-8")
+    assert source.count(DATA_LINE) == 1
     path = tmp_path / "model.py"
-    path.write_text(textwrap.dedent(MODEL_FILE).replace("DATA", data), encoding="utf-8")
+    path.write_text(source.replace(DATA_LINE, f"return {data}"), encoding="utf-8")
     return path
 
 
-def cli(*args: str | Path) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["trial", *map(str, args)], catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
+def trial(*args: str | Path) -> Outcome:
+    return invoke("trial", *args)
 
 
-def one_line_error(outcome: tuple[int, str, str], *needles: str) -> None:
-    code, out, err = outcome
-    assert code == 2, outcome
-    assert out == "" and "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-
-
+@pytest.mark.slow  # trains every remedy
 def test_cli_json_and_table(tmp_path: Path) -> None:
-    path = model_file(tmp_path)
-    code, out, err = cli(
+    path = TRIAL_FILE
+    outcome = trial(
         path,
         "--steps",
         "20",
@@ -443,35 +335,35 @@ def test_cli_json_and_table(tmp_path: Path) -> None:
         "--model-kwargs",
         '{"depth": 12, "act": "sigmoid"}',
     )
-    assert code == 0, err
-    d = json.loads(out)
+    assert outcome.code == 0, outcome.stderr
+    d = json.loads(outcome.stdout)
     assert d["schema"] == SCHEMA and d["data"]["source"] == "dataset" and d["target"] == str(path)
     assert d["runs"][0]["remedy"] == "none" and len(d["runs"]) > 2
     report_path = tmp_path / "out.txt"
-    code, out, err = cli(path, "--steps", "10", "--remedy", "clip", "--output", report_path)
-    assert code == 0 and out == "" and "report written" in err
+    outcome = trial(path, "--steps", "10", "--remedy", "clip", "--output", report_path)
+    assert outcome.code == 0 and outcome.stdout == "" and "report written" in outcome.stderr
     text = report_path.read_text(encoding="utf-8")
     assert "Trial" in text and "clip" in text and "Training loss" in text
 
 
-def test_cli_healthy_model_trains_untreated_only(tmp_path: Path) -> None:
-    code, out, err = cli(model_file(tmp_path), "--steps", "10", "--format", "json")
-    assert code == 0, err
-    d = json.loads(out)
+def test_cli_healthy_model_trains_untreated_only() -> None:
+    outcome = trial(TRIAL_FILE, "--steps", "10", "--format", "json")
+    assert outcome.code == 0, outcome.stderr
+    d = json.loads(outcome.stdout)
     assert [r["remedy"] for r in d["runs"]] == ["none"] and d["best"] is None and d["helps"] is False
     assert "healthy" in d["note"]
 
 
 def test_cli_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = model_file(tmp_path)
-    one_line_error(cli(path, "--remedy", "magic"), "'magic' is not a remedy", "pseudo-norm", "normalization")
-    one_line_error(cli(path, "--steps", "0"), "--steps 0")
-    one_line_error(cli(path, "--lr", "-1"), "--lr -1")
-    one_line_error(
-        cli(path, "--remedy", "activation"), "remedy activation does not apply to this model", "Sigmoid or Tanh"
+    path = TRIAL_FILE
+    assert_one_line_error(trial(path, "--remedy", "magic"), "'magic' is not a remedy", "pseudo-norm", "normalization")
+    assert_one_line_error(trial(path, "--steps", "0"), "--steps 0")
+    assert_one_line_error(trial(path, "--lr", "-1"), "--lr -1")
+    assert_one_line_error(
+        trial(path, "--remedy", "activation"), "remedy activation does not apply to this model", "Sigmoid or Tanh"
     )
-    one_line_error(
-        cli(path, "--remedy", "rescale", "--model-kwargs", '{"depth": 12, "act": "sigmoid"}'),
+    assert_one_line_error(
+        trial(path, "--remedy", "rescale", "--model-kwargs", '{"depth": 12, "act": "sigmoid"}'),
         "remedy rescale does not apply to this model",
     )
     for data, needle in (
@@ -481,8 +373,7 @@ def test_cli_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         ("torch.zeros(3, 8), y[:3]", "at least 5"),
         ("torch.zeros(90, 5), y", "forward failed at step 0 on dataset() inputs of shape (64, 5)"),
     ):
-        (tmp_path / "model.py").unlink()
-        one_line_error(cli(model_file(tmp_path, data), "--remedy", "none"), "dataset()", needle)
+        assert_one_line_error(trial(trial_file(tmp_path, data), "--remedy", "none"), "dataset()", needle)
 
     import gradscope.trial.planning
 
@@ -493,33 +384,24 @@ def test_cli_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
             )
         }
 
-    (tmp_path / "model.py").unlink()
     monkeypatch.setattr(gradscope.trial.planning, "candidates", vanished)
-    one_line_error(
-        cli(model_file(tmp_path), "--remedy", "normalization", "--steps", "5"),
+    assert_one_line_error(
+        trial(path, "--remedy", "normalization", "--steps", "5"),
         "cannot apply remedy normalization",
         "'gone'",
     )
 
 
-def test_cli_subprocess_json(tmp_path: Path) -> None:
-    path = model_file(tmp_path)
-    code = "import sys; from gradscope.cli import app; sys.argv[0] = 'gradscope'; app()"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("NO_COLOR", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", code, "trial", str(path), "--steps", "15", "--format", "json", "--remedy", "clip"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
+@pytest.mark.slow
+def test_cli_subprocess_json() -> None:
+    proc = run_cli("trial", TRIAL_FILE, "--steps", "15", "--format", "json", "--remedy", "clip")
+    assert proc.code == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert d["schema"] == SCHEMA and [r["remedy"] for r in d["runs"]] == ["none", "clip"]
     assert proc.stderr == ""  # no progress bar when stderr is not a terminal
 
 
+@pytest.mark.slow  # loads scikit-learn's digits, scans and trains
 def test_a_best_run_far_from_trained_gets_a_caveat() -> None:
     model = deep_sigmoid()
     chosen = plan_for(model, ("normalization",))

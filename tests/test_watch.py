@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import typer
+from helpers import assert_one_line_error, invoke
 from torch import nn
-from typer.testing import CliRunner
 
 import gradscope
 from gradscope.errors import ConfigError, GradscopeError, ProbeError
@@ -19,8 +18,6 @@ from gradscope.results import Report, Status
 from gradscope.scanner import scan
 from gradscope.watching import NonFiniteGradientError, Watch, watch
 from gradscope.watching.timeline import build_report, first_events, parse_log, read_log
-
-torch.set_num_threads(1)
 
 
 def mlp(depth: int = 2, act: type[nn.Module] = nn.Tanh, width: int = 16) -> nn.Module:
@@ -265,6 +262,7 @@ def test_exported_lazily_as_the_function() -> None:
 
 
 # -- memory and compile --------------------------------------------------------------------------------------------
+@pytest.mark.slow  # 500 recorded steps
 def test_memory_stays_flat_over_many_steps() -> None:
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -290,6 +288,7 @@ def test_memory_stays_flat_over_many_steps() -> None:
     assert all(not r.grad_rms and not r.signal_rms for r in w._recorder.layers)
 
 
+@pytest.mark.slow  # torch.compile
 def test_compiled_model_in_param_mode_has_no_graph_breaks() -> None:
     import torch._dynamo
     from torch._dynamo.utils import counters
@@ -314,44 +313,33 @@ def test_compiled_model_in_param_mode_has_no_graph_breaks() -> None:
 
 
 # -- CLI ---------------------------------------------------------------------------------------------------------
-@pytest.fixture
-def cli() -> typer.Typer:
-    from gradscope.cli import app
-
-    return app
-
-
-def test_cli_report_formats(tmp_path: Path, cli: typer.Typer) -> None:
+def test_cli_report_formats(tmp_path: Path) -> None:
     log = tmp_path / "run.jsonl"
     model = mlp()
     with watch(model, log=log, mode="full") as w:
         train(model, w, 6, poison={4: "2.weight"})
-    runner = CliRunner()
-    table = runner.invoke(cli, ["report", str(log), "--fail-on", "never"])
-    assert table.exit_code == 0, table.output
-    assert "signal_rms per layer" in table.output and "!" in table.output
-    assert "first step at which a layer went bad" in table.output
-    doc = runner.invoke(cli, ["report", str(log), "--format", "json", "--window", "1"])
+    table = invoke("report", log, "--fail-on", "never")
+    assert table.code == 0, table.stderr
+    assert "signal_rms per layer" in table.stdout and "!" in table.stdout
+    assert "first step at which a layer went bad" in table.stdout
+    doc = invoke("report", log, "--format", "json", "--window", "1")
     data = json.loads(doc.stdout)
     assert data["schema"] == "gradscope.timeline/1" and data["steps"] == [0, 1, 2, 3, 4, 5]
     assert data["first"]["2"]["nonfinite"] == 4
     assert data["report"]["schema"] == "gradscope.report/1"
-    assert doc.exit_code == 1  # the NaN reached the weights through the optimizer: still non-finite
-    md = runner.invoke(cli, ["report", str(log), "--format", "markdown", "--fail-on", "never"])
-    assert md.exit_code == 0 and "| `2` |" in md.output
+    assert doc.code == 1  # the NaN reached the weights through the optimizer: still non-finite
+    md = invoke("report", log, "--format", "markdown", "--fail-on", "never")
+    assert md.code == 0 and "| `2` |" in md.stdout
     out = tmp_path / "t.html"
-    html = runner.invoke(cli, ["report", str(log), "--format", "html", "-o", str(out), "--fail-on", "never"])
-    assert html.exit_code == 0 and out.read_text().startswith("<!doctype html>")
+    html = invoke("report", log, "--format", "html", "-o", out, "--fail-on", "never")
+    assert html.code == 0 and out.read_text().startswith("<!doctype html>")
 
 
-def test_cli_report_bad_input(tmp_path: Path, cli: typer.Typer) -> None:
-    runner = CliRunner()
-    missing = runner.invoke(cli, ["report", str(tmp_path / "nope.jsonl")])
-    assert missing.exit_code == 2 and "cannot read" in missing.output
+def test_cli_report_bad_input(tmp_path: Path) -> None:
+    assert_one_line_error(invoke("report", tmp_path / "nope.jsonl"), "cannot read")
     junk = tmp_path / "junk.jsonl"
     junk.write_text("not json\n")
-    bad = runner.invoke(cli, ["report", str(junk)])
-    assert bad.exit_code == 2 and "no recorded step" in bad.output
+    assert_one_line_error(invoke("report", junk), "no recorded step")
 
 
 def test_parse_log_without_meta_still_reports() -> None:
@@ -362,6 +350,7 @@ def test_parse_log_without_meta_still_reports() -> None:
 
 
 # -- integrations (skipped where the library is not installed) ------------------------------------------------------
+@pytest.mark.slow  # trains with a Lightning Trainer
 def test_lightning_callback_records_each_optimizer_step(tmp_path: Path) -> None:
     pl = pytest.importorskip("lightning.pytorch")
     from gradscope.integrations.lightning import GradscopeCallback
@@ -392,6 +381,7 @@ def test_lightning_callback_records_each_optimizer_step(tmp_path: Path) -> None:
     assert [s.step for s in read_log(tmp_path / "run.jsonl").steps] == [0, 1, 2, 3]
 
 
+@pytest.mark.slow  # trains with a transformers Trainer
 def test_hf_trainer_callback_records_each_optimizer_step(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
     from gradscope.integrations.hf import GradscopeTrainerCallback
@@ -429,6 +419,7 @@ def test_without_a_with_block_the_first_step_opens_the_log(tmp_path: Path) -> No
     assert [s.step for s in w.steps] == [0, 1, 2]
 
 
+@pytest.mark.slow  # torch.compile
 def test_compiled_model_in_full_mode_records_the_same_numbers() -> None:
     import torch._dynamo
 

@@ -1,5 +1,5 @@
 """watch under torch.distributed: 2 gloo processes with DDP, and with FSDP2 (sharded gradients), must log what one
-process logs on the global batch."""
+process logs on the global batch. Slow: it spawns the processes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from torch import nn
 
 from gradscope.watching import watch
 from gradscope.watching.timeline import read_log
+
+pytestmark = pytest.mark.slow
 
 WORLD = 2
 STEPS = 4
