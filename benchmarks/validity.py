@@ -178,8 +178,13 @@ def init_(model: nn.Module, scheme: str, act: str) -> None:
             nn.init.xavier_uniform_(m.weight, gain=gain)
         elif scheme == "xavier1":
             nn.init.xavier_uniform_(m.weight, gain=1.0)
+        elif scheme == "xavier0.7":  # shrinks the signal ×0.7 a layer in both directions: backward attenuation
+            nn.init.xavier_uniform_(m.weight, gain=0.7)
         elif scheme == "kaiming":
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        elif scheme == "kaiming1.5":  # 1.5× Kaiming: the signal grows a layer at a time (exploding)
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            m.weight.data.mul_(1.5)
         elif scheme == "orthogonal":
             nn.init.orthogonal_(m.weight, gain=gain)
         elif scheme == "large":
@@ -340,6 +345,24 @@ def grid() -> list[Spec]:
         ("elu", "kaiming", 20, "", False),
         ("silu", "default", 20, "", False),
         ("silu", "kaiming", 30, "ln", False),
+        # added to map the regimes more finely (collapse under Adam, backward-only attenuation, growth)
+        ("relu", "default", 8, "", False),
+        ("relu", "default", 12, "", False),
+        ("relu", "default", 15, "", False),
+        ("gelu", "default", 6, "", False),
+        ("gelu", "default", 15, "", False),
+        ("elu", "default", 10, "", False),
+        ("silu", "default", 10, "", False),
+        ("tanh", "default", 8, "", False),
+        ("sigmoid", "default", 6, "", False),
+        ("tanh", "xavier0.7", 10, "", False),
+        ("tanh", "xavier0.7", 20, "", False),
+        ("tanh", "xavier0.7", 30, "", False),
+        ("silu", "orthogonal", 20, "", False),
+        ("tanh", "xavier", 40, "", False),
+        ("tanh", "xavier", 50, "", False),
+        ("relu", "kaiming1.5", 10, "", False),
+        ("relu", "kaiming1.5", 20, "", False),
     ]
     quick_mlps = {("relu", "kaiming", 4), ("tanh", "default", 30), ("sigmoid", "default", 10)}
     for act, init, depth, norm, residual in mlps:
@@ -364,6 +387,12 @@ def grid() -> list[Spec]:
         ("sigmoid", "default", 8, "", False),
         ("gelu", "kaiming", 12, "", False),
         ("silu", "orthogonal", 12, "", False),
+        ("relu", "default", 10, "", False),
+        ("relu", "default", 15, "", False),
+        ("gelu", "default", 10, "", False),
+        ("silu", "orthogonal", 8, "", False),
+        ("silu", "orthogonal", 16, "", False),
+        ("tanh", "xavier0.7", 12, "", False),
     ]
     quick_cnns = {("relu", "default", 8), ("sigmoid", "default", 8)}
     for act, init, depth, norm, residual in cnns:
@@ -392,12 +421,9 @@ def grid() -> list[Spec]:
 
 
 def halves(specs: list[Spec]) -> dict[str, str]:
-    """Config id -> 'tuning' or 'test': per family, alternate over the ids sorted by their SHA-256."""
-    out: dict[str, str] = {}
-    for family in sorted({s.family for s in specs}):
-        ids = sorted((s.id for s in specs if s.family == family), key=lambda i: hashlib.sha256(i.encode()).hexdigest())
-        out.update({i: ("tuning", "test")[k % 2] for k, i in enumerate(ids)})
-    return out
+    """Config id -> 'tuning' or 'test' by the parity of its SHA-256's first byte: a configuration keeps its half
+    when others are added to the grid (an alternation over sorted ids would reshuffle them)."""
+    return {s.id: ("tuning", "test")[hashlib.sha256(s.id.encode()).digest()[0] % 2] for s in specs}
 
 
 def fingerprint(model: nn.Module) -> dict[str, Any]:
