@@ -109,11 +109,21 @@ def test_backward_only_attenuation_gets_pseudo_norm_and_rescale() -> None:
     names = dict(model.named_modules())
     assert pseudo.layers and all(name in names for name in pseudo.layers)
     assert pseudo.params["predicted_min_ratio"] >= Config().suggest.pseudo_norm_min_ratio
-    # Adam rescales each parameter's step: the same attenuation is a warning there, and asks for no change
-    adam = scan(model, [torch.randn(16, 32) for _ in range(2)])
-    assert rules(adam)["vanishing_gradient"] is Severity.WARNING and not adam.suggestions
+    # A tanh stack contracts through the nonlinearity itself: an error under Adam too
+    assert rules(scan(model, [torch.randn(16, 32) for _ in range(2)]))["vanishing_gradient"] is Severity.ERROR
     rescale = next(s for s in report.suggestions if s.remedy.value == "rescale")
     assert all(1 < g <= Config().suggest.rescale_max_gain for g in rescale.params["gains"].values())
+
+
+def test_adam_rescales_a_rectifier_like_stack_so_its_attenuation_is_a_warning() -> None:
+    """SiLU with a small gain: the gradient shrinks ×~0.5 a layer while the spread survives. Adam's per-parameter
+    steps make that a warning (no change asked for); SGD's proportional steps make it an error."""
+    model = M.stack(nn.SiLU, 12, gain=0.7)
+    data = [torch.randn(16, 32) for _ in range(2)]
+    adam = scan(model, data)
+    assert rules(adam) == {"vanishing_gradient": Severity.WARNING} and not adam.suggestions
+    sgd = scan(model, data, config=Config().with_overrides({"diagnose.optimizer": "sgd"}))
+    assert rules(sgd)["vanishing_gradient"] is Severity.ERROR and sgd.probe.optimizer == "sgd"
 
 
 def test_tied_frozen_unused_are_reported_as_what_they_are() -> None:

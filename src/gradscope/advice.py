@@ -41,7 +41,11 @@ def suggest(
         out += _backward_fixes(layers, facts, diagnosis, config, shape)
     if Rule.VANISHING_THROUGH_TIME in findings:
         out += _through_time_fixes(layers, facts, findings[Rule.VANISHING_THROUGH_TIME], shape)
-    exploding = _also(findings, Rule.FORWARD_EXPLOSION, Rule.EXPLODING_GRADIENT)
+    # A warning-level growth (scale-invariant layers, a moderate 10–70×) asks for no change.
+    exploding = tuple(
+        rule for rule in _also(findings, Rule.FORWARD_EXPLOSION, Rule.EXPLODING_GRADIENT)
+        if findings[rule].severity is Severity.ERROR
+    )  # fmt: skip
     if exploding:
         out += _exploding_fixes(layers, facts, exploding, config)
     if Rule.SATURATION in findings:

@@ -61,9 +61,9 @@ class DiagnoseConfig:
     optimizer: str = "adam"
     reference_layers: int = 3
     vanishing_warning: float = 1e-2
-    vanishing_error: float = 1e-3
-    exploding_warning: float = 1e2
-    exploding_error: float = 1e3
+    vanishing_error: float = 1e-2
+    exploding_warning: float = 10.0
+    exploding_error: float = 70.0
     collapse_ratio: float = 1e-2
     saturation_derivative: float = 0.05
     saturated_units: float = 0.5
@@ -72,9 +72,11 @@ class DiagnoseConfig:
     underflow_margin: float = 1.0
     large_weight_gain: float = 3.0
     adam_vanishing_error: float = 1e-6
-    time_warning: float = 1e-3
-    time_error: float = 1e-4
+    adam_collapse_error: float = 5e-7
+    time_warning: float = 1e-2
+    time_error: float = 1e-3
     gate_closed: float = 1e-2
+    gate_alive: float = 1e-3
 
     def __post_init__(self) -> None:
         _finite(self, "diagnose")
@@ -88,12 +90,19 @@ class DiagnoseConfig:
             "needs 0 < adam_vanishing_error <= vanishing_error",
         )
         _require(
+            0 < self.adam_collapse_error <= self.collapse_ratio,
+            "diagnose.adam_collapse_error",
+            self.adam_collapse_error,
+            "needs 0 < adam_collapse_error <= collapse_ratio",
+        )
+        _require(
             0 < self.time_error <= self.time_warning < 1,
             "diagnose.time_error",
             self.time_error,
             "needs 0 < time_error <= time_warning < 1",
         )
         _require(0 < self.gate_closed < 1, "diagnose.gate_closed", self.gate_closed, "must be in (0, 1)")
+        _require(0 < self.gate_alive < 1, "diagnose.gate_alive", self.gate_alive, "must be in (0, 1)")
         _require(self.reference_layers >= 1, "diagnose.reference_layers", self.reference_layers, "must be >= 1")
         _require(
             0 < self.vanishing_error <= self.vanishing_warning < 1,

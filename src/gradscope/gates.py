@@ -65,7 +65,7 @@ def find(model: nn.Module, reference: float | None, config: DiagnoseConfig) -> l
     return [
         Candidate(Gate(name, rms, ratio), p)
         for name, p, rms, ratio in closed
-        if math.isfinite(ratio) and ratio >= config.vanishing_error and not (tiny_init and p.dim() >= 2)
+        if math.isfinite(ratio) and ratio >= config.gate_alive and not (tiny_init and p.dim() >= 2)
     ]
 
 

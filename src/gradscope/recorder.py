@@ -25,7 +25,7 @@ from torch.nn import grad as conv_grad
 from torch.nn.utils import parametrize
 
 from .records import LayerFacts, LayerKind, LayerRecord, PositionProfile
-from .torchutil import ACTIVATIONS, EMBEDDINGS, RECTIFYING, SATURATING, dtype_name, first_float_tensor, layer_facts
+from .torchutil import EMBEDDINGS, RECTIFYING, SATURATING, activation_name, dtype_name, first_float_tensor, layer_facts
 
 
 def _per_call(module: nn.Module) -> bool:
@@ -111,7 +111,7 @@ class Recorder:
             shared = [owner[id(p)] for p in direct if id(p) in owner]
             for p in own:
                 owner[id(p)] = name
-            if direct or isinstance(module, ACTIVATIONS):
+            if direct or activation_name(module) is not None:
                 trainable = tuple(p for p in own if p.requires_grad)
                 taps.append(Tap(module, tuple(own), trainable))
                 facts = layer_facts(

@@ -154,9 +154,9 @@ def layer_facts(
         kind, cell = LayerKind.RECURRENT, {"RNN_TANH": "RNN", "RNN_RELU": "RNN"}.get(module.mode, module.mode)
     elif isinstance(module, nn.MultiheadAttention):
         kind = LayerKind.ATTENTION
-    elif isinstance(module, ACTIVATIONS):
+    activation = activation_name(module) if kind is LayerKind.OTHER else None
+    if activation is not None:
         kind = LayerKind.ACTIVATION
-    activation = _torch_class(module, ACTIVATIONS) if kind is LayerKind.ACTIVATION else None
     return LayerFacts(
         name=name,
         type=type(module).__name__,
@@ -168,12 +168,30 @@ def layer_facts(
         out_features=out_features,
         conv_dims=conv_dims,
         activation=activation,
-        saturating=isinstance(module, SATURATING) and not isinstance(module, RECTIFYING),
-        rectifying=isinstance(module, RECTIFYING),
+        saturating=activation in ("Tanh", "Sigmoid", "Hardtanh", "Softsign", "Hardsigmoid"),
+        rectifying=activation in ("ReLU", "ReLU6"),
         gain=_gain(activation, module),
         cell=cell,
         container=next(module.children(), None) is not None,
     )
+
+
+# Activation modules of other libraries (Hugging Face's GELUActivation, NewGELUActivation, SiLUActivation, timm's
+# Swish), recognised by their class name: parameter-free leaves whose name contains the function's.
+_NAMED_ACTIVATIONS = (("GELU", "GELU"), ("SiLU", "SiLU"), ("Swish", "SiLU"), ("Mish", "Mish"), ("ReLU", "ReLU"),
+                      ("Tanh", "Tanh"), ("Sigmoid", "Sigmoid"))  # fmt: skip
+
+
+def activation_name(module: nn.Module) -> str | None:
+    """The activation ``module`` computes: its torch.nn class (a subclass of nn.Tanh is Tanh), or for another
+    library's parameter-free activation module the function its class is named after; None for anything else."""
+    known = _torch_class(module, ACTIVATIONS)
+    if known is not None:
+        return known
+    if next(module.parameters(recurse=False), None) is not None or next(module.children(), None) is not None:
+        return None
+    name = type(module).__name__
+    return next((act for part, act in _NAMED_ACTIVATIONS if part.lower() in name.lower()), None)
 
 
 def _torch_class(module: nn.Module, bases: tuple[type[nn.Module], ...]) -> str | None:
