@@ -3,12 +3,14 @@
 Each configuration of a grid of small models is trained (the ground truth) and judged at init by three predictors;
 "unhealthy" predicts "fails". Compared with two naive rules from the literature.
 
-Grid (``grid()``, 76 configurations: 36 mlp, 16 cnn, 6 sharing, 12 recurrent, 6 transformer; every builder is
+Grid (``grid()``, 99 configurations: 53 mlp, 22 cnn, 6 sharing, 12 recurrent, 6 transformer; every builder is
 seeded, so a configuration id names one set of initial weights per seed):
   mlp          digits, 64 -> [Linear(64, 64) -> (norm) -> act] x depth -> Linear(64, 10), optionally residual
                (x + block(x)); activations tanh/sigmoid/relu/gelu/elu/silu; inits default (PyTorch's), xavier
-               (the activation's gain), xavier1 (gain 1), kaiming (fan-in), orthogonal (the activation's gain),
-               large (N(0, 1): weight x sqrt(fan-in) = 8, saturates); depths 4-60; BatchNorm/LayerNorm.
+               (the activation's gain), xavier1 (gain 1), xavier0.7 (gain 0.7: backward attenuation), kaiming
+               (fan-in), kaiming1.5 (1.5x: growth), orthogonal (the activation's gain), large (N(0, 1): weight x
+               sqrt(fan-in) = 8, saturates); depths 4-60; BatchNorm/LayerNorm. The configurations after the first
+               76 were added where the regimes meet (collapse under Adam, backward attenuation, growth).
   cnn          digits as 1x8x8 images, [Conv2d(3x3, 8 channels) -> (BatchNorm2d) -> act] x depth -> Linear(512, 10),
                optionally residual; depths 4-20, the same kinds of variation.
   recurrent    the sequence task, Embedding(16, 32) -> nn.RNN (tanh) / nn.LSTM / nn.GRU (hidden 64) -> Linear on
@@ -45,8 +47,8 @@ normal features / images; uniform tokens):
                g_first / g_last > 70.
   The two baselines use one plain forward/backward per batch, with cross-entropy against random labels (seeded).
 
-Scoring: configurations (not cases) are split into a tuning and a test half, per family, by alternating over
-their ids sorted by SHA-256 (deterministic, stratified). Positive = fails. Per predictor and half: the confusion
+Scoring: configurations (not cases) are split into a tuning and a test half by the parity of the first byte of
+the SHA-256 of their id (deterministic, and stable when configurations are added). Positive = fails. Per predictor and half: the confusion
 matrix, accuracy on clear cases and false alarms on models that train (FP); then every miss.
 
 Labels are cached in ``benchmarks/validity_labels.json`` (per-seed accuracies; the labels are recomputed from them
@@ -56,7 +58,9 @@ count and a checksum of its seed-0 weights, and evaluation refuses a cache whose
 Speed: one thread (two threads are slower when the other core is busy) and ``torch.set_flush_denormal(True)`` while
 training only (vanished gradients are denormal floats, slow on CPU, and move no weight measurably); the predictors
 see unflushed numbers. Labelling the full grid took 1634 s (27 min) of one core while the other core was busy (load
-4-5 on 2 cores); the recurrent models at T = 150 and the transformers at T = 150 are a third of it. Evaluation from
+4-5 on 2 cores); the recurrent models at T = 150 and the transformers at T = 150 are a third of it. The SGD runs at
+lr 0.01 and the 23 configurations added later took another 45 minutes (``--extend`` trains only what the cache
+lacks). Evaluation from
 the cache takes about 20 s. ``--quick``: a subset of 10 configurations, one seed, 100 steps, trained every time
 and never cached (a smoke test of the whole pipeline, about a minute).
 
