@@ -49,7 +49,8 @@ normal features / images; uniform tokens):
 
 Scoring: configurations (not cases) are split into a tuning and a test half by the parity of the first byte of
 the SHA-256 of their id (deterministic, and stable when configurations are added). Positive = fails. Per
-predictor and half: the confusion matrix, accuracy on clear cases and false alarms on models that train (FP); then every miss.
+predictor and half: the confusion matrix, accuracy on clear cases and false alarms on models that train (FP);
+then every miss.
 
 Labels are cached in ``benchmarks/validity_labels.json`` (per-seed accuracies; the labels are recomputed from them
 by the rule above, so changing the band needs no retraining). The cache records each configuration's parameter
