@@ -48,15 +48,36 @@ class Tap:
     trainable: tuple[nn.Parameter, ...]
 
 
-# One entry of the flat per-batch list: which record, which statistic, how many values it holds (a position
-# profile holds one per position), and the host-side number needed to turn the device value into the statistic
-# (element counts are known from shapes without a sync).
+# One entry of the flat per-batch list: which statistic, for which records, and the host-side numbers needed to
+# turn the device values into the statistic (element counts are known from shapes without a sync). A statistic
+# computed for many layers at once (a stacked group of small outputs) is one entry with a value per layer; a
+# position profile is one entry of ``size`` values for one layer.
 @dataclass(frozen=True)
 class _Entry:
-    layer: int
     stat: str
-    numel: float = 1.0
-    size: int = 1
+    layers: tuple[int, ...]
+    numels: tuple[float, ...]
+    size: int
+
+
+# Outputs and gradients up to this many elements are kept (a reference, never a copy) and reduced together with
+# the other small ones of the same shape: one stacked computation instead of a handful of tiny ops per layer,
+# which is what deep narrow networks pay for in Python and kernel launches. At most ``BATCHED`` are held at once,
+# so the memory they keep alive is bounded whatever the depth.
+SMALL = 16_384
+BATCHED = 32
+
+
+@dataclass
+class _Pending:
+    """A small output waiting for its statistics: the record, its rows (samples × values), and the version its
+    tensor had (an in-place op after the layer would change what the reference sees)."""
+
+    record: int
+    rows: torch.Tensor
+    numel: float
+    version: int
+    kind: str  # "", "rect", or the saturating function's name
 
 
 def model_facts(model: nn.Module) -> dict[str, LayerFacts]:
@@ -85,6 +106,9 @@ class Recorder:
         self._handles: list[Any] = []
         self._values: list[torch.Tensor] = []
         self._entries: list[_Entry] = []
+        self._pending: list[_Pending] = []  # small outputs, reduced together (_flush_outputs)
+        self._pending_grads: list[tuple[int, float, torch.Tensor]] = []  # small output gradients, likewise
+        self._inplace: set[int] = set()  # records whose output a later in-place op changed: reduced at once
         self._expects_signal: set[int] = set()  # records whose output needed a gradient in this batch
         self._batch = -1
         self._order = 0
@@ -156,6 +180,8 @@ class Recorder:
         self.detach()
         self._values.clear()
         self._entries.clear()
+        self._pending.clear()
+        self._pending_grads.clear()
 
     # -- per batch ---------------------------------------------------------------------------------------------
     def start_batch(self, batch_size: int | None) -> None:
@@ -164,6 +190,8 @@ class Recorder:
         self._expects_signal.clear()
         self._values.clear()
         self._entries.clear()
+        self._pending.clear()
+        self._pending_grads.clear()
         self._call_index = [0] * len(self.taps)
 
     def add_loss(self, loss: torch.Tensor) -> None:
@@ -171,11 +199,14 @@ class Recorder:
 
     def end_batch(self) -> None:
         """Reduce parameter gradients, then read every statistic of this batch from the device in one copy."""
+        self._flush_outputs()
+        self._flush_grads()
         self._record_param_grads()
         host: list[float] = []
         if self._values:
             # the one host sync of the batch
-            host = torch.cat([v.reshape(-1).to(self._values[0].dtype) for v in self._values]).cpu().tolist()
+            dtype = torch.float64 if any(v.dtype == torch.float64 for v in self._values) else torch.float32
+            host = torch.cat([v.reshape(-1).to(dtype) for v in self._values]).cpu().tolist()
         self._accumulate(host)
         self._values.clear()
         self._entries.clear()
@@ -203,69 +234,128 @@ class Recorder:
 
     def _forward_hook(self, index: int) -> Callable[..., None]:
         module = self.taps[index].module
-        saturating = isinstance(module, SATURATING) and not isinstance(module, RECTIFYING)
-        rectifying = isinstance(module, RECTIFYING)
+        kind = _saturation_kind(module)
         weighted = _per_call(module) and bool(self.taps[index].trainable)
 
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             record = self._record_for_call(index)
             if record < 0:
                 return
-            layer = self.layers[record]
-            out = first_float_tensor(output)
-            if self._batch == 0 and layer.order < 0:
-                layer.order = self._order
-                self._order += 1
-                layer.output_shape = tuple(out.shape) if out is not None else None
-            if out is None:
+            out = output if type(output) is torch.Tensor else first_float_tensor(output)
+            if self._batch == 0:
+                layer = self.layers[record]
+                if layer.order < 0:
+                    layer.order = self._order
+                    self._order += 1
+                    layer.output_shape = tuple(out.shape) if out is not None else None
+                    if self.positions and layer.order == 0 and out is not None:  # the first layer to run
+                        self.profile = _profile_axis(layer, out, self._batch_size)
+            if out is None or not out.is_floating_point():
                 return
             if self._device is None:
                 self._device = out.device
             detached = out.detach()
-            numel = float(detached.numel())
-            self._append(record, "act_norm", _norm(detached), numel)
-            batch_dim = self._batch_dim(detached)
-            rows = _sample(detached, batch_dim)
-            if rows.dtype in (torch.float16, torch.bfloat16):
-                rows = rows.float()  # the spread squares deviations: float16 overflows above 256
-            if batch_dim is not None:
-                # Two passes (centre, then square): exact when outputs barely differ, which is what a collapse
-                # looks like; also far faster on CPU than torch.std along dim 0.
-                mean = rows.mean(dim=0, keepdim=True)
-                centred = rows - mean
-                self._append(record, "act_std", centred.square_().mean(dim=0).sqrt_().mean().float())
-                if rectifying:
-                    # Rectified outputs are ≥ 0: a unit is positive for some sample iff its batch mean is > 0.
-                    alive = torch.count_nonzero(mean > 0)
-                    self._append(record, "alive", alive.float(), float(rows.shape[1]))
-            if saturating:
-                self._append(record, "saturated", self._saturated_count(module, rows), float(rows.numel()))
-            if self.positions and self._batch == 0 and layer.order == 0:  # the first layer to run
-                self.profile = _profile_axis(layer, detached, self._batch_size)
+            self._observe(record, detached, kind)
             if out.requires_grad:
+                layer = self.layers[record]
                 layer.output_needs_grad = True
                 layer.signal_dtype = dtype_name(out.dtype)
                 self._expects_signal.add(record)
                 first_input = first_float_tensor(inputs) if weighted else None
                 out.register_hook(  # type: ignore[no-untyped-call]
-                    self._signal_hook(index, record, numel, first_input)
+                    self._signal_hook(index, record, float(detached.numel()), first_input)
                 )
 
         return hook
+
+    def _observe(self, record: int, out: torch.Tensor, kind: str) -> None:
+        """Queue a small output for the stacked reduction; reduce a large one (sampled) at once."""
+        numel = out.numel()
+        batch_dim = self._batch_dim(out)
+        if numel <= SMALL and batch_dim in (0, None) and record not in self._inplace:
+            rows = out.reshape(out.shape[0], -1) if batch_dim == 0 else out.reshape(1, -1)
+            self._pending.append(_Pending(record, rows, float(numel), out._version, kind))
+            if len(self._pending) >= BATCHED:
+                self._flush_outputs()
+            return
+        rows = _sample(out, batch_dim)
+        norm = _norm(out)  # over the whole output: the rows may be a sample of it
+        self._reduce([_Pending(record, rows, float(numel), out._version, kind)], norm.reshape(1))
+
+    def _flush_outputs(self) -> None:
+        """The forward statistics of the queued small outputs, a stacked computation per shape and kind."""
+        pending, self._pending = self._pending, []
+        groups: dict[tuple[Any, ...], list[_Pending]] = {}
+        for p in pending:
+            if p.rows._version != p.version:  # changed in place after the layer ran (an inplace ReLU after it)
+                self._inplace.add(p.record)  # from the next batch on, reduced as it is produced
+                continue
+            groups.setdefault((tuple(p.rows.shape), p.rows.dtype, p.rows.device, p.kind), []).append(p)
+        for group in groups.values():
+            self._reduce(group, None)
+
+    def _reduce(self, group: list[_Pending], norms: torch.Tensor | None) -> None:
+        """Activation RMS, between-sample spread, dead units and saturation of outputs of one shape, at once."""
+        records = tuple(p.record for p in group)
+        x = torch.stack([p.rows for p in group]) if len(group) > 1 else group[0].rows.unsqueeze(0)
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()  # the spread squares deviations: float16 overflows above 256
+        if norms is None:
+            norms = torch.linalg.vector_norm(x.flatten(1), dim=1, dtype=_acc(x))
+        self._append_many("act_norm", records, tuple(p.numel for p in group), norms)
+        samples, values = x.shape[1], x.shape[2]
+        if samples > 1:
+            # Two passes (centre, then square): exact when outputs barely differ, which is what a collapse looks
+            # like; and on CPU 20× faster than torch.var_mean/std along the samples.
+            mean = x.mean(dim=1, keepdim=True)
+            var = (x - mean).square_().mean(dim=1)
+            mean = mean.squeeze(1)
+            self._append_many("act_std", records, (1.0,) * len(group), var.sqrt_().mean(dim=1))
+            if group[0].kind == "rect":
+                # Rectified outputs are ≥ 0: a unit is positive for some sample iff its batch mean is > 0.
+                self._append_many("alive", records, (float(values),) * len(group), (mean > 0).sum(dim=1))
+        if group[0].kind not in ("", "rect"):
+            counts = self._saturated(group[0].kind, x).flatten(1).sum(dim=1)
+            self._append_many("saturated", records, (float(samples * values),) * len(group), counts)
+
+    def _saturated(self, kind: str, y: torch.Tensor) -> torch.Tensor:
+        """Outputs whose local derivative is below ``saturation_derivative`` of the function's peak slope."""
+        d = self.saturation_derivative
+        if kind == "Tanh":  # tanh' = 1 - y²
+            return y.abs() > math.sqrt(1.0 - d)
+        if kind == "Sigmoid":  # σ' = y(1-y), peak 1/4
+            return (y - 0.5).abs() > 0.5 * math.sqrt(1.0 - d)
+        if kind == "Softsign":  # softsign' = (1-|y|)²
+            return y.abs() > 1.0 - math.sqrt(d)
+        if kind.startswith("Hardtanh"):  # flat outside [min_val, max_val]
+            low, high = (float(v) for v in kind.split(":")[1:])
+            return (y <= low) | (y >= high)
+        return (y <= 0) | (y >= 1)  # Hardsigmoid: flat at 0 and 1
 
     def _signal_hook(
         self, index: int, record: int, numel: float, call_input: torch.Tensor | None
     ) -> Callable[[torch.Tensor], None]:
         def hook(grad: torch.Tensor) -> None:
             g = grad.detach()
-            self._append(record, "signal_norm", _norm(g), numel)
+            if g.numel() <= SMALL:
+                self._pending_grads.append((record, numel, g))
+                if len(self._pending_grads) >= BATCHED:
+                    self._flush_grads()
+            else:
+                self._append_many("signal_norm", (record,), (numel,), _norm(g).reshape(1))
             profile = self.profile
             if profile is not None and profile.layer == self.layers[record].name:
-                self._append(record, "positions", _per_position(g, profile.axis), size=profile.length)
+                self._append_many("positions", (record,), (1.0,), _per_position(g, profile.axis))
             if call_input is not None and len(self._calls[index]) > 1:
                 self._append_call_grads(index, record, call_input.detach(), g)
 
         return hook
+
+    def _flush_grads(self) -> None:
+        pending, self._pending_grads = self._pending_grads, []
+        if pending:
+            values = torch.stack(norms([g for _, _, g in pending]))
+            self._append_many("signal_norm", tuple(r for r, _, _ in pending), tuple(n for _, n, _ in pending), values)
 
     def _append_call_grads(self, index: int, record: int, x: torch.Tensor, g: torch.Tensor) -> None:
         """The parameter gradient this one call contributes (the module runs several times): computed from its
@@ -285,26 +375,11 @@ class Recorder:
                     x, weight.shape, g.to(x.dtype), module.stride, module.padding, module.dilation, module.groups
                 )
                 channel = 1
-            self._append(record, "call_grad_norm", _norm(dw), float(weight.numel()))
+            self._append(record, "call_grad_norm", _norm(dw), float(weight.numel()))  # one value per call
             bias = getattr(module, "bias", None)
             if isinstance(bias, torch.Tensor) and bias.requires_grad:
                 db = g.movedim(channel, -1).reshape(-1, g.shape[channel]).sum(dim=0)
                 self._append(record, "call_grad_norm", _norm(db), float(bias.numel()))
-
-    def _saturated_count(self, module: nn.Module, y: torch.Tensor) -> torch.Tensor:
-        """Count outputs whose local derivative is below ``saturation_derivative`` of the function's peak slope."""
-        d = self.saturation_derivative
-        if isinstance(module, nn.Tanh):  # tanh' = 1 - y²
-            mask = y.abs() > math.sqrt(1.0 - d)
-        elif isinstance(module, nn.Sigmoid):  # σ' = y(1-y), peak 1/4
-            mask = (y - 0.5).abs() > 0.5 * math.sqrt(1.0 - d)
-        elif isinstance(module, nn.Softsign):  # softsign' = (1-|y|)²
-            mask = y.abs() > 1.0 - math.sqrt(d)
-        elif isinstance(module, nn.Hardtanh):  # flat outside [min_val, max_val]
-            mask = (y <= module.min_val) | (y >= module.max_val)
-        else:  # Hardsigmoid: flat at 0 and 1
-            mask = (y <= 0) | (y >= 1)
-        return torch.count_nonzero(mask).float()
 
     def _batch_dim(self, t: torch.Tensor) -> int | None:
         """The dimension that indexes samples: the first of the batch's size; None when the spread is undefined."""
@@ -352,16 +427,20 @@ class Recorder:
                 weight_grad = present[0]
                 touched = torch.count_nonzero(torch.linalg.vector_norm(weight_grad, dim=1))
                 self._append(index, "grad_rows", touched.float(), float(weight_grad.shape[1]))
-        for index, g, norm in zip(owners, grads, norms(grads), strict=True):
-            self._append(index, "grad_norm", norm, float(g.numel()))
+        if grads:
+            numels = tuple(float(g.numel()) for g in grads)
+            self._append_many("grad_norm", tuple(owners), numels, torch.stack([n.float() for n in norms(grads)]))
 
-    def _append(self, layer: int, stat: str, value: torch.Tensor, numel: float = 1.0, size: int = 1) -> None:
-        if self._device is not None and value.device != self._device:
-            value = value.to(self._device)
+    def _append(self, layer: int, stat: str, value: torch.Tensor, numel: float = 1.0) -> None:
+        self._append_many(stat, (layer,), (numel,), value.reshape(1))
+
+    def _append_many(self, stat: str, layers: tuple[int, ...], numels: tuple[float, ...], values: torch.Tensor) -> None:
+        if self._device is not None and values.device != self._device:
+            values = values.to(self._device)
         elif self._device is None:
-            self._device = value.device
-        self._entries.append(_Entry(layer, stat, numel, size))
-        self._values.append(value.float() if value.dtype != torch.float64 else value)
+            self._device = values.device
+        self._entries.append(_Entry(stat, layers, numels, values.numel()))
+        self._values.append(values)
 
     # -- host side ---------------------------------------------------------------------------------------------
     def _accumulate(self, host: list[float]) -> None:
@@ -374,11 +453,12 @@ class Recorder:
                 assert self.profile is not None
                 self.profile.rms.append(values)
                 continue
-            value = values[0]
-            acc = sums.setdefault((entry.layer, entry.stat), [0.0, 0.0, 0.0])
-            acc[0] += value * value if entry.stat.endswith("_norm") else value  # norms are summed as squares
-            acc[1] += entry.numel
-            acc[2] += 1
+            squared = entry.stat.endswith("_norm")  # norms are summed as squares
+            for owner, numel, value in zip(entry.layers, entry.numels, values, strict=True):
+                acc = sums.setdefault((owner, entry.stat), [0.0, 0.0, 0.0])
+                acc[0] += value * value if squared else value
+                acc[1] += numel
+                acc[2] += 1
         if (-1, "loss") in sums:
             self.losses.append(sums[(-1, "loss")][0])
         for index, layer in enumerate(self.layers):
@@ -467,6 +547,24 @@ def _per_position(grad: torch.Tensor, axis: int) -> torch.Tensor:
     return rms / math.sqrt(max(moved[0].numel(), 1))
 
 
+def _saturation_kind(module: nn.Module) -> str:
+    """How the forward statistics treat this module's output: "rect" (dead units), a saturating function's name
+    (saturation; Hardtanh with its bounds), or "" (spread only)."""
+    if isinstance(module, RECTIFYING):
+        return "rect"
+    if isinstance(module, nn.Hardtanh):
+        return f"Hardtanh:{module.min_val}:{module.max_val}"
+    for cls in SATURATING:
+        if isinstance(module, cls):
+            return cls.__name__
+    return ""
+
+
+def _acc(t: torch.Tensor) -> torch.dtype:
+    """The dtype a reduction of ``t`` accumulates in: float64 stays float64, everything else float32."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
 def _sumsq(t: torch.Tensor) -> torch.Tensor:
     return _norm(t).square()
 
@@ -475,7 +573,7 @@ def _norm(t: torch.Tensor) -> torch.Tensor:
     """‖x‖₂ in float32 without materialising x² (a norm kernel): no overflow for half types, no extra memory.
     Squared on the host, where it costs nothing."""
     # float64 stays float64: torch refuses to reduce it into float32 (no narrowing), which crashed any double model.
-    norm: torch.Tensor = torch.linalg.vector_norm(t, dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
+    norm: torch.Tensor = torch.linalg.vector_norm(t, dtype=_acc(t))
     return norm
 
 
