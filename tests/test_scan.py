@@ -393,3 +393,64 @@ def test_no_init_suggestion_that_redraws_the_current_init() -> None:
     assert remedies[:2] == ["normalization", "clip"] and "init" not in remedies  # Xavier gain 1 is already there
     options = candidates(report.layers, model_facts(model), report.suggestions, Config())
     assert "init" not in options and [s.remedy.value for s in options["normalization"]] == ["normalization", "clip"]
+
+
+# -- the stacked statistics equal a direct per-layer computation --------------------------------------------------
+def test_recorded_numbers_equal_a_direct_computation() -> None:
+    """Small outputs are reduced stacked with others of their shape, a large one (over ``SMALL`` elements) is
+    sampled, an output changed in place by a later ReLU is measured as the layer returned it: every number must
+    be what a plain per-layer computation gives."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Sigmoid(), nn.Linear(32, 300), nn.ReLU(),
+        nn.Linear(300, 32), nn.ReLU(inplace=True), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4),
+    )  # fmt: skip
+    batches = [torch.randn(64, 16) * 3 for _ in range(3)]
+    d = 0.05
+    outputs: dict[str, list[torch.Tensor]] = {}
+    signals: dict[str, list[torch.Tensor]] = {}
+    grads: dict[str, list[float]] = {}
+
+    def keep(name: str):  # type: ignore[no-untyped-def]
+        def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
+            outputs.setdefault(name, []).append(out.detach().clone())
+            out.register_hook(lambda g: signals.setdefault(name, []).append(g.clone()))  # type: ignore[no-untyped-call]
+
+        return hook
+
+    for name, module in model.named_children():
+        module.register_forward_hook(keep(name))
+    with Recorder(model, saturation_derivative=d) as recorder:
+        for i, batch in enumerate(batches):
+            model.zero_grad(set_to_none=True)
+            recorder.start_batch(64)
+            probes.default_loss(model(batch), 0, i).backward()
+            recorder.end_batch()
+            for name, module in model.named_children():
+                params = list(module.parameters())
+                if params:
+                    total = sum(float(p.grad.square().sum()) for p in params)  # type: ignore[union-attr]
+                    grads.setdefault(name, []).append(math.sqrt(total / sum(p.numel() for p in params)))
+        records = {r.name: r for r in recorder.ordered()}
+    for name, module in model.named_children():
+        r = records[name]
+        for k, y in enumerate(outputs[name]):
+            assert r.activation_rms[k] == pytest.approx(float(y.square().mean().sqrt()), rel=1e-5), name
+            assert r.signal_rms[k] == pytest.approx(float(signals[name][k].square().mean().sqrt()), rel=1e-5), name
+            if y.numel() > 16_384:  # a large output's spread and counts are read on a fixed-stride sample
+                continue
+            std = float(y.std(dim=0, correction=0).mean())
+            assert r.activation_std[k] == pytest.approx(std, rel=1e-4, abs=1e-7), name
+            if isinstance(module, nn.Tanh):
+                expected = float((y.abs() > math.sqrt(1 - d)).float().mean())
+                assert r.saturated_fraction[k] == pytest.approx(expected), name
+            if isinstance(module, nn.Sigmoid):
+                expected = float(((y - 0.5).abs() > 0.5 * math.sqrt(1 - d)).float().mean())
+                assert r.saturated_fraction[k] == pytest.approx(expected), name
+            if isinstance(module, nn.ReLU):
+                expected = float((y.amax(dim=0) <= 0).float().mean())
+                assert r.dead_fraction[k] == pytest.approx(expected), name
+        if name in grads:
+            assert r.grad_rms == pytest.approx(grads[name], rel=1e-5), name
+    # the Linear before the in-place ReLU: its own output (pre-activation, negative values kept)
+    assert min(float(y.min()) for y in outputs["6"]) < 0

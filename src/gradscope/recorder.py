@@ -38,6 +38,16 @@ def _per_call(module: nn.Module) -> bool:
 # (a fixed stride; README "Overhead"). Sums of squares and gradients always read everything.
 FORWARD_SAMPLE = 16_384
 
+# Outputs and output gradients up to this many elements are kept (a reference, never a copy) and reduced
+# together with the others of the same shape: one stacked computation instead of a handful of tiny ops per
+# layer, which is what deep narrow networks pay for in Python and kernel launches. Outputs are reduced when the
+# backward pass starts (autograd keeps most of them alive until then anyway), gradients at the end of the batch;
+# either list is reduced early once it holds ``PENDING_LIMIT`` elements, so what it keeps alive is bounded.
+SMALL = 16_384
+PENDING_LIMIT = 1 << 21
+# The stacked reductions work on at most this many elements at once, in two buffers reused from batch to batch.
+STACKED = 1 << 18
+
 
 @dataclass(frozen=True)
 class Tap:
@@ -60,24 +70,9 @@ class _Entry:
     size: int
 
 
-# Outputs and gradients up to this many elements are kept (a reference, never a copy) and reduced together with
-# the other small ones of the same shape: one stacked computation instead of a handful of tiny ops per layer,
-# which is what deep narrow networks pay for in Python and kernel launches. At most ``BATCHED`` are held at once,
-# so the memory they keep alive is bounded whatever the depth.
-SMALL = 16_384
-BATCHED = 32
-
-
-@dataclass
-class _Pending:
-    """A small output waiting for its statistics: the record, its rows (samples × values), and the version its
-    tensor had (an in-place op after the layer would change what the reference sees)."""
-
-    record: int
-    rows: torch.Tensor
-    numel: float
-    version: int
-    kind: str  # "", "rect", or the saturating function's name
+# Statistics whose device value is a norm: summed as squares on the host.
+_NORMS = frozenset({"grad_norm", "signal_norm", "call_grad_norm"})
+_STATS = ("act_sumsq", "act_std", "saturated", "alive", "signal_norm", "grad_norm", "call_grad_norm", "grad_rows")
 
 
 def model_facts(model: nn.Module) -> dict[str, LayerFacts]:
@@ -100,14 +95,22 @@ class Recorder:
         self.taps, self.layers = self._discover(model)
         self.positions = positions  # measure the gradient reaching each input position (a sequence model)
         self.profile: PositionProfile | None = None
+        self._profile_record = -1  # the record whose output gradient is profiled by position
         self._calls: list[list[int]] = [[i] for i in range(len(self.layers))]  # module → its call records
         self._module: list[int] = list(range(len(self.layers)))  # record → the module it measures
         self._call_index = [0] * len(self.layers)  # calls seen so far in this batch, per module
+        self._trainable = [(i, tap) for i, tap in enumerate(self.taps) if tap.trainable]
         self._handles: list[Any] = []
         self._values: list[torch.Tensor] = []
         self._entries: list[_Entry] = []
-        self._pending: list[_Pending] = []  # small outputs, reduced together (_flush_outputs)
+        # small outputs, reduced together (_flush_outputs): record, output, the values to measure (the output, or
+        # in batch 0 a copy of it), the output's version then (an in-place op after the layer changes what a
+        # reference sees), where its samples are, how saturation is counted
+        self._pending: list[tuple[int, torch.Tensor, torch.Tensor, int, int | None, str]] = []
+        self._pending_size = 0
         self._pending_grads: list[tuple[int, float, torch.Tensor]] = []  # small output gradients, likewise
+        self._pending_grads_size = 0
+        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}  # _scratch
         self._inplace: set[int] = set()  # records whose output a later in-place op changed: reduced at once
         self._expects_signal: set[int] = set()  # records whose output needed a gradient in this batch
         self._batch = -1
@@ -126,7 +129,7 @@ class Recorder:
         for name, module in model.named_modules():
             if ".parametrizations" in f".{name}":
                 continue  # counted with the module they parametrize (below)
-            direct = list(module.parameters(recurse=False))
+            direct = [p for p in module._parameters.values() if p is not None]  # parameters(recurse=False), faster
             if parametrize.is_parametrized(module):
                 # weight_norm, spectral_norm, gradscope's Rescale: the trainable tensor is the parametrization's
                 # ``original``; it belongs to this module, whose name stays the one the user knows.
@@ -178,24 +181,27 @@ class Recorder:
 
     def close(self) -> None:
         self.detach()
+        self._drop_batch()
+        self._buffers.clear()
+
+    def _drop_batch(self) -> None:
         self._values.clear()
         self._entries.clear()
         self._pending.clear()
+        self._pending_size = 0
         self._pending_grads.clear()
+        self._pending_grads_size = 0
 
     # -- per batch ---------------------------------------------------------------------------------------------
     def start_batch(self, batch_size: int | None) -> None:
         self._batch += 1
         self._batch_size = batch_size
         self._expects_signal.clear()
-        self._values.clear()
-        self._entries.clear()
-        self._pending.clear()
-        self._pending_grads.clear()
+        self._drop_batch()
         self._call_index = [0] * len(self.taps)
 
     def add_loss(self, loss: torch.Tensor) -> None:
-        self._append(-1, "loss", loss.detach().float())
+        self._append("loss", -1, loss.detach().float())
 
     def end_batch(self) -> None:
         """Reduce parameter gradients, then read every statistic of this batch from the device in one copy."""
@@ -213,11 +219,9 @@ class Recorder:
         self.batches_recorded += 1
 
     # -- hooks -------------------------------------------------------------------------------------------------
-    def _record_for_call(self, index: int) -> int:
-        """The record of this call of module ``index``: the module's own for its first call, a new one (batch 0)
-        or the one made then (later batches) for the next calls."""
-        call = self._call_index[index]
-        self._call_index[index] = call + 1
+    def _record_for_call(self, index: int, call: int) -> int:
+        """The record of call ``call`` (counted from 0) of module ``index``: the module's own for its first call,
+        a new one (batch 0) or the one made then (later batches) for the next calls."""
         calls = self._calls[index]
         if call < len(calls):
             return calls[call]
@@ -238,124 +242,195 @@ class Recorder:
         weighted = _per_call(module) and bool(self.taps[index].trainable)
 
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            record = self._record_for_call(index)
+            # the hot path of a scan: runs for every layer of every batch, so it does the least it can
+            counts = self._call_index
+            call = counts[index]
+            counts[index] = call + 1
+            record = index if call == 0 else self._record_for_call(index, call)
             if record < 0:
                 return
             out = output if type(output) is torch.Tensor else first_float_tensor(output)
             if self._batch == 0:
-                layer = self.layers[record]
-                if layer.order < 0:
-                    layer.order = self._order
-                    self._order += 1
-                    layer.output_shape = tuple(out.shape) if out is not None else None
-                    if self.positions and layer.order == 0 and out is not None:  # the first layer to run
-                        self.profile = _profile_axis(layer, out, self._batch_size)
+                self._first_sight(record, out)
             if out is None or not out.is_floating_point():
                 return
-            if self._device is None:
-                self._device = out.device
-            detached = out.detach()
-            self._observe(record, detached, kind)
+            self._observe(record, out, kind)
             if out.requires_grad:
-                layer = self.layers[record]
-                layer.output_needs_grad = True
-                layer.signal_dtype = dtype_name(out.dtype)
-                self._expects_signal.add(record)
-                first_input = first_float_tensor(inputs) if weighted else None
-                out.register_hook(  # type: ignore[no-untyped-call]
-                    self._signal_hook(index, record, float(detached.numel()), first_input)
-                )
+                self._watch_signal(index, record, out, inputs if weighted else None)
 
         return hook
+
+    def _first_sight(self, record: int, out: torch.Tensor | None) -> None:
+        """Batch 0: the execution order, the output shape, and whether this is the first layer of a sequence."""
+        layer = self.layers[record]
+        if layer.order >= 0:
+            return
+        layer.order = self._order
+        self._order += 1
+        if self._device is None and out is not None:
+            self._device = out.device
+        layer.output_shape = tuple(out.shape) if out is not None else None
+        if self.positions and layer.order == 0 and out is not None:  # the first layer to run
+            self.profile = _profile_axis(layer, out, self._batch_size)
+            self._profile_record = record if self.profile is not None else -1
 
     def _observe(self, record: int, out: torch.Tensor, kind: str) -> None:
         """Queue a small output for the stacked reduction; reduce a large one (sampled) at once."""
         numel = out.numel()
         batch_dim = self._batch_dim(out)
-        if numel <= SMALL and batch_dim in (0, None) and record not in self._inplace:
-            rows = out.reshape(out.shape[0], -1) if batch_dim == 0 else out.reshape(1, -1)
-            self._pending.append(_Pending(record, rows, float(numel), out._version, kind))
-            if len(self._pending) >= BATCHED:
+        detached = out.detach()
+        if numel <= SMALL and batch_dim != 1 and record not in self._inplace:
+            # Batch 0 measures copies: whether a later in-place op changes an output is only known afterwards.
+            values = detached.clone() if self._batch == 0 else detached
+            self._pending.append((record, detached, values, out._version, batch_dim, kind))
+            self._pending_size += numel
+            if self._pending_size >= PENDING_LIMIT:
                 self._flush_outputs()
             return
-        rows = _sample(out, batch_dim)
-        norm = _norm(out)  # over the whole output: the rows may be a sample of it
-        self._reduce([_Pending(record, rows, float(numel), out._version, kind)], norm.reshape(1))
+        rows = _sample(detached, batch_dim)
+        sumsq = _norm(detached).square()  # over the whole output: the rows may be a sample of it
+        self._reduce([(record, rows, float(numel))], kind, sumsq.reshape(1), rows.shape)
 
     def _flush_outputs(self) -> None:
         """The forward statistics of the queued small outputs, a stacked computation per shape and kind."""
-        pending, self._pending = self._pending, []
-        groups: dict[tuple[Any, ...], list[_Pending]] = {}
-        for p in pending:
-            if p.rows._version != p.version:  # changed in place after the layer ran (an inplace ReLU after it)
-                self._inplace.add(p.record)  # from the next batch on, reduced as it is produced
-                continue
-            groups.setdefault((tuple(p.rows.shape), p.rows.dtype, p.rows.device, p.kind), []).append(p)
-        for group in groups.values():
-            self._reduce(group, None)
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_size = self._pending, [], 0
+        groups: dict[tuple[Any, ...], list[tuple[int, torch.Tensor, float]]] = {}
+        for record, out, values, version, batch_dim, kind in pending:
+            if out._version != version:  # changed in place after the layer ran (an inplace ReLU after it)
+                self._inplace.add(record)  # from the next batch on, reduced as it is produced
+                if values is out:
+                    continue  # not measurable any more (a layer whose forward changes from batch 0 on)
+            key = (values.shape, batch_dim, values.dtype, values.get_device(), kind)
+            groups.setdefault(key, []).append((record, values, float(values.numel())))
+        for (shape, batch_dim, _, _, kind), group in groups.items():
+            rows = (shape[0], -1) if batch_dim == 0 else (1, -1)
+            step = max(1, STACKED // max(shape.numel(), 1))
+            for start in range(0, len(group), step):
+                self._reduce(group[start : start + step], kind, None, rows)
 
-    def _reduce(self, group: list[_Pending], norms: torch.Tensor | None) -> None:
-        """Activation RMS, between-sample spread, dead units and saturation of outputs of one shape, at once."""
-        records = tuple(p.record for p in group)
-        x = torch.stack([p.rows for p in group]) if len(group) > 1 else group[0].rows.unsqueeze(0)
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()  # the spread squares deviations: float16 overflows above 256
-        if norms is None:
-            norms = torch.linalg.vector_norm(x.flatten(1), dim=1, dtype=_acc(x))
-        self._append_many("act_norm", records, tuple(p.numel for p in group), norms)
+    def _reduce(
+        self, group: list[tuple[int, torch.Tensor, float]], kind: str, sumsq: torch.Tensor | None, rows: Any
+    ) -> None:
+        """Sum of squares, between-sample spread, dead units and saturation of outputs of one shape (records,
+        outputs, element counts), seen as ``rows`` (samples × values), computed together: one value per statistic
+        and output, in one tensor."""
+        records = tuple(record for record, _, _ in group)
+        first = group[0][1]
+        if first.dtype in (torch.float16, torch.bfloat16):  # the spread squares deviations: float16 overflows
+            x = torch.stack([out for _, out, _ in group]).float()
+        else:
+            x = torch.stack([out for _, out, _ in group], out=self._scratch(0, (len(group), *first.shape), first))
+        x = x.view(len(group), *rows)
+        shape = tuple(x.shape)
         samples, values = x.shape[1], x.shape[2]
+        stats: list[tuple[str, tuple[float, ...], torch.Tensor]] = []
+        mean = x.mean(dim=1)
         if samples > 1:
             # Two passes (centre, then square): exact when outputs barely differ, which is what a collapse looks
             # like; and on CPU 20× faster than torch.var_mean/std along the samples.
-            mean = x.mean(dim=1, keepdim=True)
-            var = (x - mean).square_().mean(dim=1)
-            mean = mean.squeeze(1)
-            self._append_many("act_std", records, (1.0,) * len(group), var.sqrt_().mean(dim=1))
-            if group[0].kind == "rect":
+            centred = torch.sub(x, mean.unsqueeze(1), out=self._scratch(1, shape, x))
+            var = centred.square_().mean(dim=1)
+            if sumsq is None:  # Σx² = samples · Σ(var + mean²), per output: no pass over x for it
+                sumsq = (var + mean.square()).sum(dim=1).mul_(samples)
+            stats.append(("act_std", (1.0,) * len(group), var.sqrt_().mean(dim=1)))
+            if kind == "rect":
                 # Rectified outputs are ≥ 0: a unit is positive for some sample iff its batch mean is > 0.
-                self._append_many("alive", records, (float(values),) * len(group), (mean > 0).sum(dim=1))
-        if group[0].kind not in ("", "rect"):
-            counts = self._saturated(group[0].kind, x).flatten(1).sum(dim=1)
-            self._append_many("saturated", records, (float(samples * values),) * len(group), counts)
+                stats.append(("alive", (float(values),) * len(group), (mean > 0).sum(dim=1)))
+        elif sumsq is None:
+            sumsq = mean.square().sum(dim=1)
+        assert sumsq is not None
+        stats.append(("act_sumsq", tuple(numel for _, _, numel in group), sumsq))
+        if kind not in ("", "rect"):
+            flat = self._saturated(kind, x, self._scratch(1, shape, x))
+            stats.append(("saturated", (float(samples * values),) * len(group), flat))
+        block = torch.stack([value.to(sumsq.dtype) for _, _, value in stats])
+        for stat, numels, _ in stats:
+            self._entries.append(_Entry(stat, records, numels, len(group)))
+        self._add_values(block)
 
-    def _saturated(self, kind: str, y: torch.Tensor) -> torch.Tensor:
-        """Outputs whose local derivative is below ``saturation_derivative`` of the function's peak slope."""
+    def _scratch(self, slot: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A reusable buffer for the stacked reductions (``slot`` 0 or 1): a fresh megabyte per group costs page
+        faults on CPU that take longer than the arithmetic. At most ``STACKED`` elements each, kept while recording."""
+        key = (slot, like.dtype, like.device)
+        numel = math.prod(shape)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < numel:
+            buffer = self._buffers[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buffer[:numel].view(shape)
+
+    def _saturated(self, kind: str, y: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+        """Per output (the first dimension): how many values have a local derivative below
+        ``saturation_derivative`` of the function's peak slope. Float ops in place: a comparison to a bool tensor
+        and a sum of bools cost several times more on CPU."""
         d = self.saturation_derivative
         if kind == "Tanh":  # tanh' = 1 - y²
-            return y.abs() > math.sqrt(1.0 - d)
-        if kind == "Sigmoid":  # σ' = y(1-y), peak 1/4
-            return (y - 0.5).abs() > 0.5 * math.sqrt(1.0 - d)
-        if kind == "Softsign":  # softsign' = (1-|y|)²
-            return y.abs() > 1.0 - math.sqrt(d)
-        if kind.startswith("Hardtanh"):  # flat outside [min_val, max_val]
+            flat = torch.abs(y, out=work).gt_(math.sqrt(1.0 - d))
+        elif kind == "Sigmoid":  # σ' = y(1-y), peak 1/4
+            flat = torch.sub(y, 0.5, out=work).abs_().gt_(0.5 * math.sqrt(1.0 - d))
+        elif kind == "Softsign":  # softsign' = (1-|y|)²
+            flat = torch.abs(y, out=work).gt_(1.0 - math.sqrt(d))
+        elif kind.startswith("Hardtanh"):  # flat outside [min_val, max_val]
             low, high = (float(v) for v in kind.split(":")[1:])
-            return (y <= low) | (y >= high)
-        return (y <= 0) | (y >= 1)  # Hardsigmoid: flat at 0 and 1
+            flat = ((y <= low) | (y >= high)).to(y.dtype)
+        else:  # Hardsigmoid: flat at 0 and 1
+            flat = ((y <= 0) | (y >= 1)).to(y.dtype)
+        return flat.flatten(1).sum(dim=1)
 
-    def _signal_hook(
-        self, index: int, record: int, numel: float, call_input: torch.Tensor | None
-    ) -> Callable[[torch.Tensor], None]:
-        def hook(grad: torch.Tensor) -> None:
-            g = grad.detach()
-            if g.numel() <= SMALL:
-                self._pending_grads.append((record, numel, g))
-                if len(self._pending_grads) >= BATCHED:
-                    self._flush_grads()
-            else:
-                self._append_many("signal_norm", (record,), (numel,), _norm(g).reshape(1))
-            profile = self.profile
-            if profile is not None and profile.layer == self.layers[record].name:
-                self._append_many("positions", (record,), (1.0,), _per_position(g, profile.axis))
-            if call_input is not None and len(self._calls[index]) > 1:
+    def _watch_signal(self, index: int, record: int, out: torch.Tensor, call_inputs: Any) -> None:
+        """Have the gradient reaching this output measured when backward computes it. The hook sits on the node
+        that made the output (a pre-hook on its ``grad_fn``): cheaper than a tensor hook, and it sees the
+        gradient of the output as the layer returned it even if a later in-place op changes the tensor."""
+        layer = self.layers[record]
+        if not layer.output_needs_grad:
+            layer.output_needs_grad = True
+            layer.signal_dtype = dtype_name(out.dtype)
+        self._expects_signal.add(record)
+        numel = float(out.numel())
+        node = out.grad_fn
+        if node is None:  # a leaf (a module returning a parameter): a tensor hook
+
+            def on_tensor(grad: torch.Tensor) -> None:
+                self._on_signal(index, record, numel, call_inputs, grad)
+
+            out.register_hook(on_tensor)  # type: ignore[no-untyped-call]
+            return
+        slot = out.output_nr
+
+        def on_node(grads: tuple[torch.Tensor | None, ...]) -> None:
+            self._on_signal(index, record, numel, call_inputs, grads[slot])
+
+        node.register_prehook(on_node)
+
+    def _on_signal(self, index: int, record: int, numel: float, call_inputs: Any, grad: torch.Tensor | None) -> None:
+        if self._pending:
+            self._flush_outputs()  # backward has started: the forward pass is over
+        if grad is None:
+            return
+        g = grad.detach()
+        size = g.numel()
+        if size <= SMALL:
+            self._pending_grads.append((record, numel, g))
+            self._pending_grads_size += size
+            if self._pending_grads_size >= PENDING_LIMIT:
+                self._flush_grads()
+        else:
+            self._append("signal_norm", record, _norm(g), numel)
+        if record == self._profile_record:
+            assert self.profile is not None
+            self._append_many("positions", (record,), (1.0,), _per_position(g, self.profile.axis))
+        if call_inputs is not None and len(self._calls[index]) > 1:  # the module's inputs, when it has weights
+            call_input = first_float_tensor(call_inputs)
+            if call_input is not None:
                 self._append_call_grads(index, record, call_input.detach(), g)
 
-        return hook
-
     def _flush_grads(self) -> None:
-        pending, self._pending_grads = self._pending_grads, []
-        if pending:
-            values = torch.stack(norms([g for _, _, g in pending]))
-            self._append_many("signal_norm", tuple(r for r, _, _ in pending), tuple(n for _, n, _ in pending), values)
+        if not self._pending_grads:
+            return
+        pending, self._pending_grads, self._pending_grads_size = self._pending_grads, [], 0
+        values = torch.stack(norms([g for _, _, g in pending]))
+        self._append_many("signal_norm", tuple(r for r, _, _ in pending), tuple(n for _, n, _ in pending), values)
 
     def _append_call_grads(self, index: int, record: int, x: torch.Tensor, g: torch.Tensor) -> None:
         """The parameter gradient this one call contributes (the module runs several times): computed from its
@@ -375,20 +450,22 @@ class Recorder:
                     x, weight.shape, g.to(x.dtype), module.stride, module.padding, module.dilation, module.groups
                 )
                 channel = 1
-            self._append(record, "call_grad_norm", _norm(dw), float(weight.numel()))  # one value per call
+            self._append("call_grad_norm", record, _norm(dw), float(weight.numel()))  # one value per call
             bias = getattr(module, "bias", None)
             if isinstance(bias, torch.Tensor) and bias.requires_grad:
                 db = g.movedim(channel, -1).reshape(-1, g.shape[channel]).sum(dim=0)
-                self._append(record, "call_grad_norm", _norm(db), float(bias.numel()))
+                self._append("call_grad_norm", record, _norm(db), float(bias.numel()))
 
     def _batch_dim(self, t: torch.Tensor) -> int | None:
         """The dimension that indexes samples: the first of the batch's size; None when the spread is undefined."""
         b = self._batch_size
         if b is None or b < 2 or t.dim() == 0:
             return None
-        for dim, size in enumerate(t.shape[:2]):
-            if size == b:
-                return dim
+        shape = t.shape
+        if shape[0] == b:
+            return 0
+        if t.dim() > 1 and shape[1] == b:
+            return 1
         return None
 
     # -- parameters --------------------------------------------------------------------------------------------
@@ -398,24 +475,28 @@ class Recorder:
             return
         device = self.taps[owners[0]].params[0].device
         with torch.no_grad():
-            values = [torch.stack([_sumsq(p.detach()).to(device) for p in self.taps[i].params]).sum() for i in owners]
-            host = torch.stack(values).cpu().tolist()  # once per scan: weights do not change while probing
-        for i, sq in zip(owners, host, strict=True):
-            self.layers[i].weight_rms = math.sqrt(sq / sum(p.numel() for p in self.taps[i].params))
+            flat = [p.detach() for i in owners for p in self.taps[i].params]
+            squares = torch.stack([n.to(device) for n in norms(flat)]).double().square()
+            host = squares.cpu().tolist()  # once per scan: weights do not change while probing
+        position = 0
+        for i in owners:
+            params = self.taps[i].params
+            sq = sum(host[position : position + len(params)])
+            position += len(params)
+            self.layers[i].weight_rms = math.sqrt(sq / sum(p.numel() for p in params))
 
     def _record_param_grads(self) -> None:
         grads: list[torch.Tensor] = []
         owners: list[int] = []
-        for index, tap in enumerate(self.taps):
+        for index, tap in self._trainable:
             layer = self.layers[index]
-            if not tap.trainable:
-                continue
             present = [p.grad for p in tap.trainable if p.grad is not None]
             if len(present) < len(tap.trainable):
                 layer.grad_missing += 1
             if not present:
                 continue
-            layer.grad_dtype = dtype_name(present[0].dtype)
+            if layer.grad_dtype is None:
+                layer.grad_dtype = dtype_name(present[0].dtype)
             if len(self._calls[index]) > 1 and _per_call(tap.module):
                 continue  # measured per call (_append_call_grads): the total is the sum of the calls
             for g in present:
@@ -426,67 +507,70 @@ class Recorder:
                 # vocabulary does not read as "vanishing" (README, "Embeddings").
                 weight_grad = present[0]
                 touched = torch.count_nonzero(torch.linalg.vector_norm(weight_grad, dim=1))
-                self._append(index, "grad_rows", touched.float(), float(weight_grad.shape[1]))
+                self._append("grad_rows", index, touched.float(), float(weight_grad.shape[1]))
         if grads:
             numels = tuple(float(g.numel()) for g in grads)
-            self._append_many("grad_norm", tuple(owners), numels, torch.stack([n.float() for n in norms(grads)]))
+            self._append_many("grad_norm", tuple(owners), numels, torch.stack(norms(grads)))
 
-    def _append(self, layer: int, stat: str, value: torch.Tensor, numel: float = 1.0) -> None:
+    def _append(self, stat: str, layer: int, value: torch.Tensor, numel: float = 1.0) -> None:
         self._append_many(stat, (layer,), (numel,), value.reshape(1))
 
     def _append_many(self, stat: str, layers: tuple[int, ...], numels: tuple[float, ...], values: torch.Tensor) -> None:
+        self._entries.append(_Entry(stat, layers, numels, values.numel()))
+        self._add_values(values)
+
+    def _add_values(self, values: torch.Tensor) -> None:
         if self._device is not None and values.device != self._device:
             values = values.to(self._device)
         elif self._device is None:
             self._device = values.device
-        self._entries.append(_Entry(stat, layers, numels, values.numel()))
         self._values.append(values)
 
     # -- host side ---------------------------------------------------------------------------------------------
     def _accumulate(self, host: list[float]) -> None:
-        sums: dict[tuple[int, str], list[float]] = {}
+        """Fold this batch's numbers into the records: per layer and statistic, the sum of the values (norms as
+        squares), of their element counts, and how many there were."""
+        n = len(self.layers)
+        total = {stat: [0.0] * n for stat in _STATS}
+        count = {stat: [0.0] * n for stat in _STATS}
+        seen = {stat: [0] * n for stat in _STATS}
         position = 0
         for entry in self._entries:
             values = host[position : position + entry.size]
             position += entry.size
+            if entry.stat == "loss":
+                self.losses.append(values[0])
+                continue
             if entry.stat == "positions":
                 assert self.profile is not None
                 self.profile.rms.append(values)
                 continue
-            squared = entry.stat.endswith("_norm")  # norms are summed as squares
+            sums, counts, hits = total[entry.stat], count[entry.stat], seen[entry.stat]
+            squared = entry.stat in _NORMS
             for owner, numel, value in zip(entry.layers, entry.numels, values, strict=True):
-                acc = sums.setdefault((owner, entry.stat), [0.0, 0.0, 0.0])
-                acc[0] += value * value if squared else value
-                acc[1] += numel
-                acc[2] += 1
-        if (-1, "loss") in sums:
-            self.losses.append(sums[(-1, "loss")][0])
+                sums[owner] += value * value if squared else value
+                counts[owner] += numel
+                hits[owner] += 1
         for index, layer in enumerate(self.layers):
-            act = sums.get((index, "act_norm"))
-            if act is not None:
-                layer.activation_rms.append(math.sqrt(act[0] / act[1]))
-            std = sums.get((index, "act_std"))
-            if std is not None:
-                layer.activation_std.append(std[0] / std[2])
-            sat = sums.get((index, "saturated"))
-            if sat is not None:
-                layer.saturated_fraction.append(sat[0] / sat[1])
-            alive = sums.get((index, "alive"))
-            if alive is not None:
-                layer.dead_fraction.append(1.0 - alive[0] / alive[1])
-            signal = sums.get((index, "signal_norm"))
-            if signal is not None:
-                layer.signal_rms.append(math.sqrt(signal[0] / signal[1]))
+            if seen["act_sumsq"][index]:
+                layer.activation_rms.append(math.sqrt(total["act_sumsq"][index] / count["act_sumsq"][index]))
+            if seen["act_std"][index]:
+                layer.activation_std.append(total["act_std"][index] / seen["act_std"][index])
+            if seen["saturated"][index]:
+                layer.saturated_fraction.append(total["saturated"][index] / count["saturated"][index])
+            if seen["alive"][index]:
+                layer.dead_fraction.append(1.0 - total["alive"][index] / count["alive"][index])
+            if seen["signal_norm"][index]:
+                layer.signal_rms.append(math.sqrt(total["signal_norm"][index] / count["signal_norm"][index]))
             elif index in self._expects_signal:
                 layer.signal_missing += 1
-            grad = sums.get((index, "grad_norm")) or sums.get((index, "call_grad_norm"))
-            if grad is not None:
-                count = grad[1]
-                rows = sums.get((index, "grad_rows"))
-                if rows is not None:  # embedding: touched rows × embedding dim, plus any other own params
+            stat = "grad_norm" if seen["grad_norm"][index] else "call_grad_norm"
+            if seen[stat][index]:
+                sumsq, numel = total[stat][index], count[stat][index]
+                if seen["grad_rows"][index]:  # embedding: touched rows × embedding dim, plus any other own params
                     weight = self.taps[index].trainable[0]
-                    count = count - weight.numel() + rows[0] * rows[1]
-                layer.grad_rms.append(math.sqrt(grad[0] / count) if count > 0 else 0.0)
+                    numel = numel - weight.numel() + total["grad_rows"][index] * count["grad_rows"][index]
+                layer.grad_rms.append(math.sqrt(sumsq / numel) if numel > 0 else 0.0)
                 layer.grad_dtype = layer.grad_dtype or self.layers[self._module[index]].grad_dtype
 
     def ordered(self) -> Iterator[LayerRecord]:
@@ -565,10 +649,6 @@ def _acc(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-def _sumsq(t: torch.Tensor) -> torch.Tensor:
-    return _norm(t).square()
-
-
 def _norm(t: torch.Tensor) -> torch.Tensor:
     """‖x‖₂ in float32 without materialising x² (a norm kernel): no overflow for half types, no extra memory.
     Squared on the host, where it costs nothing."""
@@ -581,12 +661,13 @@ def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     """Float32 norms of many tensors in one fused call where torch offers it."""
     if not tensors:
         return []
-    if len({t.device for t in tensors}) == 1 and all(t.layout is torch.strided for t in tensors):
-        try:
-            return list(torch._foreach_norm(tensors, 2, dtype=torch.float32))
-        except (TypeError, RuntimeError):  # older torch without the dtype argument
-            pass
-    return [_norm(t) for t in tensors]
+    try:
+        return list(torch._foreach_norm(tensors, 2, dtype=torch.float32))
+    except (TypeError, RuntimeError, NotImplementedError):  # older torch, several devices, sparse tensors
+        pass
+    values = [_norm(t) for t in tensors]
+    dtype = torch.float64 if any(v.dtype == torch.float64 for v in values) else torch.float32
+    return [v.to(values[0].device, dtype) for v in values]
 
 
 def _sample(t: torch.Tensor, batch_dim: int | None) -> torch.Tensor:

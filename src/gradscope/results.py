@@ -31,10 +31,9 @@ class Spread:
     def of(cls, values: list[float]) -> Spread | None:
         if not values:
             return None
-        ordered = sorted(values, key=lambda v: (math.isnan(v), v))
-        finite_or_inf = [v for v in ordered if not math.isnan(v)]
-        if len(finite_or_inf) < len(ordered):  # any NaN batch makes the layer non-finite; keep that visible
-            return cls(math.nan, ordered[0], math.nan)
+        if any(v != v for v in values):  # any NaN batch makes the layer non-finite; keep that visible
+            return cls(math.nan, min((v for v in values if v == v), default=math.nan), math.nan)
+        ordered = sorted(values)
         mid = len(ordered) // 2
         median = ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
         return cls(median, ordered[0], ordered[-1])
