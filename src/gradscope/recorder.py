@@ -44,7 +44,7 @@ FORWARD_SAMPLE = 16_384
 # backward pass starts (autograd keeps most of them alive until then anyway), gradients at the end of the batch;
 # either list is reduced early once it holds ``PENDING_LIMIT`` elements, so what it keeps alive is bounded.
 SMALL = 16_384
-PENDING_LIMIT = 1 << 21
+PENDING_LIMIT = 1 << 20
 # The stacked reductions work on at most this many elements at once, in two buffers reused from batch to batch.
 STACKED = 1 << 18
 
