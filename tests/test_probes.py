@@ -103,10 +103,16 @@ def test_float_dtype_follows_model() -> None:
 
 
 def test_unknown_first_layer() -> None:
-    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    model = nn.Sequential(nn.PixelShuffle(2), nn.Linear(4, 2))
     message = probe_error(model)
-    assert "first layer '0' (Flatten)" in message
+    assert "first layer '0' (PixelShuffle)" in message
     assert "--input-shape" in message and "example_inputs()" in message
+
+
+def test_padding_and_flatten_are_looked_past() -> None:
+    assert batches_for(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))[0].shape == (4, 4)
+    padded = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, 8, 7), nn.ReLU())
+    assert batches_for(padded, image_size=10)[0].shape == (4, 3, 10, 10)
 
 
 def test_lazy_first_layer() -> None:
