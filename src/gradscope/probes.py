@@ -324,7 +324,7 @@ def _shape_plan(
     floats = dtype if dtype is not None else float_dtype(model)
     static = _first_layer(model)
     draft = _with_extras(model, _Plan(static, tuple(_Draw(s, floats) for s in resolved), 0, resolved[0][0]))
-    layer = _first_called(model, draft, device, seed) or static
+    layer = static if static is not None and static[1] is model else _first_called(model, draft, device, seed) or static
     assumed: list[str] = []
     chosen, high = floats, 2
     module = None if layer is None else layer[1]
@@ -361,7 +361,7 @@ def _inferred_plan(
         raise _cannot_infer_layer(static)
     plan = _plan_for(model, start, dtype, sizes)
     tried = {id(start[1])}
-    for _ in range(_DRY_RUNS):
+    for _ in range(_DRY_RUNS if start[1] is not model else 0):  # a torch layer scanned as is: its own contract
         called = _first_called(model, plan, device, seed)
         if called is None or id(called[1]) in tried:
             break
@@ -492,7 +492,8 @@ def _batch_dim_for(model: nn.Module, found: tuple[str, nn.Module] | None) -> tup
         sequence = next(((n, m) for n, m in model.named_modules() if isinstance(m, _SEQUENCE)), None)
     if sequence is None or _batch_first(sequence[1]):
         return 0, None
-    return 1, f"sequence-first inputs, samples along dimension 1 ('{sequence[0] or '<model>'}': batch_first=False)"
+    where = f"'{sequence[0]}'" if sequence[0] else "the model"
+    return 1, f"sequence-first inputs, samples along dimension 1 ({where}: batch_first=False)"
 
 
 def _batch_first(layer: nn.Module) -> bool:
@@ -507,7 +508,10 @@ def _context_length(model: nn.Module, seq_len: int) -> tuple[int, str | None]:
     config = getattr(model, "config", None)
     for owner in (model, config):
         for attr in _CONTEXT_NAMES:
-            value = owner.get(attr) if isinstance(owner, Mapping) else getattr(owner, attr, None)
+            try:
+                value = owner.get(attr) if isinstance(owner, Mapping) else getattr(owner, attr, None)
+            except Exception:  # a property that raises: no context length there
+                value = None
             if isinstance(value, int) and not isinstance(value, bool) and 0 < value < seq_len:
                 where = "config." if owner is config else ""
                 return value, f"sequence length {value}, the model's {where}{attr}"
