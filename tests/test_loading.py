@@ -206,6 +206,169 @@ def test_bad_target_forms(tmp_path: Path) -> None:
     assert "empty" in load_error("  ")
 
 
+# -- discovery ranks the top-level model first ---------------------------------------------------------------
+
+NESTED = """
+    from dataclasses import dataclass
+
+    @dataclass
+    class Cfg:
+        width: int = 4
+        depth: int = 2
+
+    class Norm(nn.Module):
+        def __init__(self, ndim, bias):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(ndim))
+
+    class Block(nn.Module):
+        def __init__(self, cfg):
+            super().__init__()
+            self.norm = Norm(cfg.width, True)
+            self.fc = nn.Linear(cfg.width, cfg.width)
+
+    class Net(nn.Module):
+        def __init__(self, cfg):
+            super().__init__()
+            self.cfg = cfg
+            self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+"""
+
+
+def test_discovery_picks_the_class_no_other_class_uses(tmp_path: Path) -> None:
+    path = write(tmp_path, "m.py", NESTED)
+    loaded = load(path, model_kwargs={"cfg": {"depth": 3}})
+    assert loaded.name == "Net"  # Block could be built too, but Net uses it
+    assert len(loaded.module.get_submodule("blocks")) == 3
+
+
+def test_discovery_without_kwargs_names_the_top_level_class_and_the_fix(tmp_path: Path) -> None:
+    path = write(tmp_path, "m.py", NESTED)
+    message = load_error(path)
+    assert f"{path}:Net needs argument(s) cfg" in message
+    assert """--model-kwargs '{"cfg": {}}'""" in message  # Cfg has a default for every field
+    assert load(path, model_kwargs={"cfg": {}}).name == "Net"
+
+
+def test_candidates_list_the_top_level_classes_first(tmp_path: Path) -> None:
+    body = NESTED + "\n    class Other(nn.Module):\n        def __init__(self, size):\n            super().__init__()\n"
+    message = load_error(write(tmp_path, "m.py", body))
+    assert message.index("Net (class") < message.index("Norm (class")
+    assert message.index("Other (class") < message.index("Block (class")
+    assert f"pick one with {tmp_path}/m.py:Net" in message
+
+
+def test_a_subclass_is_not_a_use(tmp_path: Path) -> None:
+    path = write(tmp_path, "m.py", "class A(nn.Module):\n    pass\nclass B(A):\n    pass\n")
+    message = load_error(path)
+    assert "several model classes" in message and "A" in message and "B" in message
+
+
+# -- dict keyword arguments become config objects ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("annotation", ["", ": Cfg", ": Optional[Cfg]", ": 'Cfg | None'"])
+def test_dict_kwarg_becomes_the_dataclass(tmp_path: Path, annotation: str) -> None:
+    path = write(
+        tmp_path,
+        "m.py",
+        f"""
+        from dataclasses import dataclass
+        from typing import Optional
+
+        @dataclass
+        class Cfg:
+            width: int
+            bias: bool = True
+
+        @dataclass
+        class Unrelated:
+            name: str
+
+        class Net(nn.Module):
+            def __init__(self, cfg{annotation}):
+                super().__init__()
+                self.fc = nn.Linear(cfg.width, 2, bias=cfg.bias)
+    """,
+    )
+    module = load(path, model_kwargs={"cfg": {"width": 5, "bias": False}}).module
+    assert module.get_submodule("fc").in_features == 5 and module.get_submodule("fc").bias is None
+
+
+def test_nested_dicts_and_annotated_classes(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "m.py",
+        "from __future__ import annotations\n"
+        + HEADER
+        + textwrap.dedent("""
+        from dataclasses import dataclass, field
+
+        @dataclass
+        class Inner:
+            width: int = 3
+
+        @dataclass
+        class Outer:
+            inner: Inner = field(default_factory=Inner)
+            extra: dict = field(default_factory=dict)
+
+        class Net(nn.Module):
+            def __init__(self, cfg: Outer, table: dict | None = None):
+                super().__init__()
+                assert isinstance(cfg.inner, Inner) and isinstance(cfg.extra, dict)
+                assert table is None or isinstance(table, dict)
+                self.fc = nn.Linear(cfg.inner.width, 1)
+        """),
+        header=False,
+    )
+    kwargs = {"cfg": {"inner": {"width": 7}, "extra": {"a": 1}}, "table": {"width": 2}}
+    assert load(path, model_kwargs=kwargs).module.get_submodule("fc").in_features == 7
+
+
+def test_a_dict_that_fits_no_class_stays_a_dict(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "m.py",
+        """
+        from dataclasses import dataclass
+
+        @dataclass
+        class Cfg:
+            width: int
+
+        class Net(nn.Module):
+            def __init__(self, sizes):
+                super().__init__()
+                assert isinstance(sizes, dict)
+                self.fc = nn.Linear(sizes["a"], sizes["b"])
+    """,
+    )
+    assert load(path, model_kwargs={"sizes": {"a": 3, "b": 2}}).module.get_submodule("fc").in_features == 3
+
+
+def test_a_misspelt_field_is_named(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "m.py",
+        """
+        from dataclasses import dataclass
+
+        @dataclass
+        class Cfg:
+            width: int = 2
+            depth: int = 1
+
+        class Net(nn.Module):
+            def __init__(self, cfg):
+                super().__init__()
+                self.fc = nn.Linear(cfg.width, 1)
+    """,
+    )
+    message = load_error(path, model_kwargs={"cfg": {"widht": 3, "depth": 2}})
+    assert "built as Cfg" in message and "widht" in message and "width" in message
+
+
 # -- import errors -------------------------------------------------------------------------------------------
 
 

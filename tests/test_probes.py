@@ -103,14 +103,125 @@ def test_float_dtype_follows_model() -> None:
 
 
 def test_unknown_first_layer() -> None:
-    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    model = nn.Sequential(nn.PixelShuffle(2), nn.Linear(4, 2))
     message = probe_error(model)
-    assert "first layer '0' (Flatten)" in message
+    assert "first layer '0' (PixelShuffle)" in message
     assert "--input-shape" in message and "example_inputs()" in message
+
+
+def test_padding_and_flatten_are_looked_past() -> None:
+    assert batches_for(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))[0].shape == (4, 4)
+    padded = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, 8, 7), nn.ReLU())
+    assert batches_for(padded, image_size=10)[0].shape == (4, 3, 10, 10)
 
 
 def test_lazy_first_layer() -> None:
     assert "LazyLinear" in probe_error(nn.Sequential(nn.LazyLinear(3)))
+
+
+# -- the first layer forward() calls, forward()'s other arguments, layouts -----------------------------------
+
+
+class EmbeddingRegisteredLast(nn.Transformer):
+    """Like word_language_model's TransformerModel: an nn.Transformer whose forward(src, flag) takes token ids, and
+    whose embedding is registered after the encoder it feeds."""
+
+    def __init__(self) -> None:
+        super().__init__(d_model=8, nhead=2, dim_feedforward=16, num_encoder_layers=1, num_decoder_layers=1)
+        self.emb = nn.Embedding(13, 8)
+        self.decoder = nn.Linear(8, 13)  # type: ignore[assignment]
+
+    def forward(self, src: torch.Tensor, has_mask: bool = True) -> Any:  # type: ignore[override]
+        return self.decoder(self.encoder(self.emb(src)))
+
+
+class SequenceFirstLM(nn.Module):
+    def __init__(self, with_init: bool) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 6)
+        self.rnn = nn.GRU(6, 5)
+        if with_init:
+            self.init_hidden = lambda bsz: torch.zeros(1, bsz, 5)
+
+    def forward(self, tokens, hidden):  # type: ignore[no-untyped-def]  # unannotated, as in the examples
+        out, hidden = self.rnn(self.emb(tokens), hidden)
+        return out, hidden
+
+
+def test_the_layer_forward_calls_first_decides_the_inputs() -> None:
+    model = EmbeddingRegisteredLast()
+    batches = batches_for(model, seq_len=7)
+    assert isinstance(batches[0], torch.Tensor), "one input, not nn.Transformer's (src, tgt)"
+    assert batches[0].shape == (7, 4) and batches[0].dtype == torch.int64 and int(batches[0].max()) < 13
+    assert batches.batch_dim == 1 and "batch_first=False" in batches.assumed[0]
+    assert call_model(model, batches[0]).shape == (7, 4, 13)
+    assert batch_size_of(batches[0], batches.batch_dim) == 4
+
+
+@pytest.mark.parametrize("with_init", [False, True])
+def test_required_hidden_is_supplied(with_init: bool) -> None:
+    model = SequenceFirstLM(with_init)
+    batches = batches_for(model, seq_len=6)
+    tokens, hidden = batches[0]
+    assert tokens.shape == (6, 4) and batches.batch_dim == 1
+    if with_init:
+        assert hidden.shape == (1, 4, 5) and "hidden = model.init_hidden(4)" in batches.assumed
+    else:
+        assert hidden is None and "hidden = None" in batches.assumed
+    call_model(model, batches[0])[0].sum().backward()
+
+
+def test_a_required_argument_that_cannot_be_none_is_named_with_the_fix() -> None:
+    class Annotated(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) * scale
+
+    message = probe_error(Annotated())
+    assert "'scale'" in message and "def example_inputs(): return (torch.randn(4, 3), <scale>)" in message
+
+
+def test_seq2seq_second_input_is_drawn_like_the_first() -> None:
+    class Seq2Seq(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.src_emb = nn.Embedding(30, 8)
+            self.tgt_emb = nn.Embedding(9, 8)
+            self.core = nn.Transformer(8, 2, 1, 1, 16, batch_first=True)
+
+        def forward(self, src, tgt):  # type: ignore[no-untyped-def]
+            return self.core(self.src_emb(src), self.tgt_emb(tgt))
+
+    model = Seq2Seq()
+    src, tgt = batches_for(model, seq_len=5)[0]
+    assert src.shape == tgt.shape == (4, 5) and int(tgt.max()) < 9
+    assert call_model(model, (src, tgt)).shape == (4, 5, 8)
+
+
+def test_transposed_convolution_gets_a_latent() -> None:
+    generator = nn.Sequential(nn.ConvTranspose2d(10, 4, 4, 1, 0), nn.ReLU(), nn.ConvTranspose2d(4, 1, 4, 2, 1))
+    batches = batches_for(generator)
+    assert batches[0].shape == (4, 10, 1, 1) and "1×1 latent" in batches.assumed[0]
+    assert generator(batches[0]).shape == (4, 1, 8, 8)
+    cropping = nn.Sequential(nn.ConvTranspose2d(3, 3, 3, padding=2))  # a 1×1 input would leave nothing
+    assert batches_for(cropping, image_size=8)[0].shape == (4, 3, 8, 8)
+
+
+def test_context_length_caps_the_sequence() -> None:
+    model = TokenModel()
+    model.config = {"block_size": 5}  # type: ignore[assignment]
+    batches = batches_for(model, seq_len=32)
+    assert batches[0].shape == (4, 5) and "block_size" in batches.assumed[0]
+
+
+def test_user_batches_of_a_sequence_first_model_report_dimension_1() -> None:
+    hooks = ModelFileHooks(example_inputs=lambda: (torch.randint(0, 20, (35, 3)), None))
+    batches = batches_for(SequenceFirstLM(False), hooks)
+    assert batches.batch_dim == 1 and batches.assumed == ()
+    assert batch_size_of(batches[0], batches.batch_dim) == 3
 
 
 # -- --input-shape / --input-dtype ---------------------------------------------------------------------------
@@ -120,6 +231,14 @@ def test_input_shape_with_int_dtype_for_embedding() -> None:
     batches = batches_for(TokenModel(), input_shapes=[(2, 7)], input_dtype="int64")
     assert batches[0].shape == (2, 7) and batches[0].dtype == torch.int64
     assert int(batches[0].max()) < 11
+
+
+def test_input_shape_of_an_embedding_model_is_token_ids() -> None:
+    batches = batches_for(EmbeddingRegisteredLast(), input_shapes=[(9, 2)])
+    assert batches[0].dtype == torch.int64 and int(batches[0].max()) < 13
+    assert batches.batch_dim == 1 and any("int64 token ids below 13" in note for note in batches.assumed)
+    hidden = batches_for(SequenceFirstLM(True), input_shapes=[(9, 3)])
+    assert hidden[0][1].shape == (1, 3, 5)
 
 
 def test_input_shape_int_dtype_without_embedding_is_binary() -> None:

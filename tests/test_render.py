@@ -20,8 +20,10 @@ from gradscope.results import (
     Finding,
     Fix,
     LayerStats,
+    ProbeInput,
     Remedy,
     Report,
+    SchemaError,
     Severity,
     Spread,
     Status,
@@ -424,6 +426,35 @@ def test_json_has_the_schema(vanishing: Report) -> None:
     assert {"applied", "report"} <= doc["fix"].keys()
     check_report_schema(doc["fix"]["report"])
     assert doc["fix"]["applied"][0]["remedy"] == "pseudo_norm"
+
+
+def test_probe_inputs_and_assumptions_in_json_and_header(make_report: MakeReport) -> None:
+    inputs = (ProbeInput((35, 16), "int64"), ProbeInput((2, 16, 8), "float32"), ProbeInput((4,), "bool", "mask"))
+    assumed = ("sequence-first inputs, samples along dimension 1", "hidden = None")
+    report = make_report([_layer(0, "fc", "Linear", (2, 2), 6, 1e-3, 1e-3)], inputs=inputs, assumed=assumed)
+    doc = strict_json(render_json(report))
+    assert doc["probe"]["inputs"] == [
+        {"shape": [35, 16], "dtype": "int64"},
+        {"shape": [2, 16, 8], "dtype": "float32"},
+        {"shape": [4], "dtype": "bool", "name": "mask"},
+    ]
+    assert doc["probe"]["assumed"] == list(assumed)
+    assert Report.from_dict(doc).probe == report.probe
+    text = fmt.probe_text(report)
+    assert text.startswith("4 batches × 16 (inputs int64 [35, 16], float32 [2, 16, 8], mask=bool [4]), seed 0")
+    assert text.endswith("; assumed: sequence-first inputs, samples along dimension 1; hidden = None")
+    terminal = render_text(lambda console: render_terminal(report, console))
+    assert "\nassumed  sequence-first inputs" in terminal
+    assert "hidden = None" in render_markdown(report)
+
+
+def test_probe_inputs_are_optional_and_checked(make_report: MakeReport) -> None:
+    doc = make_report([_layer(0, "fc", "Linear", (2, 2), 6, 1e-3, 1e-3)]).to_dict()
+    assert "inputs" not in doc["probe"] and "assumed" not in doc["probe"]  # older reports read back as before
+    assert Report.from_dict(doc).probe.inputs == ()
+    doc["probe"]["inputs"] = [{"shape": ["35"], "dtype": "int64"}]
+    with pytest.raises(SchemaError, match=r"probe.inputs\[0\].shape"):
+        Report.from_dict(doc)
 
 
 def test_json_writes_non_finite_as_null(broken: Report) -> None:

@@ -7,6 +7,9 @@ says what to do.
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import enum
 import importlib
 import importlib.util
 import inspect
@@ -14,6 +17,7 @@ import itertools
 import os
 import sys
 import types
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,7 +268,7 @@ def _get_attribute(namespace: types.ModuleType, name: str, where: str) -> Any:
 
 
 def _discover(namespace: types.ModuleType, path: str, kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
-    """Factory, then an instance named ``model``, then the single constructible subclass in the file."""
+    """Factory, then an instance named ``model``, then the model class the file builds around (``_ranked``)."""
     for factory in FACTORY_NAMES:
         obj = getattr(namespace, factory, None)
         if callable(obj):
@@ -274,18 +278,20 @@ def _discover(namespace: types.ModuleType, path: str, kwargs: dict[str, Any]) ->
     if isinstance(instance, nn.Module):
         return _instantiate(instance, "model", kwargs, path), "model"
 
-    classes = _defined_classes(namespace)
+    uses = _class_uses(namespace)
+    classes = _ranked(_defined_classes(namespace), uses)
     usable = [cls for cls in classes if _unsatisfied(cls, kwargs) == ([], [])]
-    if len(usable) == 1:
-        cls = usable[0]
+    leaders = _top_level(usable, uses)
+    if len(usable) == 1 or len(leaders) == 1:
+        cls = usable[0] if len(usable) == 1 else leaders[0]
         return _instantiate(cls, cls.__name__, kwargs, path), cls.__name__
-    if len(usable) > 1:
+    if usable:
         names = ", ".join(cls.__name__ for cls in usable)
-        raise ModelLoadError(
-            f"{path}: several model classes could be built ({names}); pick one with {path}:{usable[0].__name__}"
-        )
-    if len(classes) == 1:  # the only class needs arguments: say which
-        cls = classes[0]
+        first = (leaders or usable)[0].__name__
+        raise ModelLoadError(f"{path}: several model classes could be built ({names}); pick one with {path}:{first}")
+    leaders = _top_level(classes, uses)
+    if len(leaders) == 1:  # the one top-level class needs arguments: say which, and how to pass them
+        cls = leaders[0]
         return _instantiate(cls, cls.__name__, kwargs, path), cls.__name__
     candidates = _candidates(namespace)
     if candidates:
@@ -297,6 +303,52 @@ def _discover(namespace: types.ModuleType, path: str, kwargs: dict[str, Any]) ->
         f"{path}: no nn.Module found; define build_model(), a module-level 'model' instance or an nn.Module "
         f"subclass, or point at one with {path}:NAME"
     )
+
+
+Uses = Callable[[type, type], bool]  # uses(a, b): class a's body names class b
+
+
+def _ranked(classes: list[type[nn.Module]], uses: Uses) -> list[type[nn.Module]]:
+    """``classes`` with the top-level ones first, each group in file order."""
+    top = _top_level(classes, uses)
+    return top + [cls for cls in classes if cls not in top]
+
+
+def _top_level(classes: list[type[nn.Module]], uses: Uses) -> list[type[nn.Module]]:
+    """The classes that no other class in ``classes`` uses."""
+    return [cls for cls in classes if not any(other is not cls and uses(other, cls) for other in classes)]
+
+
+def _class_uses(namespace: types.ModuleType) -> Uses:
+    """Whether one class of the file uses another: its body (methods, class attributes; not its bases) names it.
+
+    Read from the file's source, so nothing is built to find out: nanoGPT's ``Block`` names
+    ``CausalSelfAttention`` and ``MLP``, ``GPT`` names ``Block``, and nothing names ``GPT``. Without readable
+    source nothing uses anything (file order stays).
+    """
+    mentioned: dict[str, set[str]] = {}  # class name -> every Name and .attr in its body
+    file = getattr(namespace, "__file__", None)
+    try:
+        tree = ast.parse(Path(file).read_text(encoding="utf-8")) if isinstance(file, str) else None
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        tree = None
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, ast.ClassDef):
+            names = mentioned.setdefault(node.name, set())
+            for inner in (n for statement in node.body for n in ast.walk(statement)):
+                if isinstance(inner, ast.Name):
+                    names.add(inner.id)
+                elif isinstance(inner, ast.Attribute):
+                    names.add(inner.attr)
+    aliases: dict[int, set[str]] = {}
+    for name, obj in vars(namespace).items():
+        if isinstance(obj, type):
+            aliases.setdefault(id(obj), {obj.__name__}).add(name)
+
+    def uses(user: type, used: type) -> bool:
+        return bool(mentioned.get(user.__name__, set()) & aliases.get(id(used), {getattr(used, "__name__", "")}))
+
+    return uses
 
 
 def _defined_classes(namespace: types.ModuleType) -> list[type[nn.Module]]:
@@ -314,18 +366,21 @@ def _defined_classes(namespace: types.ModuleType) -> list[type[nn.Module]]:
 
 def _candidates(namespace: types.ModuleType) -> list[str]:
     """Everything a user could name after the colon, described, for error messages."""
-    found: list[str] = []
+    found: list[tuple[bool, str]] = []  # (used by another class of the file, description): top-level ones first
+    uses = _class_uses(namespace)
+    classes = _defined_classes(namespace)
     for name, obj in vars(namespace).items():
         if name.startswith("_"):
             continue
         if isinstance(obj, nn.Module):
-            found.append(f"{name} ({type(obj).__name__} instance)")
+            found.append((False, f"{name} ({type(obj).__name__} instance)"))
         elif isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == namespace.__name__:
             missing, _ = _unsatisfied(obj, {})
-            found.append(f"{name} (class, needs {', '.join(missing)})" if missing else f"{name} (class)")
+            inner = any(other is not obj and uses(other, obj) for other in classes)
+            found.append((inner, f"{name} (class, needs {', '.join(missing)})" if missing else f"{name} (class)"))
         elif name in FACTORY_NAMES and callable(obj):
-            found.append(f"{name} (factory)")
-    return found
+            found.append((False, f"{name} (factory)"))
+    return [text for _, text in sorted(found, key=lambda item: item[0])]
 
 
 def _unsatisfied(obj: Callable[..., Any], kwargs: Mapping[str, Any]) -> tuple[list[str], list[str]]:
@@ -362,7 +417,7 @@ def _instantiate(obj: Any, name: str, kwargs: dict[str, Any], where: str) -> nn.
         raise ModelLoadError(f"{where}:{name} is a {type(obj).__name__}, not an nn.Module class, factory or instance")
     missing, unknown = _unsatisfied(obj, kwargs)
     if missing:
-        example = ", ".join(f'"{arg}": <value>' for arg in missing)
+        example = ", ".join(f'"{arg}": {_example_value(obj, arg)}' for arg in missing)
         raise ModelLoadError(
             f"{where}:{name} needs argument(s) {', '.join(missing)}; pass them with --model-kwargs '{{{example}}}'"
         )
@@ -370,6 +425,7 @@ def _instantiate(obj: Any, name: str, kwargs: dict[str, Any], where: str) -> nn.
         raise ModelLoadError(f"{where}:{name} does not take argument(s) {', '.join(unknown)} given in --model-kwargs")
     # As at import: the factory sees sys.argv = [file], not gradscope's own options, and an argparse/sys.exit in
     # it is a load error naming the file, not gradscope exiting with argparse's usage line.
+    kwargs = _typed_kwargs(obj, kwargs, f"{where}:{name}")
     saved_argv = sys.argv
     sys.argv = [where]
     try:
@@ -388,6 +444,164 @@ def _instantiate(obj: Any, name: str, kwargs: dict[str, Any], where: str) -> nn.
             f"{where}: {name}() returned {type(result).__name__}, not an nn.Module; return the model itself"
         )
     return result
+
+
+# -- keyword arguments that are config objects ----------------------------------------------------------------
+#
+# JSON has no dataclasses: ``--model-kwargs '{"config": {"n_layer": 3}}'`` for ``GPT(config)`` gives a dict where the
+# constructor wants a ``GPTConfig``. Each dict value becomes an instance of the class the parameter is annotated
+# with, or, without an annotation, of the one dataclass (else the one keyword-constructible class) defined next to
+# the constructor whose fields fit the dict; recursively, for dicts inside it. Anything else stays a dict.
+
+_PLAIN = (dict, Mapping, object, list, tuple, set, str, bytes, int, float, bool, complex, type(None))
+
+
+def _typed_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], label: str) -> dict[str, Any]:
+    """``kwargs`` with dict values turned into the config objects ``fn`` takes (see above)."""
+    if not any(isinstance(v, Mapping) for v in kwargs.values()):
+        return kwargs
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    hints = _hints(fn)
+    namespace = _globals_of(fn)
+    typed = dict(kwargs)
+    for key, value in kwargs.items():
+        param = params.get(key)
+        if param is None or not isinstance(value, Mapping):
+            continue
+        cls = _config_class(hints.get(key, param.annotation), namespace, value)
+        if cls is None:
+            continue
+        fields = {str(k): v for k, v in value.items()}
+        missing, unknown = _unsatisfied(cls, fields)
+        if missing or unknown:
+            accepted = ", ".join(p for p in inspect.signature(cls).parameters if p not in fields) or "none"
+            problem = f"needs {', '.join(missing)}" if missing else f"has no field(s) {', '.join(unknown)}"
+            raise ModelLoadError(
+                f"{label}: --model-kwargs {key!r} is built as {cls.__name__}, which {problem} "
+                f"(its other fields: {accepted})"
+            )
+        fields = _typed_kwargs(cls, fields, f"{label} {key}")
+        try:
+            typed[key] = cls(**fields)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{label}: --model-kwargs {key!r} is built as {cls.__name__}(**{key}), which raised {describe(exc)}"
+            ) from None
+    return typed
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """``fn``'s parameter annotations, strings (``from __future__ import annotations``) resolved in its module;
+    one that cannot be resolved stays a string."""
+    target = fn.__init__ if isinstance(fn, type) else fn  # type: ignore[misc]
+    namespace = _globals_of(fn)
+    try:
+        return dict(typing.get_type_hints(target, globalns=namespace))
+    except Exception:  # one unresolvable annotation spoils them all: resolve the simple ones one by one
+        pass
+    raw = dict(getattr(target, "__annotations__", None) or {})
+    return {name: _lookup(value, namespace) if isinstance(value, str) else value for name, value in raw.items()}
+
+
+def _lookup(text: str, namespace: Mapping[str, Any]) -> Any:
+    """A string annotation that is a (dotted) name, ``Optional[name]`` or ``name | None``, looked up; else the text."""
+    parts = [p.strip() for p in text.split("|")]
+    if text.startswith("Optional[") and text.endswith("]"):
+        parts = [text[len("Optional[") : -1].strip()]
+    names = [p for p in parts if p != "None"]
+    if len(names) != 1:
+        return text
+    obj: Any = namespace
+    for i, part in enumerate(names[0].split(".")):
+        obj = obj.get(part) if i == 0 and isinstance(obj, Mapping) else getattr(obj, part, None)
+        if obj is None:
+            return text
+    return obj
+
+
+def _globals_of(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The module namespace ``fn`` (a function or a class) was defined in."""
+    target = inspect.unwrap(fn.__init__ if isinstance(fn, type) else fn)  # type: ignore[misc]
+    found = getattr(target, "__globals__", None)
+    if isinstance(fn, type) and (not isinstance(found, dict) or found.get("__name__") != fn.__module__):
+        module = sys.modules.get(fn.__module__)
+        found = vars(module) if module is not None else found
+    return found if isinstance(found, dict) else {}
+
+
+def _config_class(annotation: Any, namespace: Mapping[str, Any], value: Mapping[Any, Any]) -> type | None:
+    """The class a dict given for a parameter annotated ``annotation`` should become (None: keep the dict)."""
+    if annotation is inspect.Parameter.empty:
+        return _fitting_class(namespace, value)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]  # Optional[GPTConfig]
+    if not isinstance(annotation, type) or typing.get_origin(annotation) is not None:
+        return None
+    if annotation in _PLAIN or issubclass(annotation, (Mapping, nn.Module)):
+        return None
+    return annotation
+
+
+def _fitting_class(namespace: Mapping[str, Any], value: Mapping[Any, Any]) -> type | None:
+    """The one dataclass defined in ``namespace``'s module whose fields fit ``value``; else the one other class with
+    its own keyword constructor that fits; else the one dataclass that has most of ``value``'s keys as fields (a
+    typo in a field name is then reported against it); None when there is no such class or several."""
+    classes = [c for c in _classes_in(namespace) if not issubclass(c, (nn.Module, BaseException, enum.Enum))]
+    fitting = [c for c in classes if _fits(c, value)]
+    keys = {str(k) for k in value}
+    close = [
+        c
+        for c in classes
+        if dataclasses.is_dataclass(c) and 2 * len(keys & {f.name for f in dataclasses.fields(c)}) >= len(keys) > 0
+    ]
+    for group in ([c for c in fitting if dataclasses.is_dataclass(c)], fitting, close):
+        if len(group) == 1:
+            return group[0]
+        if group:
+            return None
+    return None
+
+
+def _classes_in(namespace: Mapping[str, Any]) -> list[type]:
+    """The classes defined in the module whose namespace this is (not imported ones), once each."""
+    module = namespace.get("__name__")
+    found = {id(obj): obj for obj in namespace.values() if isinstance(obj, type) and obj.__module__ == module}
+    return list(found.values())
+
+
+def _fits(cls: type, value: Mapping[Any, Any]) -> bool:
+    if not dataclasses.is_dataclass(cls) and cls.__init__ is object.__init__:  # type: ignore[misc]
+        return False
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL) for p in params):
+        return False  # takes anything: no evidence it is the config
+    missing, unknown = _unsatisfied(cls, {str(k): v for k, v in value.items()})
+    return not missing and not unknown
+
+
+def _example_value(fn: Callable[..., Any], arg: str) -> str:
+    """What to write for ``arg`` in the --model-kwargs example: a JSON object with the required fields of the
+    config class it takes (``{}`` when every field has a default), else ``<value>``."""
+    try:
+        param = inspect.signature(fn).parameters[arg]
+    except (TypeError, ValueError, KeyError):
+        return "<value>"
+    namespace = _globals_of(fn)
+    cls = _config_class(_hints(fn).get(arg, param.annotation), namespace, {})
+    if cls is None and param.annotation is inspect.Parameter.empty:  # any one dataclass of the file, fitting or not
+        found = [c for c in _classes_in(namespace) if dataclasses.is_dataclass(c)]
+        cls = found[0] if len(found) == 1 else None
+    if cls is None:
+        return "<value>"
+    missing, _ = _unsatisfied(cls, {})
+    return "{" + ", ".join(f'"{field}": <value>' for field in missing) + "}"
 
 
 # -- hooks ---------------------------------------------------------------------------------------------------

@@ -92,14 +92,25 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class ProbeInput:
+    """One input tensor of the first probe batch, in the order forward() gets them."""
+
+    shape: tuple[int, ...]
+    dtype: str  # "float32", "int64", …
+    name: str | None = None  # the keyword, for a batch passed as keyword arguments (a dict)
+
+
+@dataclass(frozen=True)
 class ProbeInfo:
     batches: int
-    batch_size: int | None
+    batch_size: int | None  # the size of the dimension that indexes samples (dimension 1 for sequence-first inputs)
     seed: int
     loss: str
     device: str
     dtype: str
     optimizer: str = "adam"  # the optimizer the verdict assumes (diagnose.optimizer)
+    inputs: tuple[ProbeInput, ...] = ()  # every input tensor of the first batch; empty when not known
+    assumed: tuple[str, ...] = ()  # what synthetic inputs took for granted, one sentence each
 
 
 @dataclass(frozen=True)
@@ -184,6 +195,7 @@ class Report:
                     "device": self.probe.device,
                     "dtype": self.probe.dtype,
                     "optimizer": self.probe.optimizer,
+                    **_probe_inputs_dict(self.probe),
                 },
                 "summary": {
                     "reference_grad_rms": self.summary.reference_grad_rms,
@@ -360,6 +372,42 @@ def _spread(obj: Mapping[str, Any], key: str, where: str) -> Spread | None:
     return Spread(nan if median is None else median, nan if lo is None else lo, nan if hi is None else hi)
 
 
+def _probe_inputs_dict(probe: ProbeInfo) -> dict[str, Any]:
+    """``inputs`` and ``assumed``, each only when there is something to say (reports of watched training and
+    hand-built reports have neither)."""
+    found: dict[str, Any] = {}
+    if probe.inputs:
+        found["inputs"] = [
+            {"shape": list(i.shape), "dtype": i.dtype, **({"name": i.name} if i.name is not None else {})}
+            for i in probe.inputs
+        ]
+    if probe.assumed:
+        found["assumed"] = list(probe.assumed)
+    return found
+
+
+def _probe_inputs(probe: Mapping[str, Any]) -> tuple[ProbeInput, ...]:
+    raw = _get(probe, "inputs", (list,), "probe", optional=True) or []
+    inputs = []
+    for i, item in enumerate(raw):
+        where = f"probe.inputs[{i}]"
+        if not isinstance(item, Mapping):
+            raise SchemaError(f"{where} must be an object")
+        shape = _get(item, "shape", (list,), where)
+        if not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise SchemaError(f"{where}.shape must be a list of integers")
+        name = _get(item, "name", (str,), where, optional=True)
+        inputs.append(ProbeInput(tuple(shape), _get(item, "dtype", (str,), where), name))
+    return tuple(inputs)
+
+
+def _strings(obj: Mapping[str, Any], key: str, where: str) -> list[str]:
+    values = _get(obj, key, (list,), where, optional=True) or []
+    if not all(isinstance(v, str) for v in values):
+        raise SchemaError(f"{where}.{key} must be a list of strings")
+    return list(values)
+
+
 def _report(data: Mapping[str, Any]) -> Report:
     model = _get(data, "model", (Mapping,), "report")
     probe = _get(data, "probe", (Mapping,), "report")
@@ -391,6 +439,8 @@ def _report(data: Mapping[str, Any]) -> Report:
             device=_get(probe, "device", (str,), "probe"),
             dtype=_get(probe, "dtype", (str,), "probe"),
             optimizer=_get(probe, "optimizer", (str,), "probe", optional=True) or "adam",
+            inputs=_probe_inputs(probe),
+            assumed=tuple(_strings(probe, "assumed", "probe")),
         ),
         layers=layers,
         findings=tuple(_finding(item, i) for i, item in enumerate(findings_raw)),

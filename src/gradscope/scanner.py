@@ -50,7 +50,8 @@ def scan(
     config = config or Config()
     started = time.perf_counter()
     check_model(model)
-    batches = list(batches)
+    batch_dim, assumed = probes.layout(model, batches)  # a list of its own, which keeps what build_batches decided
+    batches = probes.ProbeBatches(batches, batch_dim=batch_dim, assumed=assumed)
     if not batches:
         raise ProbeError("no probe batches: pass at least one batch (--batches must be >= 1)")
     device = device_of(model)
@@ -82,12 +83,14 @@ def scan(
         ),
         probe=ProbeInfo(
             batches=len(batches),
-            batch_size=probes.batch_size_of(batches[0]),
+            batch_size=probes.batch_size_of(batches[0], batch_dim),
             seed=config.probe.seed,
             loss=_loss_name(loss_fn),
             device=str(device),
             dtype=dtype_name(float_dtype(model)),
             optimizer=config.diagnose.optimizer,
+            inputs=probes.inputs_of(batches[0]),
+            assumed=assumed,
         ),
         layers=diagnosis.layers,
         findings=diagnosis.findings,
@@ -119,13 +122,15 @@ def _probe(
 ) -> _Probe:
     """Forward and backward over every batch with the recorder's hooks (the global RNGs seeded for it)."""
     shape = ModelShape()
+    batch_dim, _ = probes.layout(model, batches)
     with (
         seeded(config.probe.seed, device),
         Recorder(model, saturation_derivative=config.diagnose.saturation_derivative, positions=True) as recorder,
     ):
         model.train(config.probe.mode == "train")
         for i, batch in enumerate(batches):
-            skip = _probe_once(model, recorder, probes.to_device(batch, device), i, loss_fn, config.probe.seed)
+            batch = probes.to_device(batch, device)
+            skip = _probe_once(model, recorder, batch, i, loss_fn, config.probe.seed, batch_dim)
             shape = shape if i else ModelShape(skip_connections=skip)
             if progress is not None:
                 progress(i + 1, len(batches))
@@ -177,12 +182,18 @@ def _parameter_owners(model: nn.Module) -> dict[str, str]:
 
 
 def _probe_once(
-    model: nn.Module, recorder: Recorder, batch: Any, index: int, loss_fn: LossFn | None, seed: int
+    model: nn.Module,
+    recorder: Recorder,
+    batch: Any,
+    index: int,
+    loss_fn: LossFn | None,
+    seed: int,
+    batch_dim: int = 0,
 ) -> bool:
     """One forward and backward; returns whether the graph has a skip connection (looked at in batch 0 only)."""
     for p in model.parameters():
         p.grad = None
-    recorder.start_batch(probes.batch_size_of(batch))
+    recorder.start_batch(probes.batch_size_of(batch, batch_dim))
     try:
         output = probes.call_model(model, batch)
     except (KeyboardInterrupt, ProbeError):

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..results import LayerStats, Report, Spread, Suggestion
+from ..results import LayerStats, ProbeInput, Report, Spread, Suggestion
 from ..util import DASH as DASH  # re-exported: renderers write fmt.DASH, fmt.sci, fmt.layer_list
 from ..util import ELLIPSIS, abbreviated
 from ..util import layer_list as layer_list
@@ -155,10 +155,26 @@ def spread_text(ratio: float | None) -> str:
     return f"{sci(ratio)} (activation std, deepest layers / first layer)"
 
 
-def probe_text(report: Report) -> str:
+def probe_text(report: Report, *, assumed: bool = True) -> str:
+    """``4 batches × 16 (inputs int64 [35, 16]), seed 0, …; judged for adam; assumed: …``: the batch size is the
+    dimension that indexes samples; the inputs are every tensor forward() got, and what synthetic ones assumed."""
     p = report.probe
     size = plural(p.batches, "batch") if p.batch_size is None else f"{plural(p.batches, 'batch')} × {p.batch_size}"
-    return f"{size}, seed {p.seed}, loss {p.loss}, {p.device}, {p.dtype}; judged for {p.optimizer}"
+    if p.inputs:
+        shown, _ = abbreviated([f"{i.name}={input_text(i)}" if i.name else input_text(i) for i in p.inputs])
+        size += f" (inputs {', '.join(ELLIPSIS if text is None else text for text in shown)})"
+    text = f"{size}, seed {p.seed}, loss {p.loss}, {p.device}, {p.dtype}; judged for {p.optimizer}"
+    return text + (f"; assumed: {assumed_text(report)}" if assumed and p.assumed else "")
+
+
+def assumed_text(report: Report) -> str:
+    """What the synthetic inputs took for granted (``hidden = None``; ``a 1×1 latent for …``); empty when nothing."""
+    return "; ".join(report.probe.assumed)
+
+
+def input_text(i: ProbeInput) -> str:
+    """``int64 [35, 16]``."""
+    return f"{i.dtype} {shape(i.shape)}"
 
 
 _SPARK = "▁▂▃▄▅▆▇█"

@@ -86,7 +86,9 @@ def _header(report: Report) -> Text:
     if m.target != m.class_name:  # an in-memory model's target is just its class name
         text.append(f"  {m.target}", style="cyan")
     text.append(f"  ·  {fmt.params_text(report)}\n")
-    text.append(f"probe  {fmt.probe_text(report)}", style="dim")
+    text.append(f"probe  {fmt.probe_text(report, assumed=False)}", style="dim")
+    if report.probe.assumed:
+        text.append(f"\nassumed  {fmt.assumed_text(report)}", style="dim")
     return text
 
 
