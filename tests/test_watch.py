@@ -17,7 +17,16 @@ from gradscope.errors import ConfigError, GradscopeError, ProbeError
 from gradscope.results import Report, Status
 from gradscope.scanner import scan
 from gradscope.watching import NonFiniteGradientError, Watch, watch
-from gradscope.watching.timeline import build_report, first_events, parse_log, read_log
+from gradscope.watching.timeline import (
+    EVENTS,
+    MAX_COLUMNS,
+    build_report,
+    first_events,
+    parse_log,
+    read_log,
+    read_timeline,
+)
+from gradscope.watching.timeline import Run as WatchRun
 
 
 def mlp(depth: int = 2, act: type[nn.Module] = nn.Tanh, width: int = 16) -> nn.Module:
@@ -494,3 +503,131 @@ def test_watch_leaves_user_hooks_flags_and_rng_as_training_alone_would(mode: str
     assert torch.equal(plain[1], watched[1])
     assert plain[2] == watched[2] and plain[3] == watched[3]
     assert plain[4] == watched[4]  # the user's hook stays (and fired as often), requires_grad untouched
+
+
+# -- the streaming reader --------------------------------------------------------------------------------------------
+def _brute_force_events(run: WatchRun) -> dict[str, dict[str, int]]:
+    """Every step diagnosed in full on its own: what the reader's cheap per-step test must agree with."""
+    first: dict[str, dict[str, int]] = {}
+    for step in run.steps:
+        report = build_report(WatchRun(run.meta, run.layers, (step,)), window=1)
+        for layer in report.layers:
+            if layer.status.value in EVENTS:
+                first.setdefault(layer.name, {}).setdefault(layer.status.value, step.step)
+    return first
+
+
+def _random_log(path: Path, steps: int, seed: int) -> Path:
+    """A full-mode log of a real 6-Linear tanh MLP whose step values are drawn at random over 14 orders of
+    magnitude (a few NaN): every combination of vanishing, exploding, forward growth and non-finite layers."""
+    import random
+
+    model = mlp(depth=5)
+    with watch(model, mode="full", log=path) as w:
+        train(model, w, 1)
+    lines = path.read_text().splitlines()
+    template = json.loads(lines[0])
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for k in range(steps):
+            obj = json.loads(json.dumps(template))
+            if k:
+                del obj["meta"]
+            obj["step"] = k
+            for layer in obj["layers"]:
+                bad = []
+                for stat in ("grad_rms", "signal_rms", "activation_rms"):
+                    if layer.get(stat) is None:
+                        continue
+                    if rng.random() < 0.01:
+                        layer[stat] = None
+                        bad.append(stat)
+                    else:
+                        layer[stat] = 10 ** rng.uniform(-9, 5 if stat == "activation_rms" else 2)
+                if bad:
+                    layer["nonfinite"] = bad
+            f.write(json.dumps(obj) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_first_events_equal_a_full_diagnosis_of_every_step(tmp_path: Path, seed: int) -> None:
+    run = read_log(_random_log(tmp_path / "run.jsonl", 300, seed))
+    expected = _brute_force_events(run)
+    assert expected  # the random values do make events
+    assert first_events(run) == expected
+    assert read_timeline(tmp_path / "run.jsonl").first == expected
+
+
+@pytest.mark.parametrize(
+    ("act", "gain", "poison"),
+    [(nn.Sigmoid, 1.0, None), (nn.ReLU, 8.0, None), (nn.ReLU, 1.0, 5)],
+    ids=["vanishing", "growing", "nonfinite"],
+)
+def test_first_events_of_real_runs_equal_a_full_diagnosis(
+    tmp_path: Path, act: type[nn.Module], gain: float, poison: int | None
+) -> None:
+    model = mlp(depth=6, act=act)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(gain)
+    with watch(model, mode="full", log=tmp_path / "run.jsonl") as w:
+        train(model, w, 12, lr=0.01, poison={poison: "2.weight"} if poison is not None else None)
+    run = read_log(tmp_path / "run.jsonl")
+    expected = _brute_force_events(run)
+    assert expected
+    assert read_timeline(tmp_path / "run.jsonl").first == expected
+
+
+@pytest.mark.slow  # reads 20,000-step logs
+def test_long_log_heatmap_is_downsampled_and_memory_is_flat(tmp_path: Path) -> None:
+    """Columns hold consecutive steps, at most MAX_COLUMNS of them; reading 20x more steps allocates no more."""
+    model = mlp()
+    with watch(model, log=tmp_path / "run.jsonl") as w:
+        train(model, w, 3)
+    lines = (tmp_path / "run.jsonl").read_text().splitlines()
+
+    def write(n: int) -> Path:
+        path = tmp_path / f"run{n}.jsonl"
+        with path.open("w") as f:
+            f.write(lines[0] + "\n")
+            for k in range(1, n):
+                obj = json.loads(lines[1 + k % 2])
+                obj["step"] = k
+                f.write(json.dumps(obj) + "\n")
+        return path
+
+    peaks = []
+    for n in (1_000, 20_000):
+        path = write(n)
+        read_timeline(path)  # warm-up: imports, caches
+        tracemalloc.start()
+        t = read_timeline(path)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert t.recorded == n and len(t.columns) <= MAX_COLUMNS
+        assert [c.first for c in t.columns] == sorted(c.first for c in t.columns)
+        assert sum(c.count for c in t.columns) == n and t.columns[-1].last == n - 1
+        assert all(a.last + 1 == b.first for a, b in zip(t.columns, t.columns[1:], strict=False))
+        assert [s.step for s in t.run.steps] == list(range(n - 8, n))  # the report's window: the last 8 steps
+    assert peaks[1] < 1.5 * peaks[0] + 100_000, peaks
+    grouped = read_timeline(write(600))
+    single = read_timeline(write(200))
+    assert len(single.columns) == 200 and all(c.count == 1 for c in single.columns)
+    assert single.rows[0][1:3] == tuple(json.loads(lines[1 + k % 2])["layers"][0]["grad_rms"] for k in (1, 2))
+    assert {c.count for c in grouped.columns} <= {2, 4}
+
+
+def test_skipped_step_lines_are_left_out_and_counted(tmp_path: Path) -> None:
+    model = mlp()
+    log = tmp_path / "run.jsonl"
+    with watch(model, log=log) as w:
+        train(model, w, 4, poison={3: "2.weight"})
+    with log.open("a") as f:  # as watch marks a step whose gradients the optimizer did not apply
+        f.write(json.dumps({"skipped_step": 3, "reason": "test"}) + "\n")
+    t = read_timeline(log)
+    assert t.recorded == 3 and t.skipped.count == 1 and t.skipped.steps == (3,)
+    assert t.first == {} and [s.step for s in t.run.steps] == [0, 1, 2]
+    assert t.report.healthy and "1 skipped step(s) left out" in t.report.probe.loss
+    run = read_log(log)
+    assert [s.step for s in run.steps] == [0, 1, 2] and run.skipped.count == 1
