@@ -11,20 +11,33 @@ API::
             optimizer.zero_grad()
     report = w.report()           # the same Report type as gradscope.scan
 
-or ``watch(model, optimizer=opt)``: a step pre-hook on the optimizer calls ``w.step()`` (then the loss is not
-logged). ``w.step()`` is called once per optimizer step on every rank; with gradient accumulation, once after the
-last micro-batch's backward.
+``w.step()`` is called once per optimizer step on every rank; with gradient accumulation, once after the last
+micro-batch's backward. Once it has been called, only its calls count steps. Without it (``optimizer=`` or not),
+PyTorch's global optimizer step hooks count and record the steps of the optimizer that steps the watched
+parameters (``optimizer=``, else the first one seen doing so): from its pre-hook, or from its post-hook when the
+gradients come from a closure (no backward before the step). The loss is then not logged.
+
+Skipped steps: a gradient hook on one watched parameter (the sentinel) sees each backward start and whether the
+gradients had been cleared since the last one. A step whose gradients the optimizer never applied (a GradScaler
+overflow, a non-finite loss the loop skipped) is marked skipped in the log (``{"skipped_step": k}``) and left out
+of the report, instead of being reported as non-finite: see ``_judge_last`` and the sentinel in
+``_place_sentinel``.
+
+Layers or parameters registered on the model after ``watch()`` started are not watched; global module and
+parameter registration hooks notice them, and the next step warns once, naming them.
 
 Why there: after ``loss.backward()`` DDP has already all-reduced (averaged) the gradients, and before
 ``optimizer.step()`` they are still the ones the step will apply (clipping and GradScaler unscaling that the user
 does between backward and step come after ``w.step()``; call it after them to see clipped gradients).
 
 Modes:
-- ``param`` (default): no hooks at all. On a recorded step, the parameter gradients' norms are taken in one fused
-  call (``torch._foreach_norm``), stacked, and copied to the host once. Steps that are not recorded cost a counter.
+- ``param`` (default): no module hooks. On a recorded step, the parameter gradients' norms are taken in one fused
+  call (``torch._foreach_norm``), stacked, and copied to the host once. Steps that are not recorded cost the
+  counting (the hooks above: ~10 µs).
 - ``full``: also the forward/backward signal statistics of ``scan`` (activation RMS and spread, signal RMS,
   saturation, dead units). The Recorder's hooks are attached only for the forward/backward of recorded steps
-  (from the ``w.step()`` before one to the ``w.step()`` that records it) and removed otherwise. A recorded step
+  (from the step before one to the step that records it) and removed otherwise; the recorded batch starts at the
+  first forward, of the model or of a layer the loop calls directly (``model[0](x)``). A recorded step
   reads the hooks' numbers in one host copy and the parameter gradients by the same code as ``param`` (a second
   copy), so both modes log identical ``grad_rms``.
 
@@ -42,11 +55,13 @@ The log: one JSON line per recorded step (see ``gradscope.timeline``), written w
 opened in append mode, so a crash leaves at most a torn last line, which the reader skips.
 
 ``on_nonfinite="raise"`` checks every step (one fused norm and one host sync per step, like ``every=1``) and raises
-``NonFiniteGradientError`` naming the first layer, in forward order, whose gradient is not finite; the step is logged
-first. The default, ``"record"``, only records it.
+``NonFiniteGradientError`` naming the first layer, in forward order, whose gradient is not finite, once the
+optimizer is about to apply it: from the optimizer's step pre-hook (before the update), or at the next ``w.step()``
+(or exit) when no optimizer hook fired but the parameters changed. A skipped step does not raise. The step is
+logged first. The default, ``"record"``, only records it.
 
-Memory: the Recorder's per-batch lists are emptied after each recorded step and only the last ``window`` steps are
-kept, so memory does not grow with steps.
+Memory: the Recorder's per-batch lists are emptied after each recorded step, a recorded step keeps at most
+``MAX_FORWARDS`` forwards, and only the last ``window`` steps are kept, so memory does not grow with steps.
 """
 
 from __future__ import annotations
