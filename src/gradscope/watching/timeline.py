@@ -53,6 +53,7 @@ EVENTS = ("nonfinite", "exploding", "vanishing")  # the statuses whose first ste
 DEFAULT_WINDOW = 8
 MAX_COLUMNS = 256  # heatmap columns kept while reading; renderers group them further to their width
 SKIPPED_LISTED = 100  # skipped steps listed by number (all are counted)
+MAX_LAYERS = 10_000  # layer names taken from the steps of a log without meta (more are ignored: memory stays bounded)
 MAX_LINE = 64 * 2**20  # a longer line is no step of a watch log: it is skipped without being held in memory
 SLACK = 1e-9  # relative margin of the cheap event test (TimelineBuilder._candidates)
 SKIP_REASON = "the optimizer did not step on its gradients (a GradScaler overflow, or a step the loop skipped)"
@@ -660,9 +661,9 @@ class TimelineBuilder:
 
     def _commit(self, step: Step) -> None:
         self.recorded += 1
-        if not self._from_meta:
+        if not self._from_meta and len(self._layers) < MAX_LAYERS:
             for name in step.layers:
-                if name not in self._layers:
+                if name not in self._layers and len(self._layers) < MAX_LAYERS:
                     self._layers[name] = LayerMeta(LayerFacts(name, "Module", parameters=1, trainable=True), -1)
                     self._sorted = None
         if self._window is None:
@@ -764,10 +765,11 @@ class TimelineBuilder:
             else:
                 self._loss[col][2] += 1
         base = CELL * col
+        known = self._layers
         for stat, rows in self._cells.items():
             for name, stats in step.layers.items():
                 v = stats.get(stat)
-                if v is None:
+                if v is None or name not in known:  # a name the meta does not list is not drawn
                     continue
                 row = rows.get(name)
                 if row is None:
