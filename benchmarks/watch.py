@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from gradscope import probes
-from gradscope.watch import watch
+from gradscope.watching import watch
 
 TARGETS = {("param", 1): 1.05, ("param", 100): 1.01}
 CONFIGS: list[tuple[str, int] | None] = [None, ("param", 1), ("param", 100), ("full", 1), ("full", 100)]

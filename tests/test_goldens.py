@@ -28,7 +28,7 @@ from gradscope.report.trial import render_trial_json, render_trial_terminal
 from gradscope.results import Remedy, Report, Severity, Status, Suggestion, Summary, Where
 from gradscope.trial import DataInfo, Run, Task, TrialReport
 from gradscope.vocab import Optimizer
-from gradscope.watching.timeline import LayerMeta, Step, Timeline
+from gradscope.watching.timeline import LayerMeta, Step, Timeline, TimelineBuilder
 from gradscope.watching.timeline import Run as WatchRun
 
 V, D = Status.VANISHING, Status.DEAD
@@ -263,7 +263,6 @@ def _watch_run(poisoned: bool) -> WatchRun:
 def _timeline(make_report: MakeReport, poisoned: bool) -> Timeline:
     """The timeline of the run with a hand-made report of its last four steps (no diagnosis runs)."""
     run = _watch_run(poisoned)
-    stat, names, rows = run.matrix()
     first = {"4": {"nonfinite": 10}, "0": {"vanishing": 12}} if poisoned else {}
     layers = [
         flat_layer(i, name, 2e-3 if params else None, 1e-3, type_=type_, parameters=params)
@@ -282,7 +281,11 @@ def _timeline(make_report: MakeReport, poisoned: bool) -> Timeline:
         batch_size=32,
         loss="training loss, steps 8–14",
     )
-    return Timeline(run, stat, tuple(names), tuple(s.step for s in run.steps), tuple(map(tuple, rows)), first, report)
+    builder = TimelineBuilder(source=run.source, meta=run.meta, layers=run.layers)
+    for step in run.steps:
+        builder.add(step)
+    builder.unreadable = run.skipped_lines
+    return builder.timeline(report=report, first=first)
 
 
 @pytest.mark.parametrize("poisoned", [True, False], ids=["nonfinite", "calm"])

@@ -18,7 +18,17 @@ from gradscope.errors import ConfigError, GradscopeError, ProbeError
 from gradscope.results import Report, Status
 from gradscope.scanner import scan
 from gradscope.watching import NonFiniteGradientError, Watch, watch
-from gradscope.watching.timeline import build_report, first_events, parse_log, read_log
+from gradscope.watching.timeline import (
+    EVENTS,
+    MAX_COLUMNS,
+    build_report,
+    first_events,
+    parse_log,
+    read_log,
+    read_timeline,
+)
+from gradscope.watching.timeline import Run as WatchRun
+from gradscope.watching.watch import MAX_FORWARDS
 
 
 def mlp(depth: int = 2, act: type[nn.Module] = nn.Tanh, width: int = 16) -> nn.Module:
@@ -499,3 +509,334 @@ def test_watch_leaves_user_hooks_flags_and_rng_as_training_alone_would(mode: str
     assert torch.equal(plain[1], watched[1])
     assert plain[2] == watched[2] and plain[3] == watched[3]
     assert plain[4] == watched[4]  # the user's hook stays (and fired as often), requires_grad untouched
+
+
+# -- the streaming reader --------------------------------------------------------------------------------------------
+def _brute_force_events(run: WatchRun) -> dict[str, dict[str, int]]:
+    """Every step diagnosed in full on its own: what the reader's cheap per-step test must agree with."""
+    first: dict[str, dict[str, int]] = {}
+    for step in run.steps:
+        report = build_report(WatchRun(run.meta, run.layers, (step,)), window=1)
+        for layer in report.layers:
+            if layer.status.value in EVENTS:
+                first.setdefault(layer.name, {}).setdefault(layer.status.value, step.step)
+    return first
+
+
+def _random_log(path: Path, steps: int, seed: int) -> Path:
+    """A full-mode log of a real 6-Linear tanh MLP whose step values are drawn at random over 14 orders of
+    magnitude (a few NaN): every combination of vanishing, exploding, forward growth and non-finite layers."""
+    import random
+
+    model = mlp(depth=5)
+    with watch(model, mode="full", log=path) as w:
+        train(model, w, 1)
+    lines = path.read_text().splitlines()
+    template = json.loads(lines[0])
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for k in range(steps):
+            obj = json.loads(json.dumps(template))
+            if k:
+                del obj["meta"]
+            obj["step"] = k
+            for layer in obj["layers"]:
+                bad = []
+                for stat in ("grad_rms", "signal_rms", "activation_rms"):
+                    if layer.get(stat) is None:
+                        continue
+                    if rng.random() < 0.01:
+                        layer[stat] = None
+                        bad.append(stat)
+                    else:
+                        layer[stat] = 10 ** rng.uniform(-9, 5 if stat == "activation_rms" else 2)
+                if bad:
+                    layer["nonfinite"] = bad
+            f.write(json.dumps(obj) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_first_events_equal_a_full_diagnosis_of_every_step(tmp_path: Path, seed: int) -> None:
+    run = read_log(_random_log(tmp_path / "run.jsonl", 300, seed))
+    expected = _brute_force_events(run)
+    assert expected  # the random values do make events
+    assert first_events(run) == expected
+    assert read_timeline(tmp_path / "run.jsonl").first == expected
+
+
+@pytest.mark.parametrize(
+    ("act", "gain", "poison"),
+    [(nn.Sigmoid, 1.0, None), (nn.ReLU, 8.0, None), (nn.ReLU, 1.0, 5)],
+    ids=["vanishing", "growing", "nonfinite"],
+)
+def test_first_events_of_real_runs_equal_a_full_diagnosis(
+    tmp_path: Path, act: type[nn.Module], gain: float, poison: int | None
+) -> None:
+    model = mlp(depth=6, act=act)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(gain)
+    with watch(model, mode="full", log=tmp_path / "run.jsonl") as w:
+        train(model, w, 12, lr=0.01, poison={poison: "2.weight"} if poison is not None else None)
+    run = read_log(tmp_path / "run.jsonl")
+    expected = _brute_force_events(run)
+    assert expected
+    assert read_timeline(tmp_path / "run.jsonl").first == expected
+
+
+@pytest.mark.slow  # reads 20,000-step logs
+def test_long_log_heatmap_is_downsampled_and_memory_is_flat(tmp_path: Path) -> None:
+    """Columns hold consecutive steps, at most MAX_COLUMNS of them; reading 20x more steps allocates no more."""
+    model = mlp()
+    with watch(model, log=tmp_path / "run.jsonl") as w:
+        train(model, w, 3)
+    lines = (tmp_path / "run.jsonl").read_text().splitlines()
+
+    def write(n: int) -> Path:
+        path = tmp_path / f"run{n}.jsonl"
+        with path.open("w") as f:
+            f.write(lines[0] + "\n")
+            for k in range(1, n):
+                obj = json.loads(lines[1 + k % 2])
+                obj["step"] = k
+                f.write(json.dumps(obj) + "\n")
+        return path
+
+    peaks = []
+    for n in (1_000, 20_000):
+        path = write(n)
+        read_timeline(path)  # warm-up: imports, caches
+        tracemalloc.start()
+        t = read_timeline(path)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert t.recorded == n and len(t.columns) <= MAX_COLUMNS
+        assert [c.first for c in t.columns] == sorted(c.first for c in t.columns)
+        assert sum(c.count for c in t.columns) == n and t.columns[-1].last == n - 1
+        assert all(a.last + 1 == b.first for a, b in zip(t.columns, t.columns[1:], strict=False))
+        assert [s.step for s in t.run.steps] == list(range(n - 8, n))  # the report's window: the last 8 steps
+    assert peaks[1] < 1.5 * peaks[0] + 100_000, peaks
+    grouped = read_timeline(write(600))
+    single = read_timeline(write(200))
+    assert len(single.columns) == 200 and all(c.count == 1 for c in single.columns)
+    assert single.rows[0][1:3] == tuple(json.loads(lines[1 + k % 2])["layers"][0]["grad_rms"] for k in (1, 2))
+    assert {c.count for c in grouped.columns} <= {2, 4}
+
+
+def test_skipped_step_lines_are_left_out_and_counted(tmp_path: Path) -> None:
+    model = mlp()
+    log = tmp_path / "run.jsonl"
+    with watch(model, log=log) as w:
+        train(model, w, 4, poison={3: "2.weight"})
+    with log.open("a") as f:  # as watch marks a step whose gradients the optimizer did not apply
+        f.write(json.dumps({"skipped_step": 3, "reason": "test"}) + "\n")
+    t = read_timeline(log)
+    assert t.recorded == 3 and t.skipped.count == 1 and t.skipped.steps == (3,)
+    assert t.first == {} and [s.step for s in t.run.steps] == [0, 1, 2]
+    assert t.report.healthy and "1 skipped step(s) left out" in t.report.probe.loss
+    run = read_log(log)
+    assert [s.step for s in run.steps] == [0, 1, 2] and run.skipped.count == 1
+
+
+# -- counting steps ----------------------------------------------------------------------------------------------
+def _logged(log: Path) -> tuple[list[int], list[int]]:
+    """(recorded steps, skipped steps) in the log's order."""
+    recorded, skipped = [], []
+    for line in log.read_text().splitlines():
+        obj = json.loads(line)
+        (skipped.append(obj["skipped_step"]) if "skipped_step" in obj else recorded.append(obj["step"]))
+    return recorded, skipped
+
+
+def _skipping_loop(
+    model: nn.Module, opt: torch.optim.Optimizer, w: Watch | None, bad: set[int], steps: int = 6
+) -> None:
+    """A loop that skips the optimizer step when the loss is not finite (steps in ``bad`` have a NaN loss)."""
+    for i in range(steps):
+        b = batch(i)
+        loss = loss_fn(model(b[0]), b) * (math.nan if i in bad else 1.0)
+        loss.backward()
+        if w is not None:
+            w.step(loss)
+        if torch.isfinite(loss):
+            opt.step()
+        opt.zero_grad()
+
+
+@pytest.mark.parametrize("explicit", [True, False], ids=["w.step", "no-w.step"])
+def test_a_step_the_loop_skips_is_logged_as_skipped(tmp_path: Path, explicit: bool) -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    log = tmp_path / "run.jsonl"
+    with watch(model, log=log) as w:
+        _skipping_loop(model, opt, w if explicit else None, bad={0, 3})
+    recorded, skipped = _logged(log)
+    assert skipped == [0, 3] and w.skipped == 2 and w.steps_seen == 6
+    assert recorded == ([0, 1, 2, 3, 4, 5] if explicit else [1, 2, 4, 5])  # w.step() records it, then marks it
+    t = read_timeline(log)
+    assert t.skipped.count == 2 and t.first == {} and t.report.healthy
+    assert [s.step for s in w.steps] == [1, 2, 4, 5] and w.report().healthy
+
+
+def test_on_nonfinite_raise_lets_a_skipped_step_pass_and_stops_an_applied_one() -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with watch(model, on_nonfinite="raise") as w:
+        _skipping_loop(model, opt, w, bad={2})  # skipped: no error
+    assert w.skipped == 1
+    with pytest.raises(NonFiniteGradientError, match="step 2") as info, watch(model, on_nonfinite="raise") as w:
+        train(model, w, 5, poison={2: "0.weight"})
+    assert info.value.step == 2
+    # raised from the optimizer's step pre-hook: the NaN never reached the weights
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_w_step_after_optimizer_step_counts_each_step_once(tmp_path: Path) -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with watch(model, log=tmp_path / "run.jsonl") as w:
+        for i in range(4):
+            b = batch(i)
+            loss = loss_fn(model(b[0]), b)
+            loss.backward()
+            opt.step()
+            w.step(loss)  # after the step: the pre-hook counted step 0, this call is the same step
+            opt.zero_grad()
+    assert w.steps_seen == 4 and _logged(tmp_path / "run.jsonl") == ([0, 1, 2, 3], [])
+
+
+def test_gradient_accumulation_and_closures_count_optimizer_steps() -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with watch(model, every=1) as w:
+        for i in range(3):
+            for j in range(4):  # four micro-batches per optimizer step
+                b = batch(4 * i + j, 8)
+                loss_fn(model(b[0]), b).backward()
+            opt.step()
+            opt.zero_grad()
+    assert w.steps_seen == 3 and w.skipped == 0
+    lbfgs = torch.optim.LBFGS(model.parameters(), max_iter=3)
+    b = batch(0)
+
+    def closure() -> torch.Tensor:
+        lbfgs.zero_grad()
+        loss = loss_fn(model(b[0]), b)
+        loss.backward()
+        return loss
+
+    with watch(model, every=1) as w:
+        for _ in range(2):
+            lbfgs.step(closure)  # several backwards inside one step: counted once, at the post-hook
+    assert w.steps_seen == 2 and w.skipped == 0 and w.steps[0].layers["0"]["grad_rms"] > 0
+
+
+def test_the_first_optimizer_to_step_the_model_counts_and_others_do_not() -> None:
+    model, other = mlp(), mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    unrelated = torch.optim.SGD(other.parameters(), lr=0.1)
+    second = torch.optim.SGD(model[0].parameters(), lr=0.1)
+    with watch(model) as w:
+        for i in range(3):
+            b = batch(i)
+            loss_fn(model(b[0]), b).backward()
+            loss_fn(other(b[0]), b).backward()
+            opt.step()
+            second.step()
+            unrelated.step()
+            opt.zero_grad()
+            second.zero_grad()
+            unrelated.zero_grad()
+    assert w.steps_seen == 3
+
+
+def test_full_mode_without_w_step_records_the_forward(tmp_path: Path) -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with watch(model, mode="full", every=2, log=tmp_path / "run.jsonl") as w:
+        train(model, None, 5)
+        del opt
+    assert [s.step for s in w.steps] == [0, 2, 4]
+    assert all(s.layers["1"]["activation_rms"] > 0 and s.layers["1"]["signal_rms"] > 0 for s in w.steps)
+
+
+def test_full_mode_memory_is_bounded_in_a_loop_that_never_steps() -> None:
+    model = mlp()
+    x = batch(0)[0]
+    with watch(model, mode="full"):
+        for _ in range(MAX_FORWARDS + 10):  # warm-up: the batch starts over after MAX_FORWARDS forwards
+            model(x)
+        gc.collect()
+        tracemalloc.start()
+        for _ in range(MAX_FORWARDS):
+            model(x)
+        gc.collect()
+        early = tracemalloc.get_traced_memory()[0]
+        for _ in range(2 * MAX_FORWARDS):
+            model(x)
+        gc.collect()
+        late = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    assert late - early < 64_000, late - early
+
+
+def test_replaced_parameter_and_added_layer_warn_once_each() -> None:
+    model = mlp()
+    with pytest.warns(UserWarning, match=r"'0\.weight' was added to the model after watch\(\) started") as caught:
+        with watch(model) as w:
+            train(model, w, 1)
+            model[0].weight = nn.Parameter(model[0].weight.detach().clone())
+            train(model, w, 3, start=1)
+    assert sum("0.weight" in str(c.message) for c in caught) == 1
+    with pytest.warns(UserWarning, match=r"'extra', 'head' were added"), watch(model) as w:
+        model.add_module("extra", nn.Identity())
+        model.head = nn.Linear(4, 4)
+        train(model[:5], w, 1)
+
+
+def test_report_of_steps_without_gradients_is_a_clear_error() -> None:
+    model = mlp()
+    with watch(model) as w:
+        w.step()  # before any backward: nothing to measure
+    with pytest.raises(ProbeError, match="measured no layer"):
+        w.report()
+
+
+def test_cli_report_says_what_was_skipped_and_what_is_empty(tmp_path: Path) -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    log = tmp_path / "run.jsonl"
+    with watch(model, log=log) as w:
+        _skipping_loop(model, opt, w, bad={1})
+    text = invoke("report", log)
+    assert text.code == 0 and "1 step skipped (1)" in text.stdout
+    md = invoke("report", log, "--format", "markdown")
+    assert "1 step skipped (1)" in md.stdout
+    doc = json.loads(invoke("report", log, "--format", "json").stdout)
+    assert doc["skipped_steps"] == {"count": 1, "steps": [1]} and doc["recorded_steps"] == 5
+    all_skipped = tmp_path / "skipped.jsonl"
+    all_skipped.write_text(json.dumps({"skipped_step": 0, "reason": "x"}) + "\n")
+    assert_one_line_error(invoke("report", all_skipped), "skipped", "nothing to report")
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        ({"layers": "nope"}, "'layers' must be a list"),
+        ({"layers": [{"name": 1}]}, "'name' must be a string"),
+        ({"layers": [{"name": "0", "order": "x"}]}, "'order' must be an integer"),
+        ({"window": "many"}, "'window' must be an integer"),
+        ({"parameters": -1}, "'parameters' must be an integer"),
+    ],
+)
+def test_cli_report_malformed_meta_is_one_line(tmp_path: Path, edit: dict[str, object], needle: str) -> None:
+    model = mlp()
+    log = tmp_path / "run.jsonl"
+    with watch(model, log=log) as w:
+        train(model, w, 2)
+    lines = log.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["meta"].update(edit)
+    log.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    assert_one_line_error(invoke("report", log), "run.jsonl", needle)

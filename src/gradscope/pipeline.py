@@ -289,10 +289,11 @@ def trial_target(
 
 
 def timeline_of(log: str | os.PathLike[str], *, window: int | None = None, config: Config | None = None) -> Timeline:
-    """``gradscope report``: a watch log read back into a timeline and the report of its last ``window`` steps."""
-    from .watching import Timeline, read_log
+    """``gradscope report``: a watch log read back, in one streaming pass, into a timeline and the report of its
+    last ``window`` steps."""
+    from .watching import read_timeline
 
-    return Timeline.of(read_log(log), window=window, config=config)
+    return read_timeline(log, window=window, config=config)
 
 
 __all__ = [

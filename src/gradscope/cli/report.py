@@ -1,7 +1,9 @@
 """``gradscope report RUN.jsonl``: the timeline of a run recorded by ``gradscope.watch``.
 
 Exit codes as ``scan``: 0 healthy, 1 findings at or above ``--fail-on`` in the report of the last ``--window``
-recorded steps, 2 bad input (one line on stderr).
+recorded steps, 2 bad input (one line on stderr): a missing or unreadable log, no recorded step, every step
+skipped, no layer measured in the window, a malformed meta line, stdout that cannot be written. The log is read in
+one pass (``watching.timeline.read_timeline``): memory independent of its length, time linear in it.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from ..watching.timeline import EVENTS, Timeline
+from ..watching.timeline import EMPTY, EVENTS, Cell, Timeline
 from .fmt import sci
 
 SHADES = " ░▒▓█"  # low → high, on a log scale fitted to the run's own range
@@ -23,23 +23,20 @@ TIMELINE_SCHEMA = "gradscope.timeline/1"
 
 
 def columns(steps: Sequence[int], width: int) -> list[list[int]]:
-    """Step indices grouped into at most ``width`` columns (consecutive, near-equal groups)."""
+    """Indices of the timeline's columns grouped into at most ``width`` (consecutive, near-equal groups)."""
     n = len(steps)
     if n <= width:
         return [[i] for i in range(n)]
     return [list(range(c * n // width, (c + 1) * n // width)) for c in range(width)]
 
 
-def _cell_value(row: Sequence[float | None], group: Sequence[int]) -> float | None:
-    values = [row[i] for i in group if row[i] is not None]
-    if not values:
-        return None
-    if any(not math.isfinite(v) for v in values):  # type: ignore[arg-type]
-        return math.nan
-    positive = [v for v in values if v is not None and v > 0]
-    if not positive:
-        return 0.0
-    return math.exp(sum(math.log(v) for v in positive) / len(positive))  # geometric mean of the group
+def _cell_value(row: Sequence[Cell], group: Sequence[int]) -> float | None:
+    """The group's cells as one: the geometric mean of every positive value in them, NaN if any was not finite,
+    None if none was measured."""
+    total = EMPTY
+    for i in group:
+        total = total + row[i]
+    return total.value
 
 
 def _bounds(rows: Sequence[Sequence[float | None]]) -> tuple[float, float] | None:
@@ -68,11 +65,11 @@ def heatmap_lines(t: Timeline, width: int) -> list[str]:
     cols = columns(t.steps, max(8, width - label - 3))
     bounds = _bounds(t.rows)
     lines = []
-    for name, row in zip(t.names, t.rows, strict=True):
+    for name, row in zip(t.names, t.cells, strict=True):
         cells = "".join(shade(_cell_value(row, g), bounds) for g in cols)
         lines.append(f"{_short(name or '(root)', label):<{label}} │{cells}│")
     if cols:
-        first, last = t.steps[cols[0][0]], t.steps[cols[-1][-1]]
+        first, last = t.columns[cols[0][0]].first, t.columns[cols[-1][-1]].last
         axis = f"step {first}"
         end = f"{last}"
         span = len(cols)
@@ -107,10 +104,12 @@ def render_timeline_terminal(t: Timeline, console: Console) -> None:
     meta = run.meta
     head = Text(
         f"gradscope watch · {meta.get('model', 'model')} · mode {meta.get('mode', '?')} · every "
-        f"{meta.get('every', '?')} · {len(run.steps)} recorded steps",
+        f"{meta.get('every', '?')} · {t.recorded} recorded steps",
         style="bold",
     )
     console.print(head)
+    if t.skipped.count:
+        console.print(Text(f"{skipped_line(t)}: left out of the heatmap and the report", style="yellow"))
     if run.skipped_lines:
         console.print(
             Text(f"{run.skipped_lines} unreadable line(s) skipped (a torn last line from a crash?)", style="yellow")
@@ -134,7 +133,15 @@ def render_timeline_terminal(t: Timeline, console: Console) -> None:
     render_terminal(t.report, console)
 
 
+def skipped_line(t: Timeline) -> str:
+    """``1 step skipped (3): the optimizer did not step on its gradients (...)``."""
+    from ..watching.timeline import SKIP_REASON
+
+    return f"{t.skipped.text()}: {SKIP_REASON}"
+
+
 def timeline_dict(t: Timeline) -> dict[str, Any]:
+    """The ``gradscope.timeline/1`` document (README, "The timeline JSON")."""
     from ..results import json_safe
 
     data: dict[str, Any] = json_safe(
@@ -143,11 +150,14 @@ def timeline_dict(t: Timeline) -> dict[str, Any]:
             "source": t.run.source,
             "meta": {k: v for k, v in t.run.meta.items() if k != "layers"},
             "skipped_lines": t.run.skipped_lines,
+            "recorded_steps": t.recorded,
+            "skipped_steps": {"count": t.skipped.count, "steps": list(t.skipped.steps)},
             "stat": t.stat,
             "steps": list(t.steps),
+            "columns": [{"first": c.first, "last": c.last, "count": c.count} for c in t.columns],
             "layers": list(t.names),
             "values": [list(r) for r in t.rows],
-            "loss": [s.loss for s in t.run.steps],
+            "loss": [c.loss for c in t.columns],
             "first": {name: dict(events) for name, events in t.first.items()},
             "report": t.report.to_dict(),
         }
@@ -166,11 +176,12 @@ def render_timeline_markdown(t: Timeline) -> str:
     out = [
         f"# gradscope watch: {meta.get('model', 'model')}",
         "",
-        f"mode `{meta.get('mode', '?')}`, every {meta.get('every', '?')} step(s), {len(t.run.steps)} recorded "
-        f"steps ({t.steps[0]}–{t.steps[-1]})"
-        if t.steps
+        f"mode `{meta.get('mode', '?')}`, every {meta.get('every', '?')} step(s), {t.recorded} recorded "
+        f"steps ({t.columns[0].first}–{t.columns[-1].last})"
+        if t.columns
         else "no steps",
         "",
+        *([f"{skipped_line(t)}; left out of the heatmap and the report.", ""] if t.skipped.count else []),
         f"## {t.stat} over steps",
         "",
         "```",
@@ -200,11 +211,12 @@ def render_timeline_html(t: Timeline) -> str:
     bounds = _bounds(t.rows)
     cols = columns(t.steps, 200)
     cells = []
-    for name, row in zip(t.names, t.rows, strict=True):
+    for name, row in zip(t.names, t.cells, strict=True):
         tds = []
         for group in cols:
             v = _cell_value(row, group)
-            step = t.steps[group[0]]
+            first, last = t.columns[group[0]].first, t.columns[group[-1]].last
+            step = f"step {first}" if first == last else f"steps {first}–{last}"
             if v is None:
                 color, label = "#eee", "not measured"
             elif not math.isfinite(v):
@@ -213,7 +225,7 @@ def render_timeline_html(t: Timeline) -> str:
                 x = 0.0 if (bounds is None or v <= 0) else (math.log10(v) - bounds[0]) / (bounds[1] - bounds[0])
                 light = int(95 - 70 * max(0.0, min(1.0, x)))
                 color, label = f"hsl(215,70%,{light}%)", sci(v)
-            tds.append(f'<td style="background:{color}" title="step {step}: {e(label)}"></td>')
+            tds.append(f'<td style="background:{color}" title="{step}: {e(label)}"></td>')
         cells.append(f"<tr><th>{e(name or '(root)')}</th>{''.join(tds)}</tr>")
     events = event_rows(t)
     event_html = (
@@ -235,14 +247,15 @@ def render_timeline_html(t: Timeline) -> str:
         "".join(f"<li>{e(s.remedy.value)}: {e(s.reason)}</li>" for s in t.report.suggestions) or "<li>none</li>"
     )
     meta = t.run.meta
+    skipped = f"\n<p>{e(skipped_line(t))}; left out of the heatmap and the report.</p>" if t.skipped.count else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>gradscope watch: {e(str(meta.get("model", "model")))}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}} table.hm{{border-collapse:collapse}}
 table.hm td{{width:4px;height:14px;padding:0}} table.hm th{{text-align:right;font-weight:normal;padding-right:6px;
 font-family:monospace}} table.ev td,table.ev th{{padding:2px 10px;text-align:right}}</style></head><body>
 <h1>gradscope watch: {e(str(meta.get("model", "model")))}</h1>
-<p>mode {e(str(meta.get("mode", "?")))}, every {e(str(meta.get("every", "?")))} step(s), {len(t.steps)} recorded
-steps; {e(t.stat)} per layer, darker = larger (log scale), red = non-finite.</p>
+<p>mode {e(str(meta.get("mode", "?")))}, every {e(str(meta.get("every", "?")))} step(s), {t.recorded} recorded
+steps; {e(t.stat)} per layer, darker = larger (log scale), red = non-finite.</p>{skipped}
 <table class=hm>{"".join(cells)}</table>
 <h2>First bad step</h2>{event_html}
 <h2>Findings (last {t.report.probe.batches} recorded steps)</h2><ul>{findings}</ul>

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .timeline import Timeline, build_report, read_log
+from .timeline import Timeline, build_report, read_log, read_timeline
 from .watch import NonFiniteGradientError, OnNonFinite, Watch, WatchMode, watch
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "WatchMode",
     "build_report",
     "read_log",
+    "read_timeline",
     "watch",
 ]
