@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 import pytest
 from helpers import Golden, MakeReport, finding, flat_layer, make_policy, render_text, strip_trailing
@@ -26,7 +27,7 @@ from gradscope.report.junit import render_junit
 from gradscope.report.timeline import render_timeline_json, render_timeline_markdown, render_timeline_terminal
 from gradscope.report.trial import render_trial_json, render_trial_terminal
 from gradscope.results import Remedy, Report, Severity, Status, Suggestion, Summary, Where
-from gradscope.trial import DataInfo, Run, Task, TrialReport
+from gradscope.trial import Arm, DataInfo, Run, Task, TrialReport
 from gradscope.vocab import Optimizer
 from gradscope.watching.timeline import LayerMeta, Step, Timeline, TimelineBuilder
 from gradscope.watching.timeline import Run as WatchRun
@@ -152,10 +153,10 @@ def _trial(**changes: object) -> TrialReport:
         "steps": 60,
         "optimizer": Optimizer.ADAM,
         "lr": 1e-3,
-        "seed": 0,
+        "seeds": (0,),
         "batch_size": 64,
         "data": DataInfo("dataset", 1438, 359, Task.CLASSIFICATION, 10, "cross_entropy"),
-        "runs": (),
+        "arms": (),
         "best": None,
         "helps": False,
         "target": "examples/deep_sigmoid.py",
@@ -164,39 +165,95 @@ def _trial(**changes: object) -> TrialReport:
     return TrialReport(**(fields | changes))  # type: ignore[arg-type]
 
 
+def _arm(*runs: Run) -> Arm:
+    return Arm(runs[0].remedy, tuple(replace(r, seed=k) for k, r in enumerate(runs)))
+
+
 TRIALS = {
-    # Normalization rescues the model, clipping barely helps, an over-strong penalty diverges.
+    # Three seeds. Normalization rescues the model, clipping barely helps, an over-strong penalty diverges.
     "helps": _trial(
-        runs=(
-            Run("none", 2.301, 2.302, 0.1, _curve(2.31, 2.30, 60), 60, False),
-            Run(
-                "normalization", 0.152, 0.231, 0.94, _curve(2.31, 0.15, 60), 60, False, (NORM, CLIP), ((PSEUDO, "n/a"),)
+        seeds=(0, 1, 2),
+        arms=(
+            _arm(
+                Run("none", 2.301, 2.302, 0.1, _curve(2.31, 2.30, 60), 60, False),
+                Run("none", 2.302, 2.303, 0.09, _curve(2.31, 2.30, 60), 60, False),
+                Run("none", 2.300, 2.301, 0.11, _curve(2.31, 2.30, 60), 60, False),
             ),
-            Run("clip", 2.05, 2.07, 0.21, _curve(2.31, 2.05, 60), 60, False, (CLIP,)),
-            Run("regularize", None, None, None, (2.31, 2.6, 3.4, 4.1, math.nan), 5, True, (HUGE_L2,)),
+            _arm(
+                Run(
+                    "normalization",
+                    0.152,
+                    0.231,
+                    0.94,
+                    _curve(2.31, 0.15, 60),
+                    60,
+                    False,
+                    (NORM, CLIP),
+                    ((PSEUDO, "n/a"),),
+                ),
+                Run(
+                    "normalization",
+                    0.171,
+                    0.25,
+                    0.92,
+                    _curve(2.31, 0.17, 60),
+                    60,
+                    False,
+                    (NORM, CLIP),
+                    ((PSEUDO, "n/a"),),
+                ),
+                Run(
+                    "normalization",
+                    0.14,
+                    0.22,
+                    0.95,
+                    _curve(2.31, 0.14, 60),
+                    60,
+                    False,
+                    (NORM, CLIP),
+                    ((PSEUDO, "n/a"),),
+                ),
+            ),
+            _arm(
+                Run("clip", 2.05, 2.07, 0.21, _curve(2.31, 2.05, 60), 60, False, (CLIP,)),
+                Run("clip", 2.1, 2.11, 0.18, _curve(2.31, 2.1, 60), 60, False, (CLIP,)),
+                Run("clip", 2.0, 2.02, 0.24, _curve(2.31, 2.0, 60), 60, False, (CLIP,)),
+            ),
+            _arm(
+                Run("regularize", None, None, None, (2.31, 2.6, 3.4, 4.1, math.nan), 5, True, (HUGE_L2,)),
+                Run("regularize", None, None, None, (2.31, 2.7, 3.5, math.nan), 4, True, (HUGE_L2,)),
+                Run("regularize", None, None, None, (2.31, 2.5, 3.3, 4.0, 4.2, math.nan), 6, True, (HUGE_L2,)),
+            ),
         ),
         best="normalization",
         helps=True,
-    ),
-    # The best run beats the untreated one but is far from trained: the caveat.
+    ),  # fmt: skip
+    # One seed: the best run beats the untreated one but is far from trained: the caveat.
     "caveat": _trial(
         data=DataInfo("synthetic", 819, 205, Task.CLASSIFICATION, 4, "cross_entropy"),
         optimizer=Optimizer.SGD,
         lr=0.1,
         steps=5,
-        runs=(
-            Run("none", 1.39, 1.38, 0.25, (1.39, 1.39, 1.38, 1.38, 1.38), 5, False),
-            Run("normalization", 1.2, 1.21, 0.41, (1.39, 1.33, 1.28, 1.24, 1.2), 5, False, (NORM,)),
+        arms=(
+            _arm(Run("none", 1.39, 1.38, 0.25, (1.39, 1.39, 1.38, 1.38, 1.38), 5, False)),
+            _arm(Run("normalization", 1.2, 1.21, 0.41, (1.39, 1.33, 1.28, 1.24, 1.2), 5, False, (NORM,))),
         ),
         best="normalization",
         helps=True,
         target=None,
     ),
-    # A healthy regression model: only the untreated run, with a note.
+    # A healthy regression model: only the untreated run, with a note; the seeds kept the model's own init.
     "untreated": _trial(
         data=DataInfo("dataset", 48, 12, Task.REGRESSION, None, "mse"),
         steps=150,
-        runs=(Run("none", 0.031, 0.044, None, _curve(1.2, 0.031, 100), 150, False),),
+        seeds=(0, 1),
+        init_varies=False,
+        arms=(
+            _arm(
+                Run("none", 0.031, 0.044, None, _curve(1.2, 0.031, 100), 150, False),
+                Run("none", 0.035, 0.046, None, _curve(1.2, 0.035, 100), 150, False),
+            ),
+        ),
         note="the scan found nothing to treat: only the untreated model was trained",
     ),
 }

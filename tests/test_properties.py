@@ -287,8 +287,10 @@ def test_trial_leaves_the_model_and_rng_as_found(spec: dict[str, Any]) -> None:
     )
     seed_everything(spec["rng"])
     before = snapshot(model)
-    result = run_trial(model, data=data, candidates={}, steps=3, optimizer="sgd", lr=None, seed=0, batch_size=8)
-    assert result.runs
+    result = run_trial(
+        model, data=data, candidates={}, steps=3, optimizer="sgd", lr=None, seed=0, seeds=1, batch_size=8
+    )
+    assert result.arms
     assert_same(before, snapshot(model))
 
 

@@ -37,8 +37,10 @@ from gradscope.results import Remedy, Suggestion, Where
 from gradscope.scanner import scan
 from gradscope.trial import (
     SCHEMA,
+    Arm,
     Plan,
     Run,
+    Stat,
     Task,
     TrialReport,
     check_data,
@@ -90,7 +92,7 @@ def clusters(n: int = 120, inputs: int = 8, classes: int = 3) -> tuple[torch.Ten
 def trial_of(model: nn.Module, **overrides: Any) -> TrialReport:
     """``run_trial`` with a short, cheap default: 3 SGD steps on the clusters, no remedy, batch 8, seed 0."""
     kwargs: dict[str, Any] = dict(
-        data=clusters(), candidates={}, steps=3, optimizer="sgd", lr=None, seed=0, batch_size=8
+        data=clusters(), candidates={}, steps=3, optimizer="sgd", lr=None, seed=0, seeds=1, batch_size=8
     )
     return run_trial(model, **(kwargs | overrides))
 
@@ -111,12 +113,21 @@ def test_digits_normalization_rescues_a_deep_sigmoid_mlp() -> None:
     assert [s.remedy.value for s in chosen.selected["normalization"]] == ["normalization", "clip"]
     assert "clip" not in chosen.selected
     report = run_trial(
-        model, data=digits(), candidates=chosen.selected, steps=200, optimizer="adam", lr=None, seed=0, batch_size=64
+        model,
+        data=digits(),
+        candidates=chosen.selected,
+        steps=200,
+        optimizer="adam",
+        lr=None,
+        seed=0,
+        seeds=2,
+        build=lambda seed: deep_sigmoid(seed=seed),
+        batch_size=64,
     )
-    none = report.run("none")
-    assert none.test_accuracy is not None and none.test_accuracy < 0.3
-    assert report.best == "normalization", [(r.remedy, r.test_accuracy) for r in report.runs]
-    assert report.run("normalization").test_accuracy >= 0.90  # type: ignore[operator]
+    none = report.arm("none").accuracy
+    assert none is not None and none.max < 0.3
+    assert report.best == "normalization", [(a.remedy, a.accuracy) for a in report.arms]
+    assert report.arm("normalization").accuracy.min >= 0.90  # type: ignore[union-attr]
     assert report.helps
     assert report.data.source == "dataset" and report.data.classes == 10
     assert (report.data.train, report.data.test) == (1438, 359)
@@ -129,8 +140,8 @@ def test_digits_normalization_rescues_a_deep_sigmoid_mlp() -> None:
     text = _terminal(report)
     assert "\x1b[" not in text
     assert all(len(line) <= 100 for line in text.splitlines())
-    for run in report.runs:
-        assert any(line.startswith(run.remedy + " ") for line in text.splitlines()), run.remedy
+    for arm in report.arms:
+        assert any(line.startswith(arm.remedy + " ") for line in text.splitlines()), arm.remedy
     assert "★ best, helps" in text and "Best: normalization" in text and "It helps" in text
 
 
@@ -146,32 +157,64 @@ def test_same_seed_same_json_and_model_untouched() -> None:
     a, b = run_trial(model, **kwargs), run_trial(model, **kwargs)
     assert json.dumps(without_timing(a.to_dict())) == json.dumps(without_timing(b.to_dict()))
     c = run_trial(model, **{**kwargs, "seed": 4})
-    assert c.to_dict()["runs"][0]["curve"] != a.to_dict()["runs"][0]["curve"]
+    assert c.to_dict()["arms"][0]["runs"][0]["curve"] != a.to_dict()["arms"][0]["runs"][0]["curve"]
+    # three seeds by default (trial.seeds), each with its own minibatch order
+    curves = [r["curve"] for r in a.to_dict()["arms"][0]["runs"]]
+    assert len(curves) == 3 and curves[0] != curves[1] != curves[2]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.equal(rng, torch.get_rng_state())
     assert a.lr == 0.1 and a.optimizer.value == "sgd"
 
 
+def test_seeds_rebuild_the_model_through_build() -> None:
+    built: list[int] = []
+
+    def build(seed: int) -> nn.Module:
+        built.append(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(100 + seed)
+            return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    model = build(7)
+    built.clear()
+    report = trial_of(model, steps=5, seed=7, seeds=3, build=build)
+    assert built == [8, 9] and report.seeds == (7, 8, 9) and report.init_varies
+    # the same batches for every arm of a seed, other weights for every seed: the first losses differ
+    firsts = [r.curve[0] for r in report.untreated.runs]
+    assert len(set(firsts)) == 3
+    assert "seeds 7–9" in _terminal(report)
+    same_init = trial_of(model, steps=5, seed=7, seeds=2)
+    assert not same_init.init_varies and "same init" in _terminal(same_init)
+    with pytest.raises(ConfigError, match="--seeds 0"):
+        trial_of(model, seeds=0)
+
+
 def test_json_schema() -> None:
-    report = trial_of(small_mlp(), candidates={"clip": (clip(),)}, steps=150, optimizer="adam", batch_size=16)
+    report = trial_of(small_mlp(), candidates={"clip": (clip(),)}, steps=150, optimizer="adam", batch_size=16, seeds=2)
     d = json.loads(render_trial_json(report))
-    assert d["schema"] == SCHEMA == "gradscope.trial/1"
-    assert {"schema", "steps", "optimizer", "lr", "seed", "data", "runs", "best", "helps", "timing"} <= set(d)
-    assert d["lr"] == 1e-3 and d["steps"] == 150
+    assert d["schema"] == SCHEMA == "gradscope.trial/2"
+    keys = {"schema", "steps", "optimizer", "lr", "seeds", "init_varies", "data", "arms", "best", "helps", "timing"}
+    assert keys <= set(d)
+    assert d["lr"] == 1e-3 and d["steps"] == 150 and d["seeds"] == [0, 1]
     assert {"source": "dataset", "train": 96, "test": 24}.items() <= d["data"].items()
-    assert [r["remedy"] for r in d["runs"]] == ["none", "clip"]
-    for r in d["runs"]:
-        assert {"remedy", "final_train_loss", "test_loss", "test_accuracy", "curve", "applied", "skipped"} <= set(r)
-        assert len(r["curve"]) == 100 and all(isinstance(v, float) for v in r["curve"])
-    assert d["runs"][1]["applied"][0]["remedy"] == "clip"
-    assert d["runs"][0]["applied"] == []
+    assert [a["remedy"] for a in d["arms"]] == ["none", "clip"]
+    for a in d["arms"]:
+        assert {"remedy", "diverged", "test_accuracy", "test_loss", "final_train_loss", "applied", "skipped"} <= set(a)
+        accuracies = [r["test_accuracy"] for r in a["runs"]]
+        assert a["test_accuracy"] == {"mean": sum(accuracies) / 2, "min": min(accuracies), "max": max(accuracies)}
+        assert [r["seed"] for r in a["runs"]] == [0, 1]
+        for r in a["runs"]:
+            assert {"seed", "final_train_loss", "test_loss", "test_accuracy", "curve", "diverged"} <= set(r)
+            assert len(r["curve"]) == 100 and all(isinstance(v, float) for v in r["curve"])
+    assert d["arms"][1]["applied"][0]["remedy"] == "clip"
+    assert d["arms"][0]["applied"] == []
     assert d["best"] == "clip" and isinstance(d["helps"], bool)
     assert set(d["timing"]) >= {"seconds"}
 
 
 def test_curve_is_bucketed_means() -> None:
     report = trial_of(small_mlp(), steps=7, lr=0.01)
-    assert len(report.runs[0].curve) == 7  # fewer steps than points: one point per step
+    assert len(report.arms[0].curve) == 7  # fewer steps than points: one point per step
 
 
 # ---------------------------------------------------------------------------------------------- divergence
@@ -181,21 +224,26 @@ def test_a_diverged_run_stops_and_is_never_best() -> None:
     model = small_mlp()
     huge = Suggestion(Remedy.REGULARIZE, ("0", "3"), Where.MODEL, {"penalty": "l2", "lambda": 1e30}, "test", ())
     report = trial_of(model, candidates={"regularize": (huge,), "clip": (clip(),)}, steps=50, batch_size=16)
-    bad = report.run("regularize")
+    bad = report.arm("regularize").runs[0]
     assert bad.diverged and bad.steps_run < 50
     assert bad.test_loss is None and bad.test_accuracy is None and bad.final_train_loss is None
     assert bad.curve and math.isnan(bad.curve[-1])
     assert report.best == "clip"
     d = json.loads(render_trial_json(report))  # strict: NaN written as null
-    assert d["runs"][1]["curve"][-1] is None and d["runs"][1]["diverged"] is True
+    assert d["arms"][1]["runs"][0]["curve"][-1] is None and d["arms"][1]["runs"][0]["diverged"] is True
+    assert d["arms"][1]["diverged"] == 1 and d["arms"][1]["test_accuracy"] is None
     text = _terminal(report)
     assert "diverged at step" in text and "✗" in text
     only_bad = trial_of(model, candidates={"regularize": (huge,)}, steps=20, batch_size=16)
     assert only_bad.best is None and not only_bad.helps
 
 
-def _run(name: str, acc: float | None, loss: float | None, diverged: bool = False) -> Run:
-    return Run(name, loss, loss, acc, (), 10, diverged)
+def _run(name: str, acc: float | None, loss: float | None, diverged: bool = False) -> Arm:
+    return Arm(name, (Run(name, loss, loss, acc, (), 10, diverged),))
+
+
+def _seeds(name: str, *accuracies: float) -> Arm:
+    return Arm(name, tuple(Run(name, 1.0, 1.0, a, (), 10, False, seed=k) for k, a in enumerate(accuracies)))
 
 
 def test_verdict_margins() -> None:
@@ -208,6 +256,20 @@ def test_verdict_margins() -> None:
     r = Task.REGRESSION
     assert verdict([_run("none", None, 1.0), _run("a", None, 0.89)], r, TrialConfig()) == ("a", True)
     assert verdict([_run("none", None, 1.0), _run("a", None, 0.95)], r, TrialConfig()) == ("a", False)
+
+
+def test_verdict_over_seeds_needs_a_gap_beyond_the_spread() -> None:
+    c, t = Task.CLASSIFICATION, TrialConfig()
+    # worst treated seed above the best untreated one: helps
+    assert verdict([_seeds("none", 0.5, 0.6, 0.55), _seeds("a", 0.66, 0.7, 0.68)], c, t) == ("a", True)
+    # means 0.10 apart, but the seeds overlap and the gap is within the spread (0.4): does not clearly help
+    assert verdict([_seeds("none", 0.3, 0.7, 0.5), _seeds("a", 0.45, 0.85, 0.5)], c, t) == ("a", False)
+    # overlapping seeds but a gap wider than either spread: helps
+    assert verdict([_seeds("none", 0.50, 0.60, 0.55), _seeds("a", 0.59, 0.70, 0.70)], c, t) == ("a", True)
+    # the best mean wins the arm, a seed that diverged counts as 0 and puts the arm behind any arm without one
+    diverging = Arm("b", (Run("b", 1.0, 1.0, 0.99, (), 10, False), Run("b", None, None, None, (), 3, True, seed=1)))
+    assert verdict([_seeds("none", 0.1, 0.1), diverging, _seeds("a", 0.5, 0.6)], c, t) == ("a", True)
+    assert diverging.scores(c) == [0.99, 0.0] and diverging.accuracy == Stat(0.99, 0.99, 0.99)
 
 
 # ------------------------------------------------------------------------------------------------ data forms
@@ -226,15 +288,15 @@ def test_sequence_targets_and_regression() -> None:
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 20, (40, 6), generator=g)
     report = trial_of(Tagger(), data=(tokens, tokens % 5), steps=30, optimizer="adam", lr=0.05)
-    assert report.data.classes == 5 and report.runs[0].test_accuracy is not None
-    assert report.runs[0].test_accuracy > 0.5
+    accuracy = report.untreated.accuracy
+    assert report.data.classes == 5 and accuracy is not None and accuracy.mean > 0.5
 
     x = torch.randn(60, 4, generator=g)
     y = x.sum(dim=1)  # float (B,) against a (B, 1) output: regression, MSE
     model = nn.Sequential(nn.Linear(4, 1))
     report = trial_of(model, data=(x.double(), y), steps=40, batch_size=16)
     assert report.data.task is Task.REGRESSION and report.data.loss == "mse"
-    assert report.runs[0].test_accuracy is None and report.runs[0].test_loss < 0.5  # type: ignore[operator]
+    assert report.untreated.accuracy is None and report.untreated.test_loss.mean < 0.5  # type: ignore[union-attr]
     assert "Test acc" not in _terminal(report)
 
 
@@ -266,7 +328,7 @@ def test_targets_that_do_not_fit_the_output() -> None:
 def test_synthetic_task_is_learnable_and_refused_where_it_cannot_be_built() -> None:
     report = trial_of(small_mlp(inputs=16, classes=4), data=None, steps=100, optimizer="adam", batch_size=64)
     assert report.data.source == "synthetic" and report.data.classes == 4
-    assert report.runs[0].test_accuracy >= 0.9  # type: ignore[operator]
+    assert report.untreated.accuracy.min >= 0.9  # type: ignore[union-attr]
     x, y = synthetic_task(small_mlp(), None, seed=0, samples=1024)
     assert x.shape == (1024, 8) and y.dtype == torch.int64
     with pytest.raises(ProbeError, match="token ids.*define dataset"):
@@ -338,7 +400,7 @@ def test_cli_json_and_table(tmp_path: Path) -> None:
     assert outcome.code == 0, outcome.stderr
     d = json.loads(outcome.stdout)
     assert d["schema"] == SCHEMA and d["data"]["source"] == "dataset" and d["target"] == str(path)
-    assert d["runs"][0]["remedy"] == "none" and len(d["runs"]) > 2
+    assert d["arms"][0]["remedy"] == "none" and len(d["arms"]) > 2
     report_path = tmp_path / "out.txt"
     outcome = trial(path, "--steps", "10", "--remedy", "clip", "--output", report_path)
     assert outcome.code == 0 and outcome.stdout == "" and "report written" in outcome.stderr
@@ -350,7 +412,7 @@ def test_cli_healthy_model_trains_untreated_only() -> None:
     outcome = trial(TRIAL_FILE, "--steps", "10", "--format", "json")
     assert outcome.code == 0, outcome.stderr
     d = json.loads(outcome.stdout)
-    assert [r["remedy"] for r in d["runs"]] == ["none"] and d["best"] is None and d["helps"] is False
+    assert [a["remedy"] for a in d["arms"]] == ["none"] and d["best"] is None and d["helps"] is False
     assert "healthy" in d["note"]
 
 
@@ -392,12 +454,23 @@ def test_cli_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     )
 
 
+def test_cli_seeds_and_identical_reruns() -> None:
+    args = ("--steps", "8", "--remedy", "clip", "--seeds", "2", "--format", "json")
+    first, second = trial(TRIAL_FILE, *args), trial(TRIAL_FILE, *args)
+    assert first.code == 0, first.stderr
+    a, b = json.loads(first.stdout), json.loads(second.stdout)
+    assert a["seeds"] == [0, 1] and a["init_varies"] is True
+    assert all(len(arm["runs"]) == 2 for arm in a["arms"])
+    assert without_timing(a) == without_timing(b)
+    assert_one_line_error(trial(TRIAL_FILE, "--seeds", "0"), "--seeds 0")
+
+
 @pytest.mark.slow
 def test_cli_subprocess_json() -> None:
     proc = run_cli("trial", TRIAL_FILE, "--steps", "15", "--format", "json", "--remedy", "clip")
     assert proc.code == 0, proc.stderr
     d = json.loads(proc.stdout)
-    assert d["schema"] == SCHEMA and [r["remedy"] for r in d["runs"]] == ["none", "clip"]
+    assert d["schema"] == SCHEMA and [a["remedy"] for a in d["arms"]] == ["none", "clip"]
     assert proc.stderr == ""  # no progress bar when stderr is not a terminal
 
 
@@ -406,9 +479,18 @@ def test_a_best_run_far_from_trained_gets_a_caveat() -> None:
     model = deep_sigmoid()
     chosen = plan_for(model, ("normalization",))
     report = run_trial(
-        model, data=digits(), candidates=chosen.selected, steps=5, optimizer="sgd", lr=None, seed=0, batch_size=64
+        model,
+        data=digits(),
+        candidates=chosen.selected,
+        steps=5,
+        optimizer="sgd",
+        lr=None,
+        seed=0,
+        seeds=1,
+        batch_size=64,
     )
-    accuracy = report.run(report.best).test_accuracy  # type: ignore[arg-type]
-    assert accuracy is not None and accuracy < 0.9
+    stat = report.arm(report.best).accuracy  # type: ignore[arg-type]
+    assert stat is not None and stat.mean < 0.9
+    accuracy = stat.mean
     assert report.caveat is not None and f"{accuracy:.2f}" in report.caveat
     assert report.to_dict()["caveat"] == report.caveat

@@ -166,6 +166,7 @@ class TrialConfig:
     """``gradscope trial``: the training budget and what counts as "helps" (README, "Proving a fix")."""
 
     steps: int = 300
+    seeds: int = 3
     batch_size: int = 64
     optimizer: str = "adam"
     sgd_lr: float = 0.1
@@ -179,6 +180,7 @@ class TrialConfig:
     def __post_init__(self) -> None:
         _finite(self, "trial")
         _require(self.steps >= 1, "trial.steps", self.steps, "must be at least 1")
+        _require(self.seeds >= 1, "trial.seeds", self.seeds, "must be at least 1")
         _require(self.batch_size >= 1, "trial.batch_size", self.batch_size, "must be at least 1")
         _require(
             self.optimizer in {o.value for o in Optimizer}, "trial.optimizer", self.optimizer, "must be sgd or adam"

@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from .ci.policy import CheckResult
-    from .loading import ModelFileHooks
+    from .loading import LoadedModel, ModelFileHooks
     from .results import Report
     from .trial import TrialReport
     from .watching import Timeline
@@ -77,19 +77,11 @@ def prepare(spec: TargetSpec, config: Config, progress: Progress = _quiet, *, pr
     """Load ``spec.target`` (built under the probe's seed, so two runs build the same weights), load its weights,
     check it, move it to the probe's device and build the probe batches (``probe=False``: none)."""
     from .checkpoint import load_weights
-    from .loading import load
     from .scanner import check_model
-    from .torchutil import seeded
 
     device = resolve_device(config.probe.device)
-    kwargs = {**config.model.kwargs, **spec.model_kwargs}
     progress(f"loading {spec.target}")
-    with seeded(config.probe.seed):
-        loaded = load(
-            spec.target,
-            model_kwargs=kwargs or None,
-            probe_file=str(spec.probe_file) if spec.probe_file is not None else None,
-        )
+    loaded = _load(spec, config, config.probe.seed)
     if spec.weights is not None:
         progress(f"loading weights from {spec.weights}")
         load_weights(loaded.module, spec.weights)
@@ -101,6 +93,30 @@ def prepare(spec: TargetSpec, config: Config, progress: Progress = _quiet, *, pr
         progress("building probe batches")
         batches = build_probe(model, loaded.hooks, config, spec)
     return Prepared(model, loaded.hooks, batches)
+
+
+def _load(spec: TargetSpec, config: Config, seed: int) -> LoadedModel:
+    """The model file loaded and its model built under ``seed`` (torch, random, numpy)."""
+    from .loading import load
+    from .torchutil import seeded
+
+    kwargs = {**config.model.kwargs, **spec.model_kwargs}
+    with seeded(seed):
+        return load(
+            spec.target,
+            model_kwargs=kwargs or None,
+            probe_file=str(spec.probe_file) if spec.probe_file is not None else None,
+        )
+
+
+def _build(spec: TargetSpec, config: Config, seed: int) -> nn.Module:
+    """The model again, as ``prepare`` builds it, under another seed (a trial's later seeds)."""
+    from .checkpoint import load_weights
+
+    module = _load(spec, config, seed).module
+    if spec.weights is not None:
+        load_weights(module, spec.weights)
+    return module
 
 
 def build_probe(
@@ -250,10 +266,12 @@ def trial_target(
     optimizer: str | None = None,
     lr: float | None = None,
     batch_size: int | None = None,
+    seeds: int | None = None,
     progress: Progress = _quiet,
     training_progress: TrainingProgress | None = None,
 ) -> TrialReport:
-    """``gradscope trial``: scan (seeded by ``probe.seed``), pick the candidates, train each from the same init."""
+    """``gradscope trial``: scan (seeded by ``probe.seed``), pick the candidates, train each arm once per seed, from
+    that seed's build of the model file (the same weights for every seed with ``--weights``)."""
     from .trial import UNTREATED, dataset_from, plan, run_trial
 
     prepared = prepare(spec, config, progress, probe=False)
@@ -277,6 +295,8 @@ def trial_target(
         optimizer=optimizer,
         lr=lr,
         seed=config.probe.seed,
+        seeds=seeds,
+        build=lambda seed: _build(spec, config, seed),
         batch_size=batch_size,
         example=example,
         progress=training_progress,

@@ -44,6 +44,14 @@ def trial(
     target: TargetArg,
     remedy: Annotated[str, typer.Option("--remedy", help=REMEDY_HELP)] = "auto",
     steps: Annotated[int | None, typer.Option("--steps", help="Training steps per run (default 300).")] = None,
+    seeds: Annotated[
+        int | None,
+        typer.Option(
+            "--seeds",
+            help="Seeds per remedy (default 3): each builds the model again and draws its own minibatch order; "
+            "the table shows the mean and min–max.",
+        ),
+    ] = None,
     optimizer: Annotated[
         Optimizer | None, typer.Option("--optimizer", help="sgd (lr 0.1) or adam (lr 1e-3, the default).")
     ] = None,
@@ -69,6 +77,8 @@ def trial(
         common.ensure_writable(output, "--output")
         if steps is not None and steps < 1:
             raise ConfigError(f"--steps {steps}: must be at least 1")
+        if seeds is not None and seeds < 1:
+            raise ConfigError(f"--seeds {seeds}: must be at least 1")
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
         if lr is not None and not (lr > 0 and lr != float("inf")):
@@ -94,6 +104,7 @@ def trial(
                 settings,
                 remedies=remedies,
                 steps=steps,
+                seeds=seeds,
                 optimizer=optimizer.value if optimizer else None,
                 lr=lr,
                 batch_size=batch_size,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
@@ -22,7 +23,7 @@ from rich.text import Text
 from . import fmt
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..trial import Run, TrialReport
+    from ..trial import Arm, TrialReport
 
 LEVELS = "▁▂▃▄▅▆▇█"
 DIVERGED_MARK = "✗"
@@ -57,7 +58,7 @@ def _header(report: TrialReport) -> Text:
         text.append(f"  {report.target}", style="cyan")
     text.append(
         f"  ·  {report.steps} steps, {report.optimizer.value} lr {report.lr:g}, "
-        f"batch {report.batch_size}, seed {report.seed}\n"
+        f"batch {report.batch_size}, {_seeds(report)}\n"
     )
     d = report.data
     source = "dataset()" if d.source == "dataset" else "synthetic Gaussian clusters (file has no dataset())"
@@ -96,91 +97,119 @@ def sparkline(curve: Sequence[float | None], points: int, width: int, lo: float,
     return "".join(out).ljust(width)
 
 
-def _bounds(runs: Sequence[Run]) -> tuple[float, float]:
-    finite = [v for r in runs for v in r.curve if v is not None and math.isfinite(v)]
+def _seeds(report: TrialReport) -> str:
+    seeds = report.seeds
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    what = "" if report.init_varies else " (same init; order and dropout vary)"
+    return f"seeds {seeds[0]}–{seeds[-1]}{what}"
+
+
+def _bounds(arms: Sequence[Arm]) -> tuple[float, float]:
+    finite = [v for a in arms for v in a.curve if v is not None and math.isfinite(v)]
     return (min(finite), max(finite)) if finite else (0.0, 1.0)
 
 
 def _runs_table(report: TrialReport, console_width: int) -> Group:
+    """One row per arm. The columns of numbers take what they need; the chart gets the rest of the console (within
+    MIN_CHART..MAX_CHART); when even the smallest chart does not fit, the loss columns go first."""
     points = min(report.steps, 100)
-    width = chart_width(console_width, points)
-    lo, hi = _bounds(report.runs)
+    lo, hi = _bounds(report.arms)
+    several = len(report.seeds) > 1
     classes = report.data.task.value == "classification"
-    table = Table(
-        box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True, header_style="bold"
-    )
-    table.add_column("Run", no_wrap=True, overflow="ellipsis", max_width=16)
-    header = next(
-        h
-        for h in (f"Training loss, step 1 → {report.steps}", f"Loss, step 1 → {report.steps}", "Loss", "")
-        if len(h) <= width
-    )
-    table.add_column(header, no_wrap=True, overflow="crop", width=width)
-    table.add_column("Train loss", justify="right", no_wrap=True)
-    table.add_column("Test loss", justify="right", no_wrap=True)
+    columns: list[tuple[str, list[Text]]] = [
+        ("Train loss", [_loss(a.train_loss.mean if a.train_loss else None) for a in report.arms]),
+        ("Test loss", [_loss(a.test_loss.mean if a.test_loss else None) for a in report.arms]),
+    ]
     if classes:
-        table.add_column("Test acc", justify="right", no_wrap=True)
-    table.add_column("", no_wrap=True)
-    for run in report.runs:
-        line = sparkline(run.curve, points, width, lo, hi)
-        cells = [
-            Text(run.remedy, style="bold" if run.remedy == report.best else ""),
-            Text(line, style="red" if run.diverged else ("green" if run.remedy == report.best else "")),
-            _loss(run.final_train_loss),
-            _loss(run.test_loss),
-        ]
-        if classes:
-            cells.append(_acc(run.test_accuracy))
-        cells.append(_mark(report, run))
-        table.add_row(*cells)
+        columns.append(("Test acc (min–max)" if several else "Test acc", [_acc(a, several) for a in report.arms]))
+
+    def table(width: int, cols: list[tuple[str, list[Text]]]) -> Table:
+        t = Table(
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            padding=(0, 1),
+            collapse_padding=True,
+            header_style="bold",
+        )
+        t.add_column("Remedy", no_wrap=True)
+        header = next(
+            h
+            for h in (f"Training loss, step 1 → {report.steps}", f"Loss, step 1 → {report.steps}", "Loss", "")
+            if len(h) <= width
+        )
+        t.add_column(header, no_wrap=True, overflow="crop", width=width)
+        for title, _ in cols:
+            t.add_column(title, justify="right", no_wrap=True)
+        t.add_column("", no_wrap=True)
+        for i, arm in enumerate(report.arms):
+            line = sparkline(arm.curve, points, width, lo, hi)
+            style = "red" if arm.diverged else ("green" if arm.remedy == report.best else "")
+            name = Text(arm.remedy, style="bold" if arm.remedy == report.best else "")
+            t.add_row(name, Text(line, style=style), *(cells[i] for _, cells in cols), _mark(report, arm))
+        return t
+
+    def others(cols: list[tuple[str, list[Text]]]) -> int:  # what every column but the chart takes
+        wide = Console(width=10_000, color_system=None)
+        natural = Measurement.get(wide, wide.options, table(MIN_CHART, cols)).maximum
+        return natural - MIN_CHART
+
+    # Narrow consoles: the losses go before the chart does (with classes, the accuracy says more than the loss).
+    while len(columns) > 1 and console_width - others(columns) < MIN_CHART:
+        columns = columns[1:]
+    width = chart_width(console_width - others(columns) + CHART_MARGIN, points)
     if width >= points:
         unit = "one step" if points == report.steps else f"{report.steps / points:g} steps"
-        columns = f"{unit} = {fmt.plural(width // points, 'column')}"
+        scale = f"{unit} = {fmt.plural(width // points, 'column')}"
     else:
-        columns = f"one column ≈ {report.steps / width:.3g} steps"
+        scale = f"one column ≈ {report.steps / width:.3g} steps"
+    mean = "means over the seeds; " if several else ""
     legend = Text(
-        f"shared linear scale: {LEVELS[0]} {_g(lo)} … {LEVELS[-1]} {_g(hi)}; {columns}; "
+        f"{mean}shared linear scale: {LEVELS[0]} {_g(lo)} … {LEVELS[-1]} {_g(hi)}; {scale}; "
         f"{DIVERGED_MARK} diverged (non-finite loss)",
         style="dim",
     )
-    return Group(table, legend)
+    return Group(table(width, columns), legend)
 
 
-def _mark(report: TrialReport, run: Run) -> Text:
-    if run.diverged:
-        return Text(f"diverged at step {run.steps_run}", style="bold red")
-    if run.remedy == report.best:
+def _mark(report: TrialReport, arm: Arm) -> Text:
+    if arm.diverged:
+        if len(arm.runs) > 1:
+            return Text(f"diverged on {arm.diverged}/{len(arm.runs)} seeds", style="bold red")
+        return Text(f"diverged at step {arm.runs[0].steps_run}", style="bold red")
+    if arm.remedy == report.best:
         return Text("★ best, helps", style="bold green") if report.helps else Text("★ best", style="bold")
-    if run.remedy == "none":
+    if arm.remedy == "none":
         return Text("untreated", style="dim")
     return Text("")
 
 
 def _verdict(report: TrialReport) -> Text:
     text = Text()
-    none = report.runs[0]
+    none = report.untreated
     if report.best is None:
-        if len(report.runs) == 1:
+        if len(report.arms) == 1:
             text.append("Only the untreated model was trained.", style="bold")
         else:
             text.append("No remedy finished: every treated run diverged.", style="bold red")
         return text
-    best = next(r for r in report.runs if r.remedy == report.best)
+    best = report.arm(report.best)
     classes = report.data.task.value == "classification"
     text.append("Best: ", style="bold")
     text.append(best.remedy, style="bold")
-    if none.diverged:
+    if none.diverged == len(none.runs):
         text.append(" — the untreated model diverged and this did not")
-    elif classes:
-        gain = (best.test_accuracy or 0.0) - (none.test_accuracy or 0.0)
+    elif classes and best.accuracy is not None:
+        ours, theirs = best.accuracy.mean, none.accuracy.mean if none.accuracy else 0.0
         text.append(
-            f" — held-out accuracy {_acc_text(best.test_accuracy)} vs "
-            f"{_acc_text(none.test_accuracy)} untreated ({fmt.signed(gain, 3)})"
+            f" — held-out accuracy {_acc_text(ours)} vs {_acc_text(theirs)} untreated ({fmt.signed(ours - theirs, 3)})"
         )
-    else:
-        text.append(f" — held-out loss {_g(best.test_loss)} vs {_g(none.test_loss)} untreated")
-        if best.test_loss is not None and none.test_loss:
-            text.append(f" ({fmt.signed(100 * (best.test_loss / none.test_loss - 1), 0)} %)")
+    elif best.test_loss is not None and none.test_loss is not None:
+        ours, theirs = best.test_loss.mean, none.test_loss.mean
+        text.append(f" — held-out loss {_g(ours)} vs {_g(theirs)} untreated")
+        if theirs:
+            text.append(f" ({fmt.signed(100 * (ours / theirs - 1), 0)} %)")
     if report.helps:
         text.append(". It helps", style="bold green")
     else:
@@ -192,25 +221,25 @@ def _verdict(report: TrialReport) -> Text:
 
 
 def _remedies(report: TrialReport) -> RenderableType | None:
-    treated = report.runs[1:]
+    treated = report.arms[1:]
     if not treated:
         return None
     grid = Table.grid(padding=(0, 2), pad_edge=False)
     grid.add_column(no_wrap=True)
     grid.add_column()
-    for run in treated:
+    for arm in treated:
         body = Text()
-        for i, s in enumerate(run.applied):
+        for i, s in enumerate(arm.applied):
             if i:
                 body.append("\n")
             body.append(fmt.suggestion_target(s))
             if s.params:
                 body.append(f"  ({fmt.mapping(_short_params(s.params))})", style="dim")
-        for s, why in run.skipped:
+        for s, why in arm.skipped:
             if body:
                 body.append("\n")
             body.append(f"skipped {s.remedy.value}: {why}", style="yellow")
-        grid.add_row(Text(run.remedy, style="bold"), body)
+        grid.add_row(Text(arm.remedy, style="bold"), body)
     return Group(Text("What each run changed", style="bold"), Padding(grid, (0, 0, 0, 2)))
 
 
@@ -223,8 +252,13 @@ def _loss(value: float | None) -> Text:
     return Text(_g(value), style="dim" if value is None else "")
 
 
-def _acc(value: float | None) -> Text:
-    return Text(_acc_text(value), style="dim" if value is None else "")
+def _acc(arm: Arm, several: bool) -> Text:
+    stat = arm.accuracy
+    if stat is None:
+        return Text(fmt.DASH, style="dim")
+    if not several:
+        return Text(_acc_text(stat.mean))
+    return Text(f"{stat.mean:.3f} ({stat.min:.2f}–{stat.max:.2f})")
 
 
 def _acc_text(value: float | None) -> str:

@@ -23,7 +23,7 @@ from ..util import describe
 from ..vocab import Optimizer, Remedy
 from .data import batch_order, cast_inputs, check_data, kept_mode, output_tensor, split, synthetic_task
 from .planning import UNTREATED
-from .results import DataInfo, Run, Task, TrialReport, verdict
+from .results import Arm, DataInfo, Run, Task, TrialReport, verdict
 
 CURVE_POINTS = 100
 EVAL_CHUNK = 512  # samples per forward when measuring (bounds memory on large held-out sets)
@@ -42,6 +42,8 @@ def run_trial(
     optimizer: str | None = None,
     lr: float | None = None,
     seed: int = 0,
+    seeds: int | None = None,
+    build: Callable[[int], nn.Module] | None = None,
     batch_size: int | None = None,
     example: Any = None,
     pseudo_norm_kwargs: dict[str, Any] | None = None,
@@ -49,19 +51,22 @@ def run_trial(
     target: str | None = None,
     note: str | None = None,
 ) -> TrialReport:
-    """Train ``model`` untreated and with each candidate for ``steps`` steps; return the comparison.
+    """Train ``model`` untreated and with each candidate for ``steps`` steps, once per seed; return the comparison.
 
-    ``data``: ``(inputs, targets)``; None builds the synthetic task in the shape of ``example`` (one probe batch;
-    None: the inferred input shape). ``steps``, ``optimizer``, ``lr`` and ``batch_size`` default to the config's
-    ``trial`` section. Never prints; leaves ``model`` and the global RNGs as they were.
+    ``seeds`` (default: the config's ``trial.seeds``) runs seeds ``seed``, ``seed + 1``, …: each draws its own
+    minibatch order and dropout, and, when ``build`` is given (seed → a freshly built model, as the model file
+    builds it), its own initial weights; ``model`` itself is the first seed's. The held-out split is the same
+    for every seed. ``data``: ``(inputs, targets)``; None builds the synthetic task in the shape of ``example``
+    (one probe batch; None: the inferred input shape). ``steps``, ``optimizer``, ``lr`` and ``batch_size``
+    default to the config's ``trial`` section. Never prints; leaves ``model`` and the global RNGs as they were.
     """
     config = config or Config()
     # One thread count for the whole trial (probe.threads): CPU kernels sum in a thread-dependent order, and a
     # training run amplifies the last digit into a different curve.
     with threads(config.probe.threads, device_of(model)):
         return _run_trial(
-            model, candidates, data, config, steps, optimizer, lr, seed, batch_size, example, pseudo_norm_kwargs,
-            progress, target, note,
+            model, candidates, data, config, steps, optimizer, lr, seed, seeds, build, batch_size, example,
+            pseudo_norm_kwargs, progress, target, note,
         )  # fmt: skip
 
 
@@ -74,6 +79,8 @@ def _run_trial(
     optimizer: str | None,
     lr: float | None,
     seed: int,
+    seeds: int | None,
+    build: Callable[[int], nn.Module] | None,
     batch_size: int | None,
     example: Any,
     pseudo_norm_kwargs: dict[str, Any] | None,
@@ -84,6 +91,9 @@ def _run_trial(
     started = time.perf_counter()
     settings = config.trial
     steps = settings.steps if steps is None else steps
+    count = settings.seeds if seeds is None else seeds
+    if count < 1:
+        raise ConfigError(f"--seeds {count}: must be at least 1")
     batch_size = settings.batch_size if batch_size is None else batch_size
     opt = _optimizer(settings.optimizer if optimizer is None else optimizer)
     if steps < 1:
@@ -107,61 +117,35 @@ def _run_trial(
     targets = targets.to(device)
     train_idx, test_idx = split(inputs.shape[0], seed, settings.test_fraction)
     batch = min(batch_size, int(train_idx.numel()))
-    order = batch_order(train_idx, batch, steps, seed)
     task = Task.CLASSIFICATION if not targets.is_floating_point() else Task.REGRESSION
-
-    pseudo_norm_kwargs = dict(pseudo_norm_kwargs or {})
-    if "scale" not in pseudo_norm_kwargs:
-        scale = _pseudo_norm_scale(model, candidates, inputs[order[0]], targets[order[0]], task, source, device, seed)
-        if scale is not None:
-            pseudo_norm_kwargs["scale"] = scale
     names = [UNTREATED, *candidates]
-    total = steps * len(names)
-    runs: list[Run] = []
+    seed_list = tuple(range(seed, seed + count))
+    total = steps * len(names) * count
+    runs: dict[str, list[Run]] = {name: [] for name in names}
     classes: int | None = None
-    for i, name in enumerate(names):
-        suggestions = candidates.get(name, ())
-        run_started = time.perf_counter()
+    for k, s in enumerate(seed_list):
+        seed_model = model if k == 0 or build is None else _built(build, s, device)
+        order = batch_order(train_idx, batch, steps, s)
+        kwargs = dict(pseudo_norm_kwargs or {})
+        if "scale" not in kwargs:  # measured on this seed's init
+            scale = _pseudo_norm_scale(seed_model, candidates, inputs[order[0]], targets[order[0]], task, source, s)
+            if scale is not None:
+                kwargs["scale"] = scale
+        for i, name in enumerate(names):
+            done = (k * len(names) + i) * steps
 
-        def tick(step: int, _i: int = i, _name: str = name) -> None:
-            if progress is not None:
-                progress(_name, _i * steps + step, total)
+            def tick(step: int, _done: int = done, _name: str = name) -> None:
+                if progress is not None:
+                    progress(_name, _done + step, total)
 
-        with seeded(seed, device):
-            try:
-                patched = apply(model, suggestions, Options(pseudo_norm_kwargs=pseudo_norm_kwargs, seed=seed))
-            except GradscopeError as exc:
-                raise ProbeError(f"cannot apply remedy {name}: {exc}") from None
-            except Exception as exc:
-                raise ProbeError(f"cannot apply remedy {name}: {describe(exc)}") from None
-            losses, diverged = _train(patched, name, inputs, targets, order, task, opt, rate, tick, source)
-            final_train = test_loss = accuracy = None
-            try:  # training ran forward already; eval mode can still differ (a model that branches on it)
-                if i == 0:
-                    classes = _classes(patched, inputs, task)
-                if not diverged:
-                    final_train, _ = _evaluate(patched, inputs, targets, train_idx, task)
-                    test_loss, accuracy = _evaluate(patched, inputs, targets, test_idx, task)
-            except GradscopeError:
-                raise
-            except Exception as exc:
-                raise ProbeError(f"run {name}: evaluation in eval mode failed: {describe(exc)}") from None
-        tick(steps)
-        runs.append(
-            Run(
-                remedy=name,
-                final_train_loss=final_train,
-                test_loss=test_loss,
-                test_accuracy=accuracy,
-                curve=_bucketed(losses, steps),
-                steps_run=len(losses),
-                diverged=diverged,
-                applied=tuple(patched.applied),
-                skipped=tuple(patched.skipped),
-                seconds=round(time.perf_counter() - run_started, 3),
-            )
-        )
-    best, helps = verdict(runs, task, settings)
+            run = _train_one(seed_model, name, candidates.get(name, ()), kwargs, inputs, targets, order, train_idx,
+                             test_idx, task, opt, rate, tick, source, s, device)  # fmt: skip
+            if classes is None and run.remedy == UNTREATED and task is Task.CLASSIFICATION:
+                classes = _classes(seed_model, inputs, task)
+            runs[name].append(run)
+            tick(steps)
+    arms = tuple(Arm(name, tuple(runs[name])) for name in names)
+    best, helps = verdict(arms, task, settings)
     info = DataInfo(
         source,
         int(train_idx.numel()),
@@ -174,16 +158,83 @@ def _run_trial(
         steps=steps,
         optimizer=opt,
         lr=rate,
-        seed=seed,
+        seeds=seed_list,
         batch_size=batch,
         data=info,
-        runs=tuple(runs),
+        arms=arms,
         best=best,
         helps=helps,
         target=target,
         note=note,
         thresholds=settings,
-        timing={"seconds": round(time.perf_counter() - started, 3), "runs": {r.remedy: r.seconds for r in runs}},
+        init_varies=build is not None or count == 1,
+        timing={
+            "seconds": round(time.perf_counter() - started, 3),
+            "runs": {a.remedy: round(sum(r.seconds for r in a.runs), 3) for a in arms},
+        },
+    )
+
+
+def _built(build: Callable[[int], nn.Module], seed: int, device: torch.device) -> nn.Module:
+    """The model as its file builds it, under ``seed``: another seed's initial weights."""
+    try:
+        with seeded(seed, device):
+            return build(seed).to(device)
+    except GradscopeError:
+        raise
+    except Exception as exc:
+        raise ProbeError(f"building the model again for seed {seed} failed: {describe(exc)}") from None
+
+
+def _train_one(
+    model: nn.Module,
+    name: str,
+    suggestions: tuple[Suggestion, ...],
+    pseudo_norm_kwargs: dict[str, Any],
+    inputs: Tensor,
+    targets: Tensor,
+    order: Tensor,
+    train_idx: Tensor,
+    test_idx: Tensor,
+    task: Task,
+    opt: Optimizer,
+    rate: float,
+    tick: Callable[[int], None],
+    source: str,
+    seed: int,
+    device: torch.device,
+) -> Run:
+    """One arm, one seed: a copy of ``model`` with the remedy applied, trained and measured."""
+    started = time.perf_counter()
+    with seeded(seed, device):
+        try:
+            patched = apply(model, suggestions, Options(pseudo_norm_kwargs=pseudo_norm_kwargs, seed=seed))
+        except GradscopeError as exc:
+            raise ProbeError(f"cannot apply remedy {name}: {exc}") from None
+        except Exception as exc:
+            raise ProbeError(f"cannot apply remedy {name}: {describe(exc)}") from None
+        losses, diverged = _train(patched, name, inputs, targets, order, task, opt, rate, tick, source)
+        final_train = test_loss = accuracy = None
+        try:  # training ran forward already; eval mode can still differ (a model that branches on it)
+            if not diverged:
+                final_train, _ = _evaluate(patched, inputs, targets, train_idx, task)
+                test_loss, accuracy = _evaluate(patched, inputs, targets, test_idx, task)
+        except GradscopeError:
+            raise
+        except Exception as exc:
+            raise ProbeError(f"run {name}: evaluation in eval mode failed: {describe(exc)}") from None
+    return Run(
+        remedy=name,
+        final_train_loss=final_train,
+        test_loss=test_loss,
+        test_accuracy=accuracy,
+        curve=_bucketed(losses, int(order.shape[0])),
+        steps_run=len(losses),
+        diverged=diverged,
+        applied=tuple(patched.applied),
+        skipped=tuple(patched.skipped),
+        seconds=round(time.perf_counter() - started, 3),
+        seed=seed,
     )
 
 
@@ -194,7 +245,6 @@ def _pseudo_norm_scale(
     y: Tensor,
     task: Task,
     source: str,
-    device: torch.device,
     seed: int,
 ) -> float | None:
     """The gradient scale pseudo-norms restore in training: the RMS of the training loss's gradient at the last
@@ -213,7 +263,7 @@ def _pseudo_norm_scale(
     if layer is None:
         return None
     probe = copy.deepcopy(model).train()
-    with seeded(seed, device):
+    with seeded(seed, device_of(model)):
         return reference_scale(probe, layer, lambda: _loss(_forward(probe, x, UNTREATED, 0, source), y, task, source))
 
 
@@ -230,8 +280,12 @@ def _train(
     source: str,
 ) -> tuple[list[float], bool]:
     params = [p for p in patched.parameters() if p.requires_grad]
+    # foreach: one fused update over all parameters (torch picks it by itself only on CUDA); several times faster
+    # than the per-tensor loop on the deep narrow models trials are about, and the same arithmetic.
     optim: torch.optim.Optimizer = (
-        torch.optim.SGD(params, lr=lr) if opt is Optimizer.SGD else torch.optim.Adam(params, lr=lr)
+        torch.optim.SGD(params, lr=lr, foreach=True)
+        if opt is Optimizer.SGD
+        else torch.optim.Adam(params, lr=lr, foreach=True)
     )
     patched.train()
     pending: list[Tensor] = []
