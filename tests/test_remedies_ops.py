@@ -395,3 +395,70 @@ def test_weight_penalty_inputs_sharing_and_rescale() -> None:
         weight_penalty(lin, -1.0)
     with pytest.raises(ConfigError):
         weight_penalty(["weight"], 1.0)  # type: ignore[list-item]
+
+
+# -- structural remedies in memory: skip connections, RNN → GRU ---------------------------------------------------
+def test_residual_blocks_wrap_equal_shape_pairs_and_keep_names() -> None:
+    from gradscope.remedies.apply import apply, residual_blocks
+    from gradscope.results import Suggestion
+    from gradscope.vocab import Remedy, Where
+
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Linear(4, 8), nn.Tanh()]
+    for _ in range(5):
+        layers += [nn.Linear(8, 8), nn.Tanh()]
+    model = nn.Sequential(*layers, nn.Linear(8, 3))
+    weighted = [name for name, m in model.named_children() if isinstance(m, nn.Linear)]
+    # (0..3) maps 4 → 8: no skip; (4..7) and (8..11) keep the shape; the head (12) is left alone
+    assert residual_blocks(model, weighted, 2) == [("4", "7"), ("8", "11")]
+    suggestion = Suggestion(Remedy.RESIDUAL, tuple(weighted), Where.MODEL, {"block": 2}, "test")
+    assert (
+        suggestion.in_memory and not Suggestion(Remedy.RESIDUAL, (), Where.MODEL, {"kind": "attention"}, "").in_memory
+    )
+    patched = apply(model, [suggestion])
+    assert patched.applied == [suggestion] and not patched.skipped
+    assert [n for n, _ in patched.model.named_modules()] == [n for n, _ in model.named_modules()]
+    x = torch.randn(5, 4)
+    h = model[:4](x)
+    a = model[4:8](h) + h
+    b = model[8:12](a) + a
+    assert torch.allclose(patched(x), model[12](b), atol=1e-6)
+    assert torch.equal(model(x), nn.Sequential(*model)(x))  # the original is untouched
+    convs = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU())
+    assert residual_blocks(convs, ["0", "2"], 2) == [("0", "3")]
+    strided = nn.Sequential(nn.Conv2d(3, 3, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1))
+    assert residual_blocks(strided, ["0", "2"], 2) == []
+
+
+def test_rnn_swapped_for_a_gru_with_the_same_interface() -> None:
+    from gradscope.remedies.apply import apply
+    from gradscope.remedies.code import code_change
+    from gradscope.results import Suggestion
+    from gradscope.vocab import Remedy, Where
+
+    class Tagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.RNN(6, 10, num_layers=2, batch_first=True, bidirectional=True)
+            self.head = nn.Linear(20, 3)
+
+        def forward(self, x: Tensor) -> Tensor:
+            out, _ = self.rnn(x, torch.zeros(4, x.shape[0], 10))
+            return self.head(out)
+
+    model = Tagger()
+    swap = Suggestion(Remedy.GATED_RECURRENT, ("rnn",), Where.REPLACE, {"module": "GRU"}, "test")
+    patched = apply(model, [swap])
+    gru = patched.model.rnn
+    assert isinstance(gru, nn.GRU) and isinstance(model.rnn, nn.RNN)
+    assert (gru.input_size, gru.hidden_size, gru.num_layers, gru.batch_first, gru.bidirectional) == (
+        6,
+        10,
+        2,
+        True,
+        True,
+    )
+    assert patched(torch.randn(2, 7, 6)).shape == (2, 7, 3)
+    assert "nn.GRU(6, 10, num_layers=2, batch_first=True, bidirectional=True)" in code_change(model, [swap])
+    not_rnn = Suggestion(Remedy.GATED_RECURRENT, ("head",), Where.REPLACE, {"module": "GRU"}, "test")
+    assert "not an nn.RNN" in apply(model, [not_rnn]).skipped[0][1]

@@ -401,6 +401,13 @@ def test_cli_json_and_table(tmp_path: Path) -> None:
     d = json.loads(outcome.stdout)
     assert d["schema"] == SCHEMA and d["data"]["source"] == "dataset" and d["target"] == str(path)
     assert d["arms"][0]["remedy"] == "none" and len(d["arms"]) > 2
+    # --remedy all: every remedy is trained or named with the reason it was not
+    from gradscope.trial import REMEDY_NAMES
+
+    trained = {a["remedy"] for a in d["arms"]}
+    left_out = {entry["remedy"]: entry["why"] for entry in d["not_trained"]}
+    assert trained | set(left_out) == {"none", *REMEDY_NAMES} and not trained & set(left_out)
+    assert "no vanilla nn.RNN" in left_out["gated-recurrent"]
     report_path = tmp_path / "out.txt"
     outcome = trial(path, "--steps", "10", "--remedy", "clip", "--output", report_path)
     assert outcome.code == 0 and outcome.stdout == "" and "report written" in outcome.stderr
@@ -439,7 +446,7 @@ def test_cli_bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
     import gradscope.trial.planning
 
-    def vanished(*args: Any) -> dict[str, tuple[Suggestion, ...]]:
+    def vanished(*args: Any, **kwargs: Any) -> dict[str, tuple[Suggestion, ...]]:
         return {
             "normalization": (
                 Suggestion(Remedy.NORMALIZATION, ("gone",), Where.AFTER, {"norm": "BatchNorm1d"}, "test", ()),

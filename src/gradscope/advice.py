@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from .config import Config
 from .diagnose import Diagnosis, preceding_parametric
 from .records import LayerFacts, LayerKind, LayerRecord, ModelShape
-from .remedies.placement import Placement, pseudo_norm_points, rescale_gains
+from .remedies.placement import Placement, pseudo_norm_every, pseudo_norm_points, rescale_gains
 from .results import Finding, LayerStats, Suggestion
 from .util import layer_list
-from .vocab import IN_MEMORY, Optimizer, Remedy, Rule, Severity, Where
+from .vocab import Optimizer, Remedy, Rule, Severity, Where
 
 Facts = Mapping[str, LayerFacts]
 
@@ -287,7 +287,7 @@ def _backward_fixes(
                 Remedy.GATED_RECURRENT,
                 _names(recurrent),
                 Where.REPLACE,
-                {"module": "LSTM"},
+                {"module": "GRU"},
                 f"replace {_list(_names(recurrent))} with nn.LSTM or nn.GRU: gating keeps gradients over long "
                 f"sequences",
                 rules,
@@ -509,20 +509,34 @@ def _common(norms: dict[str, str]) -> str:
     return kinds[0] if len(kinds) == 1 else "/".join(kinds)
 
 
+FIXED_PSEUDO_NORM_EVERY = 3  # `trial --remedy all` without a measured placement: after every third activation
+
+
 def candidates(
-    layers: Sequence[LayerStats], facts: Facts, suggested: Sequence[Suggestion], config: Config
+    layers: Sequence[LayerStats],
+    facts: Facts,
+    suggested: Sequence[Suggestion],
+    config: Config,
+    *,
+    every: bool = False,
+    reference: float | None = None,
+    skip_connections: bool | None = None,
 ) -> dict[str, tuple[Suggestion, ...]]:
     """Every remedy a training trial can try on this model, by its command-line name, each a ready-to-apply
     suggestion.
 
     The scan's own suggestions come first (they carry the measured placement and gains); the classic fixes are
     added where the model has what they act on (weighted layers for init/normalization, sigmoid-type modules for an
-    activation swap). Names follow the CLI: pseudo-norm, rescale, regularize, activation, normalization, init, clip.
+    activation swap). Names follow the CLI: pseudo-norm, rescale, regularize, activation, normalization, init, clip,
+    residual, gated-recurrent. ``every`` (``trial --remedy all``) adds the remedies the scan gave no placement for
+    at a fixed one: pseudo-norm after every ``FIXED_PSEUDO_NORM_EVERY``-th activation, rescale gains that bring
+    every layer below the ``reference`` grad RMS up to it, skip connections around pairs of weighted layers (no
+    ``skip_connections`` yet), and a GRU for each vanilla RNN.
     """
     out: dict[str, tuple[Suggestion, ...]] = {}
     clips = [s for s in suggested if s.remedy is Remedy.CLIP]
     for s in suggested:
-        if s.remedy not in IN_MEMORY:
+        if not s.in_memory:
             continue
         # A clip the advice gives for the same finding trains with the remedy, as the advice means it.
         paired = next((c for c in clips if s.remedy is not Remedy.CLIP and set(c.rules) & set(s.rules)), None)
@@ -556,6 +570,8 @@ def candidates(
                 (),
             ),
         )
+    if every:
+        _fixed(out, layers, facts, config, reference, skip_connections)
     max_norm = config.suggest.clip_max_norm
     clip = Suggestion(
         Remedy.CLIP,
@@ -567,3 +583,39 @@ def candidates(
     )
     out.setdefault(Remedy.CLIP.option, (clip,))
     return out
+
+
+def _fixed(
+    out: dict[str, tuple[Suggestion, ...]],
+    layers: Sequence[LayerStats],
+    facts: Facts,
+    config: Config,
+    reference: float | None,
+    skip_connections: bool | None,
+) -> None:
+    """The remedies the scan's measurements gave no place for, at a fixed one (``candidates(every=True)``)."""
+    fixed = "trial candidate (--remedy all): fixed placement"
+    if Remedy.PSEUDO_NORM.option not in out:
+        acts = [layer.name for layer in layers if (f := _fact(facts, layer.name)) is not None and f.is_activation]
+        among = acts or _names(_weighted(layers, facts))
+        placement = pseudo_norm_every(layers, FIXED_PSEUDO_NORM_EVERY, among)
+        if placement is not None:
+            params = _pseudo_norm_params(placement, config)
+            params.pop("predicted_min_ratio")
+            out[Remedy.PSEUDO_NORM.option] = (
+                Suggestion(Remedy.PSEUDO_NORM, placement.after, Where.AFTER, params, fixed, ()),
+            )
+    if Remedy.RESCALE.option not in out and reference is not None:
+        gains = rescale_gains(layers, reference, 1.0, config.suggest.rescale_max_gain)
+        if gains:
+            out[Remedy.RESCALE.option] = (
+                Suggestion(Remedy.RESCALE, tuple(gains), Where.REPLACE, {"gains": gains}, fixed, ()),
+            )
+    weighted = _weighted(layers, facts)
+    if Remedy.RESIDUAL.option not in out and len(weighted) >= 2 and not skip_connections:
+        out[Remedy.RESIDUAL.option] = (_residual(weighted, ()),)
+    vanilla = [layer for layer in layers if (f := _fact(facts, layer.name)) is not None and f.cell == "RNN"]
+    if Remedy.GATED_RECURRENT.option not in out and vanilla:
+        out[Remedy.GATED_RECURRENT.option] = (
+            Suggestion(Remedy.GATED_RECURRENT, _names(vanilla), Where.REPLACE, {"module": "GRU"}, fixed, ()),
+        )

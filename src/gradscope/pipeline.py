@@ -302,6 +302,7 @@ def trial_target(
         progress=training_progress,
         target=spec.target,
         note=chosen.note,
+        not_trained=chosen.not_trained,
     )
 
 

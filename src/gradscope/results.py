@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from ._version import __version__
-from .vocab import Remedy, Rule, Severity, Status, Where
+from .vocab import IN_MEMORY, Remedy, Rule, Severity, Status, Where
 
 SCHEMA = "gradscope.report/1"
 SCHEMA_PREFIX = "gradscope.report/"
@@ -80,6 +80,12 @@ class Suggestion:
     params: Mapping[str, Any]
     reason: str
     rules: tuple[str, ...] = ()  # the findings that motivate it
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether ``scan --fix`` and ``trial`` can apply it to a copy of the model (skip connections only around
+        layer blocks, not attention over a sequence, which is new code)."""
+        return self.remedy in IN_MEMORY and (self.remedy is not Remedy.RESIDUAL or "block" in self.params)
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,8 @@ IN_MEMORY: frozenset[Remedy] = frozenset(
         Remedy.NORMALIZATION,
         Remedy.INIT,
         Remedy.CLIP,
+        Remedy.RESIDUAL,
+        Remedy.GATED_RECURRENT,
     }
 )
 

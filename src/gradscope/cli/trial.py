@@ -34,8 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..trial import TrialReport
 
 REMEDY_HELP = (
-    "auto (the scan's remedies plus the classic ones its evidence allows), none, all, or one of "
-    "pseudo-norm, rescale, regularize, activation, normalization, init, clip (comma-separate several)."
+    "auto (the scan's remedies plus the classic ones its evidence allows), none, all (every remedy, at a fixed "
+    "placement where the scan measured none; the ones that cannot apply are named), or one of pseudo-norm, rescale, "
+    "regularize, activation, normalization, init, clip, residual, gated-recurrent (comma-separate several)."
 )
 FORMATS = (Format.TABLE, Format.JSON)
 

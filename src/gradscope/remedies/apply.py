@@ -4,8 +4,10 @@ Every insertion ("after module X") is a forward hook on X that passes X's output
 patched model keeps every layer name of the original (before/after reports pair layers by name) and works for any
 module tree, ``nn.Sequential`` or not. Modules a remedy adds (norm layers) live in ``Patched.added`` so that a
 training trial optimises them too. Remedies that only act during training (a weight penalty, gradient clipping)
-are carried as training settings; remedies that need a code change (residual blocks, LSTM) are reported as skipped,
-with the reason.
+are carried as training settings. Skip connections around equal-shape runs of an ``nn.Sequential`` are hooks too
+(the block's input is kept by a pre-hook on its first module and added to its last module's output); an ``nn.RNN``
+is swapped for an ``nn.GRU`` with the same interface. What needs a code change (attention over a sequence, skips
+across shape changes) is reported as skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 from ..errors import ProbeError
 from ..results import Suggestion
 from ..torchutil import WEIGHTED, seeded
-from ..vocab import IN_MEMORY, Remedy
+from ..vocab import Remedy
 from .pseudonorm import PseudoNorm
 from .rescale import apply_rescale, weight_penalty
 
@@ -85,7 +87,7 @@ def pick(suggestions: Sequence[Suggestion]) -> list[Suggestion]:
     chosen: list[Suggestion] = []
     treated: set[str] = set()
     for s in suggestions:
-        if s.remedy in IN_MEMORY and s.remedy is not Remedy.CLIP and not (set(s.rules) & treated):
+        if s.in_memory and s.remedy is not Remedy.CLIP and not (set(s.rules) & treated):
             chosen.append(s)
             treated.update(s.rules)
     return chosen
@@ -135,9 +137,94 @@ def _apply_one(patched: Patched, s: Suggestion, options: Options) -> str | None:
                 _init_recurrent(module, params)
         else:
             _init([m for m in modules if isinstance(m, WEIGHTED)], params)
+    elif s.remedy is Remedy.RESIDUAL and "block" in params:
+        blocks = residual_blocks(root, s.layers, int(params["block"]))
+        if not blocks:
+            return "no run of equal-shape layers in an nn.Sequential to wrap; add the skip connections in code"
+        for first, last in blocks:
+            _add_skip(_module(root, first), _module(root, last))
+    elif s.remedy is Remedy.GATED_RECURRENT:
+        for name, module in zip(s.layers, modules, strict=True):
+            if not isinstance(module, nn.RNN):
+                return f"'{name}' is a {type(module).__name__}, not an nn.RNN"
+            _replace(root, name, gru_like(module))
     else:
         return f"'{s.remedy.value}' needs a change to the model's code; it cannot be applied in memory"
     return None
+
+
+def residual_blocks(root: nn.Module, names: Sequence[str], block: int) -> list[tuple[str, str]]:
+    """Where skip connections ``x + f(x)`` go without changing any shape: in each ``nn.Sequential`` holding the named
+    weighted layers, ``block`` consecutive weighted layers with what follows each of them (activations, norms) form
+    one block, kept only when its output has its input's shape (Linear: in = out features; convolutions: in = out
+    channels, stride 1, size-preserving padding). Returns (first, last) module names per block."""
+    wanted = set(names)
+    blocks: list[tuple[str, str]] = []
+    for parent_name, parent in root.named_modules():
+        if not isinstance(parent, nn.Sequential):
+            continue
+        prefix = f"{parent_name}." if parent_name else ""
+        children = [(f"{prefix}{k}", m) for k, m in parent.named_children()]
+        starts = [i for i, (name, _) in enumerate(children) if name in wanted]
+        units = [(i, (starts[j + 1] if j + 1 < len(starts) else len(children)) - 1) for j, i in enumerate(starts)]
+        for j in range(0, len(units) - block + 1, block):
+            first, last = units[j][0], units[j + block - 1][1]
+            span = [m for _, m in children[first : last + 1]]
+            if _keeps_shape(span):
+                blocks.append((children[first][0], children[last][0]))
+    return blocks
+
+
+def _keeps_shape(modules: Sequence[nn.Module]) -> bool:
+    weighted = [m for m in modules if isinstance(m, WEIGHTED)]
+    if not weighted or any(not isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) for m in weighted):
+        return False
+    first, last = weighted[0], weighted[-1]
+    if isinstance(first, nn.Linear):
+        return isinstance(last, nn.Linear) and first.in_features == last.out_features
+    for m in weighted:
+        if not isinstance(m, nn.modules.conv._ConvNd) or m.transposed or any(s != 1 for s in m.stride):
+            return False
+        sizes = zip(m.padding, m.dilation, m.kernel_size, strict=True)
+        if m.padding != "same" and any(not isinstance(p, int) or 2 * p != d * (k - 1) for p, d, k in sizes):
+            return False
+    return (
+        isinstance(first, nn.modules.conv._ConvNd)
+        and isinstance(last, nn.modules.conv._ConvNd)
+        and (first.in_channels == last.out_channels)
+    )
+
+
+def _add_skip(first: nn.Module, last: nn.Module) -> None:
+    """``x + f(x)`` around the modules from ``first`` to ``last``, as hooks: every layer keeps its name."""
+    inputs: list[torch.Tensor] = []
+
+    def remember(_m: nn.Module, args: tuple[Any, ...]) -> None:
+        inputs.append(args[0])
+
+    def add(_m: nn.Module, _args: Any, output: Any) -> Any:
+        x = inputs.pop()
+        return output + x if isinstance(output, torch.Tensor) and output.shape == x.shape else output
+
+    first.register_forward_pre_hook(remember)
+    last.register_forward_hook(add)
+
+
+def gru_like(rnn: nn.RNN) -> nn.GRU:
+    """An ``nn.GRU`` with the RNN's interface (sizes, layers, bias, batch_first, dropout, direction): it takes the
+    same input and initial state and returns the same ``(output, h_n)``."""
+    weight = rnn.weight_ih_l0
+    return nn.GRU(
+        rnn.input_size,
+        rnn.hidden_size,
+        num_layers=rnn.num_layers,
+        bias=rnn.bias,
+        batch_first=rnn.batch_first,
+        dropout=float(rnn.dropout),
+        bidirectional=rnn.bidirectional,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
 
 
 def _insert_after(patched: Patched, name: str, module: nn.Module, new: nn.Module) -> None:

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..results import Suggestion
 from ..vocab import Remedy
+from .apply import gru_like, residual_blocks
 
 _NEW = "  # ← gradscope"
 
@@ -62,6 +63,26 @@ def code_change(model: nn.Module, applied: Sequence[Suggestion], pseudo_norm_arg
                 f"for m in [{', '.join(_path(n) for n in s.layers)}]:",
                 f"    nn.init.{scheme}(m.weight, {arg})",
                 "    nn.init.zeros_(m.bias)",
+            ]
+        elif s.remedy is Remedy.GATED_RECURRENT:
+            for name in s.layers:
+                module = model.get_submodule(name)
+                if isinstance(module, nn.RNN):
+                    replaced[name] = _ctor(gru_like(module))
+        elif s.remedy is Remedy.RESIDUAL and "block" in params:
+            blocks = residual_blocks(model, s.layers, int(params["block"]))
+            spans = ", ".join(f"{_path(first)} … {_path(last)}" for first, last in blocks)
+            lines += [
+                "# skip connections x + f(x) around each block (same shape in and out):",
+                "class Residual(nn.Module):",
+                "    def __init__(self, *layers: nn.Module) -> None:",
+                "        super().__init__()",
+                "        self.body = nn.Sequential(*layers)",
+                "",
+                "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+                "        return x + self.body(x)",
+                f"# and in the layer list, wrap each of: {spans}",
+                "# as one Residual(...) entry",
             ]
         elif s.remedy is Remedy.CLIP:
             lines.append(

@@ -57,6 +57,26 @@ def pseudo_norm_points(layers: Sequence[LayerStats], min_ratio: float) -> Placem
     return Placement(tuple(reversed(inserted)), lowest, untreated, hidden.name, hidden.signal_rms.median)  # type: ignore[union-attr]
 
 
+def pseudo_norm_every(layers: Sequence[LayerStats], every: int, among: Sequence[str]) -> Placement | None:
+    """A fixed placement, where the measured one finds nothing to restore (``trial --remedy all``): after every
+    ``every``-th of the layers ``among`` (forward order; the activations, say), never after the last hidden layer,
+    restoring the gradient to that layer's measured scale as the measured placement does."""
+    chain = [
+        layer
+        for layer in layers
+        if layer.signal_rms is not None and math.isfinite(layer.signal_rms.median) and layer.signal_rms.median > 0
+    ]
+    if len(chain) < 3:
+        return None
+    hidden = chain[-2]
+    names = [name for name in among if name != hidden.name and any(layer.name == name for layer in chain[:-2])]
+    after = tuple(names[every - 1 :: every])
+    if not after:
+        return None
+    untreated = chain[0].signal_rms.median / chain[-1].signal_rms.median  # type: ignore[union-attr]
+    return Placement(after, math.nan, untreated, hidden.name, hidden.signal_rms.median)  # type: ignore[union-attr]
+
+
 def rescale_gains(layers: Sequence[LayerStats], reference: float, below: float, max_gain: float) -> dict[str, float]:
     gains: dict[str, float] = {}
     for layer in layers:

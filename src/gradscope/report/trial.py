@@ -222,7 +222,7 @@ def _verdict(report: TrialReport) -> Text:
 
 def _remedies(report: TrialReport) -> RenderableType | None:
     treated = report.arms[1:]
-    if not treated:
+    if not treated and not report.not_trained:
         return None
     grid = Table.grid(padding=(0, 2), pad_edge=False)
     grid.add_column(no_wrap=True)
@@ -233,13 +233,16 @@ def _remedies(report: TrialReport) -> RenderableType | None:
             if i:
                 body.append("\n")
             body.append(fmt.suggestion_target(s))
-            if s.params:
-                body.append(f"  ({fmt.mapping(_short_params(s.params))})", style="dim")
+            short = _short_params(s.params)
+            if short:
+                body.append(f"  ({fmt.mapping(short)})", style="dim")
         for s, why in arm.skipped:
             if body:
                 body.append("\n")
             body.append(f"skipped {s.remedy.value}: {why}", style="yellow")
         grid.add_row(Text(arm.remedy, style="bold"), body)
+    for name, why in report.not_trained:
+        grid.add_row(Text(name, style="bold dim"), Text(f"not trained: {why}", style="yellow"))
     return Group(Text("What each run changed", style="bold"), Padding(grid, (0, 0, 0, 2)))
 
 

@@ -12,6 +12,7 @@ from ..config import Config
 from ..errors import ConfigError
 from ..recorder import model_facts
 from ..records import LayerFacts
+from ..remedies.apply import residual_blocks
 from ..results import Report, Suggestion
 from ..vocab import IN_MEMORY, Remedy, Severity
 
@@ -28,6 +29,7 @@ class Plan:
     available: dict[str, tuple[Suggestion, ...]]
     report: Report | None  # the scan behind the candidates; None for --remedy none
     note: str | None = None
+    not_trained: tuple[tuple[str, str], ...] = ()  # --remedy all: (remedy, why) for each remedy left out
 
 
 def parse_remedies(text: str) -> tuple[str, ...]:
@@ -59,9 +61,22 @@ def plan(model: nn.Module, report: Report | None, remedies: Sequence[str], confi
         return Plan({}, {}, None, "trained the untreated model only (--remedy none)")
     config = config or Config()
     facts = model_facts(model)
-    available = candidates(report.layers, facts, report.suggestions, config)
-    if tuple(remedies) == ("all",):
-        return Plan(dict(available), available, report)
+    every = tuple(remedies) == ("all",)
+    available = _applicable(
+        model,
+        candidates(
+            report.layers,
+            facts,
+            report.suggestions,
+            config,
+            every=every,
+            reference=report.summary.reference_grad_rms,
+            skip_connections=report.model.skip_connections,
+        ),
+    )
+    if every:
+        missing = tuple((name, _why_not(name, report, facts)) for name in REMEDY_NAMES if name not in available)
+        return Plan(dict(available), available, report, not_trained=missing)
     if tuple(remedies) == ("auto",):
         problems = [f for f in report.findings if f.severity.rank >= Severity.WARNING.rank]
         if not problems:
@@ -87,6 +102,17 @@ def plan(model: nn.Module, report: Report | None, remedies: Sequence[str], confi
     return Plan(selected, available, report)
 
 
+def _applicable(model: nn.Module, found: dict[str, tuple[Suggestion, ...]]) -> dict[str, tuple[Suggestion, ...]]:
+    """The candidates whose structural change this model allows (skip connections need equal-shape blocks)."""
+    out = {}
+    for name, group in found.items():
+        first = group[0]
+        if first.remedy is Remedy.RESIDUAL and not residual_blocks(model, first.layers, int(first.params["block"])):
+            continue
+        out[name] = group
+    return out
+
+
 def _why_not(name: str, report: Report, facts: Mapping[str, LayerFacts]) -> str:
     rules = {f.rule for f in report.findings if f.severity.rank >= Severity.WARNING.rank}
     weighted = [layer for layer in report.layers if layer.trainable and (f := facts.get(layer.name)) and f.weighted]
@@ -106,6 +132,12 @@ def _why_not(name: str, report: Report, facts: Mapping[str, LayerFacts]) -> str:
         return "no layer's gradient is below diagnose.vanishing_warning of the reference, so there is no gain to set"
     if name == "activation":
         return "it has no Sigmoid or Tanh modules to replace"
+    if name == "residual":
+        if report.model.skip_connections:
+            return "it already has skip connections"
+        return "no run of equal-shape layers in an nn.Sequential to wrap (skips across shape changes need code)"
+    if name == "gated-recurrent":
+        return "it has no vanilla nn.RNN to replace"
     if name in ("normalization", "init", "regularize") and not weighted:
         return "it has no trainable Linear or Conv layers to act on"
     return f"the scan offers no {name} candidate ({_verdict(report)})"

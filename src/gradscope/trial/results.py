@@ -162,6 +162,7 @@ class TrialReport:
     timing: Mapping[str, Any] = field(default_factory=dict)
     thresholds: TrialConfig = field(default_factory=TrialConfig)  # what "helps" and "trained" mean
     init_varies: bool = True  # whether the seeds drew new initial weights (else: minibatch order and dropout only)
+    not_trained: tuple[tuple[str, str], ...] = ()  # --remedy all: the remedies left out, and why
 
     @property
     def caveat(self) -> str | None:
@@ -212,6 +213,7 @@ class TrialReport:
                     "loss": self.data.loss,
                 },
                 "arms": [a.to_dict() for a in self.arms],
+                "not_trained": [{"remedy": name, "why": why} for name, why in self.not_trained],
                 "best": self.best,
                 "helps": self.helps,
                 "margin": self.margin,

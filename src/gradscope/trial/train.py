@@ -50,6 +50,7 @@ def run_trial(
     progress: Progress | None = None,
     target: str | None = None,
     note: str | None = None,
+    not_trained: Sequence[tuple[str, str]] = (),
 ) -> TrialReport:
     """Train ``model`` untreated and with each candidate for ``steps`` steps, once per seed; return the comparison.
 
@@ -66,7 +67,7 @@ def run_trial(
     with threads(config.probe.threads, device_of(model)):
         return _run_trial(
             model, candidates, data, config, steps, optimizer, lr, seed, seeds, build, batch_size, example,
-            pseudo_norm_kwargs, progress, target, note,
+            pseudo_norm_kwargs, progress, target, note, tuple(not_trained),
         )  # fmt: skip
 
 
@@ -87,6 +88,7 @@ def _run_trial(
     progress: Progress | None,
     target: str | None,
     note: str | None,
+    not_trained: tuple[tuple[str, str], ...],
 ) -> TrialReport:
     started = time.perf_counter()
     settings = config.trial
@@ -168,6 +170,7 @@ def _run_trial(
         note=note,
         thresholds=settings,
         init_varies=build is not None or count == 1,
+        not_trained=not_trained,
         timing={
             "seconds": round(time.perf_counter() - started, 3),
             "runs": {a.remedy: round(sum(r.seconds for r in a.runs), 3) for a in arms},
