@@ -5,6 +5,7 @@ identity shortcuts give the gradient a path that skips every conv, so no layer a
 
     gradscope scan examples/resnet_cnn.py
     gradscope scan examples/resnet_cnn.py --format json --output report.json
+    gradscope trial examples/resnet_cnn.py     # dataset() below: digits as small RGB images
 """
 
 from __future__ import annotations
@@ -61,3 +62,13 @@ class ResNetCNN(nn.Module):
 
 def build_model(num_classes: int = 10, width: int = 16) -> nn.Module:
     return ResNetCNN(num_classes=num_classes, width=width)
+
+
+def dataset() -> tuple[Tensor, Tensor]:
+    """For ``gradscope trial``: scikit-learn's bundled digits as 3×8×8 images (the gray value in every channel; the
+    network pools globally, so any image size works), int64 labels. Small enough to train in seconds on a CPU."""
+    from sklearn.datasets import load_digits  # only a trial needs it; scanning works without sklearn
+
+    x, y = load_digits(return_X_y=True)
+    images = torch.tensor(x / 16.0, dtype=torch.float32).reshape(-1, 1, 8, 8).expand(-1, 3, -1, -1).contiguous()
+    return images, torch.tensor(y, dtype=torch.int64)

@@ -331,8 +331,16 @@ def test_synthetic_task_is_learnable_and_refused_where_it_cannot_be_built() -> N
     assert report.untreated.accuracy.min >= 0.9  # type: ignore[union-attr]
     x, y = synthetic_task(small_mlp(), None, seed=0, samples=1024)
     assert x.shape == (1024, 8) and y.dtype == torch.int64
+    # token ids: the label is the class of the token TOKEN_LAG back (from the end, or from each position)
+    classifier = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(128, 3))
+    tokens, labels = synthetic_task(classifier, None, seed=0, samples=64)
+    assert tokens.shape == (64, 32) and int(tokens.max()) < 10 and torch.equal(labels, tokens[:, 28] % 3)
+    tagger = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 5))
+    tokens, labels = synthetic_task(tagger, None, seed=0, samples=16)
+    assert labels.shape == (16, 32) and torch.equal(labels[:, 10], tokens[:, 7] % 5)
+    assert torch.equal(labels[:, 1], tokens[:, 0] % 5)
     with pytest.raises(ProbeError, match="token ids.*define dataset"):
-        synthetic_task(nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(128, 3)), None, seed=0, samples=64)
+        synthetic_task(small_mlp(), torch.zeros(2, 3, 8, dtype=torch.int64), seed=0, samples=64)
     with pytest.raises(ProbeError, match=r"outputs shape \(2, 1\).*define dataset"):
         synthetic_task(nn.Sequential(nn.Linear(4, 1)), None, seed=0, samples=64)
 

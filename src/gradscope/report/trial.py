@@ -20,6 +20,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from ..trial.results import TOKEN_LAG
 from . import fmt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,7 +62,11 @@ def _header(report: TrialReport) -> Text:
         f"batch {report.batch_size}, {_seeds(report)}\n"
     )
     d = report.data
-    source = "dataset()" if d.source == "dataset" else "synthetic Gaussian clusters (file has no dataset())"
+    source = {
+        "dataset": "dataset()",
+        "synthetic": "synthetic Gaussian clusters (file has no dataset())",
+        "synthetic_tokens": f"synthetic tokens, label = the token {TOKEN_LAG} back (file has no dataset())",
+    }.get(d.source, d.source)
     kind = f"{d.classes} classes, cross-entropy" if d.task.value == "classification" else "regression, MSE"
     text.append(f"data   {source}: {d.train} train / {d.test} held out, {kind}", style="dim")
     if report.note:

@@ -15,6 +15,7 @@ from ..errors import GradscopeError, ProbeError
 from ..loading import ModelFileHooks
 from ..torchutil import device_of, float_dtype
 from ..util import describe
+from .results import TOKEN_LAG
 
 MIN_SAMPLES = 5
 
@@ -68,15 +69,20 @@ def check_data(data: Any, label: str = "data") -> tuple[Tensor, Tensor]:
 
 
 def synthetic_task(model: nn.Module, example: Any, *, seed: int, samples: int) -> tuple[Tensor, Tensor]:
-    """Gaussian class clusters in the shape of ``example`` (one probe batch; None: the inferred input shape).
+    """A learnable task in the shape of ``example`` (one probe batch; None: the inferred input shape).
 
-    C Gaussian class clusters (C = the model's output classes), class means and noise both N(0, 1) per element,
-    scaled by 1/√2 so the inputs have unit variance; for inputs with channels (``(C, L)``, ``(C, H, W)``, …) half
-    of each class mean's variance is a per-channel level, so the classes survive global average pooling. The
-    classes are far apart, so a healthy model learns them quickly.
+    Float inputs: C Gaussian class clusters (C = the model's output classes), class means and noise both N(0, 1)
+    per element, scaled by 1/√2 so the inputs have unit variance; for inputs with channels (``(C, L)``,
+    ``(C, H, W)``, …) half of each class mean's variance is a per-channel level, so the classes survive global
+    average pooling. The classes are far apart, so a healthy model learns them quickly.
 
-    Raises ProbeError (advising ``dataset()``) when the model does not take one float tensor or does not
-    output ``(B, C)`` logits with C ≥ 2."""
+    Token ids ``(B, T)``: uniform random tokens of the model's vocabulary; the label is the class (id modulo C) of
+    the token ``TOKEN_LAG`` positions back — from the end for ``(B, C)`` logits, from each position for
+    ``(B, T, C)`` (the first token where there is none that far back). A model learns it only if the gradient
+    carries that far back through the sequence: what a recurrent model's through-time remedies are about.
+
+    Raises ProbeError (advising ``dataset()``) when the model does not take one such tensor or does not output
+    ``(B, C)`` (``(B, T, C)`` for tokens) logits with C ≥ 2."""
     advice = "define dataset() in the model file returning (inputs, targets) tensors"
     if example is None:
         try:
@@ -86,11 +92,14 @@ def synthetic_task(model: nn.Module, example: Any, *, seed: int, samples: int) -
         except ProbeError as exc:
             raise ProbeError(f"no dataset() and no synthetic task for this model ({exc}); {advice}") from None
     batch = example
-    if not isinstance(batch, Tensor) or not batch.is_floating_point():
-        kind = f"{batch.dtype} tensor" if isinstance(batch, Tensor) else type(batch).__name__
+    tokens = isinstance(batch, Tensor) and batch.dtype == torch.int64 and batch.dim() == 2
+    if not isinstance(batch, Tensor) or not (batch.is_floating_point() or tokens):
+        kind = (
+            f"{batch.dtype} tensor of shape {tuple(batch.shape)}" if isinstance(batch, Tensor) else type(batch).__name__
+        )
         raise ProbeError(
-            f"no dataset() in the model file, and the synthetic task needs one float input "
-            f"tensor; this model takes a {kind} (e.g. token ids): {advice}"
+            f"no dataset() in the model file, and the synthetic task needs one float input tensor or one (batch, "
+            f"length) tensor of token ids; this model takes a {kind}: {advice}"
         )
     try:
         with torch.no_grad(), kept_mode(model):
@@ -102,6 +111,9 @@ def synthetic_task(model: nn.Module, example: Any, *, seed: int, samples: int) -
         raise ProbeError(
             f"the model's forward failed on a synthetic batch of shape {tuple(batch.shape)} ({describe(exc)}); {advice}"
         ) from None
+    generator = torch.Generator().manual_seed(seed)
+    if tokens:
+        return _token_task(model, batch, out, generator, samples, advice)
     if out.dim() != 2 or out.shape[1] < 2:
         raise ProbeError(
             f"no dataset() in the model file, and the synthetic task needs (batch, classes) "
@@ -109,7 +121,6 @@ def synthetic_task(model: nn.Module, example: Any, *, seed: int, samples: int) -
         )
     classes = int(out.shape[1])
     sample_shape = tuple(batch.shape[1:])
-    generator = torch.Generator().manual_seed(seed)
     means = torch.randn((classes, *sample_shape), generator=generator)
     if len(sample_shape) >= 2:  # (channels, *spatial): a per-channel level survives global pooling
         level = torch.randn((classes, sample_shape[0], *([1] * (len(sample_shape) - 1))), generator=generator)
@@ -118,6 +129,31 @@ def synthetic_task(model: nn.Module, example: Any, *, seed: int, samples: int) -
     noise = torch.randn((samples, *sample_shape), generator=generator)
     inputs = ((means[labels] + noise) / math.sqrt(2.0)).to(batch.dtype)
     return inputs, labels
+
+
+def _token_task(
+    model: nn.Module, batch: Tensor, out: Tensor, generator: torch.Generator, samples: int, advice: str
+) -> tuple[Tensor, Tensor]:
+    length = int(batch.shape[1])
+    per_position = out.dim() == 3 and out.shape[1] == length
+    if not (out.dim() == 2 or per_position) or out.shape[-1] < 2:
+        raise ProbeError(
+            f"no dataset() in the model file, and the synthetic token task needs (batch, classes) or (batch, "
+            f"length, classes) logits; this model outputs shape {tuple(out.shape)}: {advice}"
+        )
+    classes = int(out.shape[-1])
+    embedding = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    vocab = embedding.num_embeddings if embedding is not None else int(batch.max()) + 1
+    inputs = torch.randint(0, vocab, (samples, length), generator=generator)
+    lag = min(TOKEN_LAG, length - 1)
+    if per_position:
+        back = (torch.arange(length) - lag).clamp(min=0)
+        return inputs, inputs[:, back] % classes
+    return inputs, inputs[:, length - 1 - lag] % classes
+
+
+def inputs_are_floats(data: tuple[Tensor, Tensor]) -> bool:
+    return bool(data[0].is_floating_point())
 
 
 def cast_inputs(inputs: Tensor, model: nn.Module) -> Tensor:

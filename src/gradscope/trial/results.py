@@ -13,6 +13,7 @@ from ..results import Suggestion, json_safe, suggestion_dict
 from ..vocab import Optimizer
 
 SCHEMA = "gradscope.trial/2"
+TOKEN_LAG = 3  # the synthetic token task's label is the token this many positions back
 
 
 class Task(StrEnum):
@@ -22,7 +23,7 @@ class Task(StrEnum):
 
 @dataclass(frozen=True)
 class DataInfo:
-    source: str  # "dataset" | "synthetic"
+    source: str  # "dataset" | "synthetic" (class clusters) | "synthetic_tokens" (the token TOKEN_LAG back)
     train: int
     test: int
     task: Task

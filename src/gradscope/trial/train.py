@@ -21,7 +21,16 @@ from ..results import Suggestion
 from ..torchutil import device_of, seeded, threads
 from ..util import describe
 from ..vocab import Optimizer, Remedy
-from .data import batch_order, cast_inputs, check_data, kept_mode, output_tensor, split, synthetic_task
+from .data import (
+    batch_order,
+    cast_inputs,
+    check_data,
+    inputs_are_floats,
+    kept_mode,
+    output_tensor,
+    split,
+    synthetic_task,
+)
 from .planning import UNTREATED
 from .results import Arm, DataInfo, Run, Task, TrialReport, verdict
 
@@ -113,7 +122,7 @@ def _run_trial(
     source = "dataset"
     if data is None:
         data = synthetic_task(model, example, seed=seed, samples=settings.synthetic_samples)
-        source = "synthetic"
+        source = "synthetic" if inputs_are_floats(data) else "synthetic_tokens"
     inputs, targets = check_data(data)
     inputs = cast_inputs(inputs, model).to(device)
     targets = targets.to(device)
