@@ -9,7 +9,7 @@ change what the user's training code draws next.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -60,12 +60,15 @@ def build_batches(
     input_dtype: str | None = None,
     seq_len: int = 32,
     image_size: int = 32,
+    budget: Callable[[int], None] | None = None,
 ) -> list[Batch]:
     """``n`` probe batches on ``device``, from the first source that applies (see the module docstring).
 
     ``input_shapes`` are full shapes, batch dimension included (``--input-shape 8,3,32,32``), so
     ``batch_size`` does not apply to them. ``input_dtype`` overrides the dtype of synthetic inputs; by default
-    floats use the model's first floating parameter dtype (float32 for a model without one).
+    floats use the model's first floating parameter dtype (float32 for a model without one). ``budget`` is called
+    with the bytes of one synthetic batch, measured on the meta device before anything is allocated (it raises
+    to refuse).
     """
     if n < 1:
         raise ProbeError(f"--batches={n} must be at least 1")
@@ -85,6 +88,10 @@ def build_batches(
             raise ProbeError(f"--batch-size={batch_size} must be at least 1")
         make = _inferred(model, dtype, batch_size=batch_size, seq_len=seq_len, image_size=image_size)
     generator = torch.Generator(device="cpu")
+    if budget is not None:
+        with torch.device("meta"):  # shapes and dtypes only: no memory
+            sample = make(generator)
+        budget(sum(t.numel() * t.element_size() for t in iter_tensors(sample)))
     batches: list[Batch] = []
     for i in range(n):
         generator.manual_seed(seed + i)

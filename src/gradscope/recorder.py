@@ -217,7 +217,7 @@ class Recorder:
                 layer.order = self._order
                 self._order += 1
                 layer.output_shape = tuple(out.shape) if out is not None else None
-            if out is None:
+            if out is None or out.numel() == 0:  # no output to measure (a zero-width Linear(32, 0))
                 return
             if self._device is None:
                 self._device = out.device
@@ -326,7 +326,8 @@ class Recorder:
             values = [torch.stack([_sumsq(p.detach()).to(device) for p in self.taps[i].params]).sum() for i in owners]
             host = torch.stack(values).cpu().tolist()  # once per scan: weights do not change while probing
         for i, sq in zip(owners, host, strict=True):
-            self.layers[i].weight_rms = math.sqrt(sq / sum(p.numel() for p in self.taps[i].params))
+            count = sum(p.numel() for p in self.taps[i].params)
+            self.layers[i].weight_rms = math.sqrt(sq / count) if count else None  # Linear(32, 0) has no weights
 
     def _record_param_grads(self) -> None:
         grads: list[torch.Tensor] = []
