@@ -19,6 +19,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from ..util import displayed
 from . import fmt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,6 +38,7 @@ def render_trial_json(report: TrialReport) -> str:
 
 
 def render_trial_terminal(report: TrialReport, console: Console) -> None:
+    report = displayed(report)
     sections: list[RenderableType] = [_header(report), _runs_table(report, console.width), _verdict(report)]
     remedies = _remedies(report)
     if remedies is not None:
