@@ -16,29 +16,35 @@ import torch
 from torch import nn
 
 from .errors import ModelLoadError
-from .util import first_line
+from .util import first_line, one_line
 
 # Keys under which training scripts commonly nest the model's state dict (Lightning: "state_dict").
 _NESTED_KEYS: tuple[str, ...] = ("state_dict", "model", "model_state_dict")
 _SHOWN = 5  # keys named per kind in a message; the rest are counted
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Copy the state dict saved at ``path`` into ``model`` (strict: every key present, none extra, same shapes)."""
-    state = read_state_dict(path)
-    _check_keys(model, state, path)
+def load_weights(model: nn.Module, path: str | Path, *, name: str | None = None) -> None:
+    """Copy the state dict saved at ``path`` into ``model`` (strict: every key present, none extra, same shapes).
+    Messages name the checkpoint as ``name`` (the path as the user typed it; default ``path``)."""
+    shown = name or str(path)
+    state = read_state_dict(path, name=shown)
+    _check_keys(model, state, shown)
     # A model built on the meta device (no storage) takes the checkpoint's tensors themselves; any other keeps its
     # own parameters (dtype, device, identity) and has the values copied in.
     meta = any(t.is_meta for t in (*model.parameters(), *model.buffers()))
     try:
         model.load_state_dict(state, strict=True, assign=meta)
-    except RuntimeError as exc:  # pragma: no cover - keys and shapes are checked above; dtype/device oddities
-        raise ModelLoadError(f"--weights {path}: cannot load into the model: {first_line(exc)}") from None
+    except Exception as exc:  # a layer's own _load_from_state_dict or a load hook refused it: keep its reason
+        reason = one_line(str(exc)) or type(exc).__name__
+        kind = "" if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: "
+        raise ModelLoadError(f"--weights {shown}: cannot load into the model: {kind}{reason}") from None
 
 
-def read_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
-    """The state dict saved at ``path``: a plain one, or one nested under ``state_dict`` / ``model``."""
+def read_state_dict(path: str | Path, *, name: str | None = None) -> Mapping[str, torch.Tensor]:
+    """The state dict saved at ``path``: a plain one, or one nested under ``state_dict`` / ``model``; messages
+    name it ``name`` (default ``path``)."""
     file = Path(path)
+    path = name or path
     if not file.exists():
         raise ModelLoadError(f"--weights {path}: file not found; check the path to the checkpoint")
     if file.is_dir():

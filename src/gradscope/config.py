@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -22,10 +23,32 @@ from .vocab import FailOn, Optimizer, Rule, Severity, Status
 IGNORE = "ignore"
 ALL_RULES = "*"
 
+# Limits on what an option, a config file or a baseline can ask for (README, "Command line: limits"). They are far
+# above any useful probe and far below what exhausts a machine: a typo or a hostile file is one line, not a hang.
+MAX_BATCHES = 1_000  # probe.batches
+MAX_BATCH_SIZE = 65_536  # probe.batch_size
+MAX_SEQ_LEN = 65_536  # probe.seq_len
+MAX_IMAGE_SIZE = 4_096  # probe.image_size
+MAX_PROBE_BYTES = 2**30  # all synthetic probe batches together (an estimate made before any is allocated)
+MAX_NESTING = 64  # levels of nesting in a config file, --model-kwargs or model.kwargs
+
+# The command-line option that sets each config key: errors name what the user typed.
+OPTION_KEYS = {
+    "probe.batches": "--batches",
+    "probe.batch_size": "--batch-size",
+    "probe.seed": "--seed",
+    "probe.device": "--device",
+    "diagnose.optimizer": "--optimizer",
+}
+OPTION_SOURCE = "option"  # the ``source`` of values given on the command line (``Config.with_overrides``)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_nesting(self.kwargs, "model.kwargs")
 
 
 @dataclass(frozen=True)
@@ -41,7 +64,14 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         _require(self.batches >= 1, "probe.batches", self.batches, "must be at least 1")
+        _require(self.batches <= MAX_BATCHES, "probe.batches", self.batches, f"must be at most {MAX_BATCHES:,}")
         _require(self.batch_size >= 1, "probe.batch_size", self.batch_size, "must be at least 1")
+        _require(
+            self.batch_size <= MAX_BATCH_SIZE,
+            "probe.batch_size",
+            self.batch_size,
+            f"must be at most {MAX_BATCH_SIZE:,}",
+        )
         # torch.Generator.manual_seed takes 64 bits; beyond that it failed as an internal OverflowError.
         _require(-(2**63) <= self.seed < 2**63, "probe.seed", self.seed, "must fit in 64 bits (|seed| < 2**63)")
         _require(
@@ -51,8 +81,13 @@ class ProbeConfig:
             "must be cpu, cuda, cuda:N or auto",
         )
         _require(self.mode in ("train", "eval"), "probe.mode", self.mode, "must be train or eval")
-        _require(self.seq_len >= 1, "probe.seq_len", self.seq_len, "must be at least 1")
-        _require(self.image_size >= 1, "probe.image_size", self.image_size, "must be at least 1")
+        _require(1 <= self.seq_len <= MAX_SEQ_LEN, "probe.seq_len", self.seq_len, f"must be in 1..{MAX_SEQ_LEN:,}")
+        _require(
+            1 <= self.image_size <= MAX_IMAGE_SIZE,
+            "probe.image_size",
+            self.image_size,
+            f"must be in 1..{MAX_IMAGE_SIZE:,}",
+        )
         _require(self.threads >= 0, "probe.threads", self.threads, "must be >= 0 (0: torch's own setting)")
 
 
@@ -222,23 +257,25 @@ class PolicyConfig:
         statuses = [s.value for s in Status]
         for status in self.fail_statuses:
             if status not in statuses:
-                raise ConfigError(f"policy.fail_statuses: unknown status {status!r} (known: {', '.join(statuses)})")
+                raise ConfigError(
+                    f"policy.fail_statuses: unknown status {_shown(status)} (known: {', '.join(statuses)})"
+                )
         if not isinstance(self.severity, Mapping):
-            raise ConfigError(f"policy.severity must be a mapping of rule: severity, got {self.severity!r}")
+            raise ConfigError(f"policy.severity must be a mapping of rule: severity, got {_shown(self.severity)}")
         for rule, value in self.severity.items():
             _check_rule(rule, f"policy.severity.{rule}")
             _check_severity(value, f"policy.severity.{rule}")
         check_factor(self.baseline_factor, "policy.baseline_factor")
         if not isinstance(self.layers, Mapping):
-            raise ConfigError(f"policy.layers must be a mapping of glob: overrides, got {self.layers!r}")
+            raise ConfigError(f"policy.layers must be a mapping of glob: overrides, got {_shown(self.layers)}")
         for glob, entry in self.layers.items():
-            where = f"policy.layers[{glob!r}]"
+            where = f"policy.layers[{_shown(glob)}]"
             if not isinstance(glob, str) or not glob:
                 raise ConfigError(f"{where}: a layer glob must be a non-empty string")
             if not isinstance(entry, Mapping):
                 raise ConfigError(
                     f"{where} must be a mapping such as {{vanishing_gradient: warning}} or {{'*': ignore}}, "
-                    f"got {entry!r}"
+                    f"got {_shown(entry)}"
                 )
             for key, value in entry.items():
                 if key == "baseline_factor":
@@ -251,20 +288,22 @@ class PolicyConfig:
 
 def _check_rule(rule: Any, where: str) -> None:
     if rule not in [r.value for r in Rule]:
-        raise ConfigError(f"{where}: unknown rule {rule!r} (known: {', '.join(Rule)})")
+        raise ConfigError(f"{where}: unknown rule {_shown(rule)} (known: {', '.join(Rule)})")
 
 
 def _check_severity(value: Any, where: str) -> None:
     if value is False or value in (*(s.value for s in Severity), IGNORE):
         return
-    raise ConfigError(f"{where}={value!r} must be error, warning, info or ignore")
+    raise ConfigError(f"{where}={_shown(value)} must be error, warning, info or ignore")
 
 
 def check_factor(value: Any, where: str) -> None:
     """A regression factor: a finite number > 1 (``--factor`` and ``policy.baseline_factor``)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 1
     if not ok:
-        shown = f"{where} {value:g}" if where.startswith("--") and isinstance(value, float) else f"{where}={value!r}"
+        shown = (
+            f"{where} {value:g}" if where.startswith("--") and isinstance(value, float) else f"{where}={_shown(value)}"
+        )
         raise ConfigError(f"{shown} must be a number > 1 (e.g. 10: a tenfold move is a regression)")
 
 
@@ -285,12 +324,28 @@ class Config:
                 continue
             section, _, key = dotted.partition(".")
             nested.setdefault(section, {})[key] = value
-        return merge(self, nested, source="option")
+        return merge(self, nested, source=OPTION_SOURCE)
+
+    def source_of(self, key: str) -> str | None:
+        """Who set the dotted ``key`` last: ``"option"``, a config file, a baseline (the ``source`` given to
+        ``merge``), or None for the default. Not a setting: it is kept beside the fields, outside equality."""
+        sources: Mapping[str, str] = getattr(self, "_sources", {})
+        return sources.get(key)
+
+    def origin(self, key: str) -> str:
+        """``key`` and its value as the user wrote them, for messages: ``--batch-size 100000`` for an option,
+        ``probe.batch_size=100000 in c.yaml`` for a config file, ``probe.batch_size=16 (default)``."""
+        section, _, name = key.partition(".")
+        value = getattr(getattr(self, section), name)
+        source = self.source_of(key)
+        if source == OPTION_SOURCE and key in OPTION_KEYS:
+            return f"{OPTION_KEYS[key]} {value}"
+        return f"{key}={value!r} " + (f"in {source}" if source else "(default)")
 
 
 def _require(ok: bool, key: str, value: Any, why: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r} {why}")
+        raise ConfigError(f"{key}={_shown(value)} {why}")
 
 
 def _finite(section: Any, name: str) -> None:
@@ -302,38 +357,42 @@ def _finite(section: Any, name: str) -> None:
 
 
 def merge(base: Config, data: Mapping[str, Any], *, source: str) -> Config:
-    """A new Config with ``data`` (nested sections) laid over ``base``; unknown keys and wrong types are named."""
+    """A new Config with ``data`` (nested sections) laid over ``base``; unknown keys, wrong types and bad values
+    are named, each message starting with ``source`` (a file, ``option``, a baseline). The new Config remembers
+    which keys ``source`` set (``Config.source_of``)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
     changes: dict[str, Any] = {}
+    sources = dict(getattr(base, "_sources", {}))
     known = {f.name: f for f in dataclasses.fields(base)}
     for section, values in data.items():
         if section not in known:
-            raise ConfigError(f"{source}: unknown section {section!r} (known: {', '.join(known)})")
+            raise ConfigError(f"{source}: unknown section {_shown(section)} (known: {', '.join(known)})")
         current = getattr(base, section)
         if values is None:
             continue
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: section {section!r} must be a mapping, got {type(values).__name__}")
-        changes[section] = _merge_section(current, values, f"{source}: {section}")
-    try:
-        return dataclasses.replace(base, **changes)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        changes[section] = _merge_section(current, values, source, section)
+        sources.update({f"{section}.{key}": source for key in values})
+    merged = dataclasses.replace(base, **changes)
+    object.__setattr__(merged, "_sources", sources)
+    return merged
 
 
-def _merge_section(current: Any, values: Mapping[str, Any], where: str) -> Any:
+def _merge_section(current: Any, values: Mapping[str, Any], source: str, section: str) -> Any:
+    where = f"{source}: {section}"
     fields = {f.name: f for f in dataclasses.fields(current)}
     hints = typing.get_type_hints(type(current))
     updates: dict[str, Any] = {}
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(fields)})")
+            raise ConfigError(f"{where}: unknown key {_shown(key)} (known: {', '.join(fields)})")
         updates[key] = _coerce(value, hints[key], f"{where}.{key}")
     try:
         return dataclasses.replace(current, **updates)
-    except ConfigError:
-        raise
+    except ConfigError as exc:  # a value check (__post_init__) names the key; say where the value came from
+        raise ConfigError(f"{source}: {exc}") from None
     except TypeError as exc:  # pragma: no cover - _coerce checks types first
         raise ConfigError(f"{where}: {exc}") from None
 
@@ -363,11 +422,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     elif origin is tuple:  # a YAML list of strings, e.g. policy.fail_statuses
         if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return tuple(value)
-        raise ConfigError(f"{where} must be a list of strings, got {value!r}")
+        raise ConfigError(f"{where} must be a list of strings, got {_shown(value)}")
     elif origin in (typing.Union, types.UnionType):
         return value
     expected = getattr(hint, "__name__", str(hint))
-    raise ConfigError(f"{where} must be {expected}, got {value!r}")
+    raise ConfigError(f"{where} must be {expected}, got {_shown(value)}")
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
@@ -386,6 +445,8 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 
 
 def read_yaml(path: str | Path) -> Any:
+    """The YAML document at ``path``, read safely: no Python tags (``safe_load`` rules), no aliases (``*name``:
+    a few hundred bytes of aliases expand to billions of elements), at most ``MAX_NESTING`` levels deep."""
     import yaml
 
     p = Path(path)
@@ -396,10 +457,69 @@ def read_yaml(path: str | Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read config file ({exc})") from None
     try:
-        data = yaml.safe_load(text)  # safe_load: a Python tag is an error, never executed
+        data = yaml.load(text, Loader=_bounded_loader())  # noqa: S506 - a SafeLoader subclass: tags are refused
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{p}: invalid YAML{where}: {problem}") from None
     return {} if data is None else data
+
+
+def _bounded_loader() -> type:
+    """``yaml.SafeLoader`` that refuses aliases and nesting beyond ``MAX_NESTING`` while composing, before any
+    value is built (the composer recurses per level: 3,000 levels were a RecursionError)."""
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        _depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"aliases (*{event.anchor}) are not allowed in a gradscope config; write the value out",
+                    event.start_mark,
+                )
+            self._depth += 1
+            try:
+                if self._depth > MAX_NESTING:
+                    event = self.peek_event()  # type: ignore[no-untyped-call]
+                    raise yaml.composer.ComposerError(
+                        None, None, f"nested more than {MAX_NESTING} levels deep", event.start_mark
+                    )
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+    return BoundedLoader
+
+
+def check_nesting(value: Any, where: str) -> None:
+    """Raise ``ConfigError`` when ``value`` (a JSON/YAML-like tree) nests deeper than ``MAX_NESTING`` levels."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth >= MAX_NESTING:
+            raise ConfigError(f"{where} is nested more than {MAX_NESTING} levels deep")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _shown(value: Any) -> str:
+    """A value in a message: its repr, cut short (a list of a million strings is not a message)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 3

@@ -67,20 +67,22 @@ def load(
     *,
     model_kwargs: Mapping[str, Any] | None = None,
     probe_file: str | None = None,
+    kwargs_label: str = "--model-kwargs",
 ) -> LoadedModel:
     """Resolve ``target`` to a module, construct it with ``model_kwargs`` and collect the hooks.
 
     Hooks come from the model file (or, for ``package.module:NAME``, from that module); those in
-    ``probe_file`` take precedence one by one.
+    ``probe_file`` take precedence one by one. ``kwargs_label`` names where ``model_kwargs`` came from in messages.
     """
     kwargs = dict(model_kwargs or {})
     where, name = _split_target(target)
     is_file = _looks_like_path(where)
     namespace = import_file(where) if is_file else _import_package_module(where, target)
     if name is None:  # only files get here: _split_target requires NAME for package.module targets
-        module, picked = _discover(namespace, where, kwargs)
+        module, picked = _discover(namespace, where, kwargs, kwargs_label)
     else:
-        module, picked = _instantiate(_get_attribute(namespace, name, where), name, kwargs, where), name
+        obj = _get_attribute(namespace, name, where)
+        module, picked = _instantiate(obj, name, kwargs, where, kwargs_label), name
 
     hooks = _hooks_from(namespace, where)
     if probe_file is not None:
@@ -267,16 +269,18 @@ def _get_attribute(namespace: types.ModuleType, name: str, where: str) -> Any:
 # -- discovery and construction ------------------------------------------------------------------------------
 
 
-def _discover(namespace: types.ModuleType, path: str, kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
+def _discover(
+    namespace: types.ModuleType, path: str, kwargs: dict[str, Any], label: str = "--model-kwargs"
+) -> tuple[nn.Module, str]:
     """Factory, then an instance named ``model``, then the model class the file builds around (``_ranked``)."""
     for factory in FACTORY_NAMES:
         obj = getattr(namespace, factory, None)
         if callable(obj):
-            return _instantiate(obj, factory, kwargs, path), factory
+            return _instantiate(obj, factory, kwargs, path, label), factory
 
     instance = getattr(namespace, "model", None)
     if isinstance(instance, nn.Module):
-        return _instantiate(instance, "model", kwargs, path), "model"
+        return _instantiate(instance, "model", kwargs, path, label), "model"
 
     uses = _class_uses(namespace)
     classes = _ranked(_defined_classes(namespace), uses)
@@ -284,7 +288,7 @@ def _discover(namespace: types.ModuleType, path: str, kwargs: dict[str, Any]) ->
     leaders = _top_level(usable, uses)
     if len(usable) == 1 or len(leaders) == 1:
         cls = usable[0] if len(usable) == 1 else leaders[0]
-        return _instantiate(cls, cls.__name__, kwargs, path), cls.__name__
+        return _instantiate(cls, cls.__name__, kwargs, path, label), cls.__name__
     if usable:
         names = ", ".join(cls.__name__ for cls in usable)
         first = (leaders or usable)[0].__name__
@@ -292,7 +296,7 @@ def _discover(namespace: types.ModuleType, path: str, kwargs: dict[str, Any]) ->
     leaders = _top_level(classes, uses)
     if len(leaders) == 1:  # the one top-level class needs arguments: say which, and how to pass them
         cls = leaders[0]
-        return _instantiate(cls, cls.__name__, kwargs, path), cls.__name__
+        return _instantiate(cls, cls.__name__, kwargs, path, label), cls.__name__
     candidates = _candidates(namespace)
     if candidates:
         example = candidates[0].split(" ")[0]
@@ -405,11 +409,11 @@ def _unsatisfied(obj: Callable[..., Any], kwargs: Mapping[str, Any]) -> tuple[li
     return missing, unknown
 
 
-def _instantiate(obj: Any, name: str, kwargs: dict[str, Any], where: str) -> nn.Module:
+def _instantiate(obj: Any, name: str, kwargs: dict[str, Any], where: str, label: str = "--model-kwargs") -> nn.Module:
     if isinstance(obj, nn.Module):
         if kwargs:
             raise ModelLoadError(
-                f"{where}:{name} is an nn.Module instance, so --model-kwargs cannot be applied; "
+                f"{where}:{name} is an nn.Module instance, so {label} cannot be applied; "
                 "point at its class or a factory instead"
             )
         return obj
@@ -422,7 +426,7 @@ def _instantiate(obj: Any, name: str, kwargs: dict[str, Any], where: str) -> nn.
             f"{where}:{name} needs argument(s) {', '.join(missing)}; pass them with --model-kwargs '{{{example}}}'"
         )
     if unknown:
-        raise ModelLoadError(f"{where}:{name} does not take argument(s) {', '.join(unknown)} given in --model-kwargs")
+        raise ModelLoadError(f"{where}:{name} does not take argument(s) {', '.join(unknown)} given in {label}")
     # As at import: the factory sees sys.argv = [file], not gradscope's own options, and an argparse/sys.exit in
     # it is a load error naming the file, not gradscope exiting with argparse's usage line.
     kwargs = _typed_kwargs(obj, kwargs, f"{where}:{name}")

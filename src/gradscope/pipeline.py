@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, merge
-from .errors import ConfigError
+from .config import MAX_PROBE_BYTES, Config, merge
+from .errors import ConfigError, ProbeError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -75,16 +76,21 @@ def resolve_device(name: str) -> torch.device:
 
 def prepare(spec: TargetSpec, config: Config, progress: Progress = _quiet, *, probe: bool = True) -> Prepared:
     """Load ``spec.target`` (built under the probe's seed, so two runs build the same weights), load its weights,
-    check it, move it to the probe's device and build the probe batches (``probe=False``: none)."""
+    check it, move it to the probe's device and build the probe batches (``probe=False``: none).
+
+    Paths the user gave (``--weights``, ``--probe``) are resolved against the working directory before the model
+    file runs (it may ``os.chdir``); the grad mode is put back after the import (a file may turn autograd off)."""
+
     from .checkpoint import load_weights
     from .scanner import check_model
 
     device = resolve_device(config.probe.device)
+    weights = _absolute(spec.weights)
     progress(f"loading {spec.target}")
     loaded = _load(spec, config, config.probe.seed)
-    if spec.weights is not None:
+    if weights is not None:
         progress(f"loading weights from {spec.weights}")
-        load_weights(loaded.module, spec.weights)
+        load_weights(loaded.module, weights, name=str(spec.weights))
     # Before .to(): a meta-device model fails there with torch's internal error instead of the scan's advice.
     check_model(loaded.module)
     model = loaded.module.to(device)
@@ -96,16 +102,21 @@ def prepare(spec: TargetSpec, config: Config, progress: Progress = _quiet, *, pr
 
 
 def _load(spec: TargetSpec, config: Config, seed: int) -> LoadedModel:
-    """The model file loaded and its model built under ``seed`` (torch, random, numpy)."""
+    """The model file loaded and its model built under ``seed`` (torch, random, numpy), with the caller's grad mode
+    put back after the import (a file may turn autograd off)."""
+    import torch
+
     from .loading import load
     from .torchutil import seeded
 
     kwargs = {**config.model.kwargs, **spec.model_kwargs}
-    with seeded(seed):
+    probe_file = _absolute(spec.probe_file)
+    with seeded(seed), torch.set_grad_enabled(torch.is_grad_enabled()):
         return load(
             spec.target,
             model_kwargs=kwargs or None,
-            probe_file=str(spec.probe_file) if spec.probe_file is not None else None,
+            probe_file=str(probe_file) if probe_file is not None else None,
+            kwargs_label=_kwargs_label(spec, config),
         )
 
 
@@ -114,41 +125,131 @@ def _build(spec: TargetSpec, config: Config, seed: int) -> nn.Module:
     from .checkpoint import load_weights
 
     module = _load(spec, config, seed).module
-    if spec.weights is not None:
-        load_weights(module, spec.weights)
+    weights = _absolute(spec.weights)
+    if weights is not None:
+        load_weights(module, weights, name=str(spec.weights))
     return module
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return None if path is None else Path(os.path.abspath(path))
+
+
+def _kwargs_label(spec: TargetSpec, config: Config) -> str:
+    """Where the model's keyword arguments came from, for a message about one it does not take."""
+    from_file = config.source_of("model.kwargs") if config.model.kwargs else None
+    labels = [
+        *(["--model-kwargs"] if spec.model_kwargs else []),
+        *([f"model.kwargs in {from_file}"] if from_file else []),
+    ]
+    return " / ".join(labels) or "--model-kwargs"
 
 
 def build_probe(
     model: nn.Module, hooks: ModelFileHooks, config: Config, spec: TargetSpec | None = None, *, n: int | None = None
 ) -> list[Any]:
     """The probe batches for ``model`` under ``config.probe`` (``n`` of them; default ``probe.batches``): the
-    model file's ``probe_batches``/``example_inputs``, else ``--input-shape``, else inferred (``probes``)."""
+    model file's ``probe_batches``/``example_inputs``, else ``--input-shape``, else inferred (``probes``).
+    Synthetic batches are sized before any is allocated: more than ``MAX_PROBE_BYTES`` in all is a ``ProbeError``
+    naming the values and where they came from."""
     from .probes import build_batches
     from .torchutil import device_of, seeded
 
     p = config.probe
+    count = p.batches if n is None else n
+    shapes = spec.input_shapes if spec is not None else None
+
+    def within_budget(batch_bytes: int) -> None:
+        if batch_bytes * count <= MAX_PROBE_BYTES:
+            return
+        size = (
+            f"--input-shape {' '.join(','.join(map(str, s)) for s in shapes)}"
+            if shapes
+            else config.origin("probe.batch_size")
+        )
+        raise ProbeError(
+            f"the probe batches would take {_mib(batch_bytes * count)} ({count} × {_mib(batch_bytes)}), more than "
+            f"the {_mib(MAX_PROBE_BYTES)} limit: lower {size} or {config.origin('probe.batches')}"
+        )
+
     with seeded(p.seed):  # example_inputs() / probe_batches() may draw from the global RNGs
         return build_batches(
             model,
             hooks,
-            n=p.batches if n is None else n,
+            n=count,
             batch_size=p.batch_size,
             seed=p.seed,
             device=device_of(model),
-            input_shapes=spec.input_shapes if spec is not None else None,
+            input_shapes=shapes,
             input_dtype=spec.input_dtype if spec is not None else None,
             seq_len=p.seq_len,
             image_size=p.image_size,
+            budget=within_budget,
         )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB" if n >= 2**20 else f"{n:,} bytes"
 
 
 @contextlib.contextmanager
 def user_code_output() -> Iterator[None]:
-    """While the model file's code runs (import, factory, forward, hooks), its prints go to stderr: stdout carries
-    the report only, so ``--format json`` stays one JSON document."""
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+    """The frame around the model file's code (import, factory, forward, hooks, ``dataset()``):
+
+    - file descriptor 1 is the process's stderr (``os.dup2``) and ``sys.stdout`` is ``sys.stderr``, so whatever
+      it prints — ``print``, ``sys.__stdout__``, ``os.write(1, ...)``, ``os.system``, a C library — goes to stderr
+      and stdout carries the report only (``--format json`` stays one JSON document);
+    - the warnings it raises are held back: shown afterwards when the block succeeds, dropped when it fails, so a
+      failure stays the one line of the error contract (``--debug`` shows the traceback);
+    - the working directory is put back afterwards: a model file that ``os.chdir``s does not move ``--output``.
+
+    Everything is restored on the way out, on error too."""
+    cwd = _cwd()
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            with _stdout_to_stderr():
+                yield
+        finally:
+            if cwd is not None and _cwd() != cwd:
+                with contextlib.suppress(OSError):
+                    os.chdir(cwd)
+    for w in caught:  # reached only when the block succeeded
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was removed under us
+        return None
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    _flush(sys.stdout, sys.__stdout__)
+    saved: int | None = None
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no fd 1 or 2 to redirect (a closed stream): the Python-level redirect still applies
+        if saved is not None:
+            os.close(saved)
+            saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _flush(sys.stdout, sys.__stdout__)  # what the user's code left in Python's buffers belongs on stderr
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _flush(*streams: Any) -> None:
+    for stream in streams:
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.flush()
 
 
 # -- scan ------------------------------------------------------------------------------------------------------
@@ -203,7 +304,11 @@ def verify_fix(
     if not chosen:
         return replace(report, fix=Fix((), report, skipped, ""))
     config = config or Config()
-    patched = apply(model, chosen, Options(seed=config.probe.seed))
+    try:
+        patched = apply(model, chosen, Options(seed=config.probe.seed))
+    except ProbeError as exc:  # the model cannot be copied (or patched): the scan stands, the fix says why not
+        reason = f"not applied: {exc}"
+        return replace(report, fix=Fix((), report, (*((s, reason) for s in chosen), *skipped), ""))
     after = scan(patched.model, batches, loss_fn=loss_fn, config=config, target=target)
     code = code_change(model, patched.applied, DEFAULT_PSEUDO_NORM_ARGS)
     return replace(report, fix=Fix(tuple(patched.applied), after, (*patched.skipped, *skipped), code))
@@ -221,7 +326,11 @@ def probe_like(config: Config, baseline: Report, label: str, keep: Collection[st
     sections: dict[str, dict[str, Any]] = {"probe": {k: v for k, v in values.items() if v is not None}}
     if "optimizer" not in keep:  # the verdict assumed this optimizer: judge the new scan the same way
         sections["diagnose"] = {"optimizer": baseline.probe.optimizer}
-    return merge(config, sections, source=label)
+    source = label if label.startswith("baseline") else f"baseline {label}"
+    try:
+        return merge(config, sections, source=source)
+    except ConfigError as exc:  # a hand-edited baseline: blame the file, never an option the user did not type
+        raise ConfigError(f"{exc}; regenerate it with `gradscope baseline TARGET -o {label}`") from None
 
 
 def check_target(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import typing
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -94,13 +94,15 @@ def build_batches(
     input_dtype: str | None = None,
     seq_len: int = 32,
     image_size: int = 32,
+    budget: Callable[[int], None] | None = None,
 ) -> ProbeBatches:
     """``n`` probe batches on ``device``, from the first source that applies (see the module docstring).
 
     ``input_shapes`` are full shapes, batch dimension included (``--input-shape 8,3,32,32``), so
     ``batch_size`` does not apply to them. ``input_dtype`` overrides the dtype of synthetic inputs; by default
     floats use the model's first floating parameter dtype (float32 for a model without one), and inputs of an
-    ``Embedding`` are int64 token ids in its vocabulary.
+    ``Embedding`` are int64 token ids in its vocabulary. ``budget`` is called with the bytes of one synthetic
+    batch, measured on the meta device before anything is allocated (it raises to refuse).
     """
     if n < 1:
         raise ProbeError(f"--batches={n} must be at least 1")
@@ -123,6 +125,10 @@ def build_batches(
         sizes = _Sizes(batch_size, seq_len, image_size)
         plan = _inferred_plan(model, dtype, sizes, device=device, seed=seed)
     generator = torch.Generator(device="cpu")
+    if budget is not None:
+        with torch.device("meta"):  # shapes and dtypes only: no memory
+            sample = plan.draw(model, generator)
+        budget(sum(t.numel() * t.element_size() for t in iter_tensors(sample)))
     batches: list[Batch] = []
     for i in range(n):
         generator.manual_seed(seed + i)

@@ -252,7 +252,8 @@ class Recorder:
             out = output if type(output) is torch.Tensor else first_float_tensor(output)
             if self._batch == 0:
                 self._first_sight(record, out)
-            if out is None or not out.is_floating_point():
+            # nothing to measure: no float output, or a zero-width one (Linear(32, 0))
+            if out is None or not out.is_floating_point() or out.numel() == 0:
                 return
             self._observe(record, out, kind)
             if out.requires_grad:
@@ -483,7 +484,8 @@ class Recorder:
             params = self.taps[i].params
             sq = sum(host[position : position + len(params)])
             position += len(params)
-            self.layers[i].weight_rms = math.sqrt(sq / sum(p.numel() for p in params))
+            count = sum(p.numel() for p in params)
+            self.layers[i].weight_rms = math.sqrt(sq / count) if count else None  # Linear(32, 0) has no weights
 
     def _record_param_grads(self) -> None:
         grads: list[torch.Tensor] = []

@@ -302,6 +302,7 @@ class SchemaError(ValueError):
 
 
 _NUM = (int, float)
+_COMPARED = ("grad_rms", "signal_rms")  # per-layer keys every report has (null when not measured)
 
 
 def _parse_report(data: Any) -> Report:
@@ -359,17 +360,26 @@ def _number(obj: Mapping[str, Any], key: str, where: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _magnitude(obj: Mapping[str, Any], key: str, where: str, *, high: float = math.inf) -> float | None:
+    """A number no scan writes below 0 (an RMS, a fraction: ``high`` 1): a negative one is a hand edit."""
+    value = _number(obj, key, where)
+    if value is not None and not 0 <= value <= high:
+        bounds = ">= 0" if high == math.inf else f"in [0, {high:g}]"
+        raise SchemaError(f"{where}.{key} must be {bounds}, got {value!r}")
+    return value
+
+
 def _spread(obj: Mapping[str, Any], key: str, where: str) -> Spread | None:
-    median = _number(obj, key, where)
+    median = _magnitude(obj, key, where)
     rng = obj.get(f"{key}_range")
     lo = hi = median
     if rng is not None:
         if not (
             isinstance(rng, list)
             and len(rng) == 2
-            and all(v is None or (isinstance(v, _NUM) and not isinstance(v, bool)) for v in rng)
+            and all(v is None or (isinstance(v, _NUM) and not isinstance(v, bool) and v >= 0) for v in rng)
         ):
-            raise SchemaError(f"{where}.{key}_range must be [min, max]")
+            raise SchemaError(f"{where}.{key}_range must be [min, max] of numbers >= 0")
         lo = None if rng[0] is None else float(rng[0])
         hi = None if rng[1] is None else float(rng[1])
     if median is None and rng is None:
@@ -491,6 +501,9 @@ def _layer(item: Any, i: int) -> LayerStats:
         parsed_status = Status(status)
     except ValueError:
         raise SchemaError(f"{where}.status {status!r} is not one of {', '.join(s.value for s in Status)}") from None
+    for key in _COMPARED:  # what a baseline comparison reads: a layer without it is not a scan's
+        if key not in item:
+            raise SchemaError(f"{where} has no {key!r}")
     shape = _get(item, "output_shape", (list,), where, optional=True)
     if shape is not None and not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise SchemaError(f"{where}.output_shape must be a list of integers")
@@ -506,9 +519,9 @@ def _layer(item: Any, i: int) -> LayerStats:
         signal_rms=_spread(item, "signal_rms", where),
         activation_rms=_spread(item, "activation_rms", where),
         activation_std=_spread(item, "activation_std", where),
-        weight_rms=_number(item, "weight_rms", where),
-        saturated_fraction=_number(item, "saturated_fraction", where),
-        dead_fraction=_number(item, "dead_fraction", where),
+        weight_rms=_magnitude(item, "weight_rms", where),
+        saturated_fraction=_magnitude(item, "saturated_fraction", where, high=1.0),
+        dead_fraction=_magnitude(item, "dead_fraction", where, high=1.0),
         status=parsed_status,
         shares_parameters_with=_get(item, "shares_parameters_with", (str,), where, optional=True),
     )

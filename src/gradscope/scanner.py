@@ -1,7 +1,8 @@
 """``scan``: the one library call. Probe batches through the model with hooks, diagnose, suggest, return a Report.
 
-It never prints and leaves the model as it found it: parameters, buffers (BatchNorm running statistics), ``.grad``,
-``requires_grad``, training mode, hooks, and the global RNG state.
+It never prints and leaves the model as it found it (``preserved``): the module tree, every parameter and buffer
+object with its value, dtype and ``.grad``, ``requires_grad``, training mode, module attributes, hooks, and the
+global RNG states. It runs with autograd enabled whatever the caller's grad mode (``no_grad``, ``inference_mode``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from . import gates, probes
 from .advice import suggest
@@ -54,7 +56,30 @@ def scan(
     batches = probes.ProbeBatches(batches, batch_dim=batch_dim, assumed=assumed)
     if not batches:
         raise ProbeError("no probe batches: pass at least one batch (--batches must be >= 1)")
+    with autograd_on():
+        return _scan(model, batches, loss_fn, config, target, progress, started)
+
+
+@contextlib.contextmanager
+def autograd_on() -> Iterator[None]:
+    """Autograd on for the block, whatever the caller's mode (``torch.no_grad()``, ``torch.inference_mode()``,
+    ``torch.set_grad_enabled(False)`` at a model file's import): a scan measures gradients, so it turns them on
+    itself rather than blame the model for the caller's context (README, "Library")."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def _scan(
+    model: nn.Module,
+    batches: list[Any],
+    loss_fn: LossFn | None,
+    config: Config,
+    target: str | None,
+    progress: Progress | None,
+    started: float,
+) -> Report:
     device = device_of(model)
+    batch_dim, assumed = probes.layout(model, batches)
     with preserved(model), threads(config.probe.threads, device):
         probe = _probe(model, batches, loss_fn, config, device, progress)
         diagnosis = diagnose(probe.records, config.diagnose, probe.culprit, profile=probe.profile)
@@ -194,6 +219,42 @@ def _probe_once(
     for p in model.parameters():
         p.grad = None
     recorder.start_batch(probes.batch_size_of(batch, batch_dim))
+    with _kept_grads(model):
+        skip = _forward_backward(model, recorder, batch, index, loss_fn, seed)
+    recorder.end_batch()
+    return skip
+
+
+@contextlib.contextmanager
+def _kept_grads(model: nn.Module) -> Iterator[None]:
+    """Gradients a post-accumulate-grad hook takes away ("optimizer in backward": the hook steps and sets
+    ``p.grad = None``) are caught on their way in and put back as ``.grad`` for the recorder to read, so such
+    layers are measured, not reported disconnected. Only parameters with such hooks are touched."""
+    caught: dict[int, tuple[nn.Parameter, torch.Tensor]] = {}
+    handles = []
+
+    def catcher(p: nn.Parameter) -> Callable[[torch.Tensor], None]:
+        def hook(grad: torch.Tensor) -> None:
+            caught[id(p)] = (p, grad)
+
+        return hook
+
+    try:
+        for p in model.parameters():
+            if p.requires_grad and getattr(p, "_post_accumulate_grad_hooks", None):
+                handles.append(p.register_hook(catcher(p)))  # type: ignore[no-untyped-call]
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+    for p, grad in caught.values():
+        if p.grad is None:
+            p.grad = grad
+
+
+def _forward_backward(
+    model: nn.Module, recorder: Recorder, batch: Any, index: int, loss_fn: LossFn | None, seed: int
+) -> bool:
     try:
         output = probes.call_model(model, batch)
     except (KeyboardInterrupt, ProbeError):
@@ -219,7 +280,6 @@ def _probe_once(
         loss.backward()  # type: ignore[no-untyped-call]
     except Exception as exc:
         raise ProbeError(f"backward failed on probe batch {index}: {first_line(exc)}") from exc
-    recorder.end_batch()
     return skip
 
 
@@ -235,9 +295,27 @@ def _check_loss(loss: Any) -> None:
 
 
 def check_model(model: Any) -> None:
-    """Raise ``ProbeError`` unless ``model`` is a module with trainable, materialised parameters."""
+    """Raise ``ProbeError`` unless ``model`` is a Python module with trainable, materialised parameters."""
     if not isinstance(model, nn.Module):
         raise ProbeError(f"scan needs a torch.nn.Module, got {type(model).__name__}")
+    scripted = next((name for name, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)), None)
+    if scripted is not None:
+        what = f"its submodule '{scripted}'" if scripted else f"{type(model).__name__}"
+        raise ProbeError(
+            f"{what} is a TorchScript module (torch.jit.script/trace), which takes no Python hooks: scan the "
+            "nn.Module before scripting it"
+        )
+    lazy = next(
+        (name for name, m in model.named_modules() if any(is_lazy(t) for t in (*m._parameters.values(),
+                                                                                 *m._buffers.values()))),
+        None,
+    )  # fmt: skip
+    if lazy is not None:
+        module = model.get_submodule(lazy)
+        raise ProbeError(
+            f"{type(model).__name__} has uninitialised lazy parameters ('{lazy or '(model)'}', "
+            f"{type(module).__name__}): run one forward pass to materialise them before scanning"
+        )
     params = list(model.parameters())
     if not params:
         raise ProbeError(f"{type(model).__name__} has no parameters: there is no gradient to measure")
@@ -261,24 +339,109 @@ def _loss_name(loss_fn: LossFn | None) -> str:
 
 @contextlib.contextmanager
 def preserved(model: nn.Module) -> Iterator[None]:
-    """Restore what a probe run changes: grads, training flags, requires_grad, buffers (BatchNorm statistics)."""
-    params = list(model.parameters())
-    grads = [p.grad for p in params]
-    requires = [p.requires_grad for p in params]
-    training = [(m, m.training) for m in model.modules()]
-    with torch.no_grad():
-        buffers = [(b, b.clone()) for b in model.buffers()]
+    """Put back, in ``finally``, everything a probe run can change — also what the model's own code changes in
+    forward or in its hooks (a momentum encoder, an optimizer in backward, a buffer reassigned or cast, a
+    parameter re-registered, a ModuleList grown): the module tree, every parameter and buffer *object* in its
+    place with its storage and value, ``.grad`` objects, ``requires_grad``, training flags, module attributes.
+
+    Values are snapshotted on the tensors' own device (one clone each: a write through ``.data`` bumps no
+    version counter, so nothing cheaper can see every change) and copied back only where they differ."""
+    snapshot = _Snapshot(model)
     try:
         yield
     finally:
+        snapshot.restore()
+
+
+@dataclass
+class _TensorState:
+    tensor: torch.Tensor
+    data: torch.Tensor  # ``tensor.data`` then: the original storage, shape, strides and dtype
+    value: torch.Tensor | None  # a copy of the values (None: nothing to compare, a meta tensor)
+    grad: torch.Tensor | None
+    requires_grad: bool
+
+
+class _Snapshot:
+    """What ``preserved`` puts back: each module's attributes (``_parameters``, ``_buffers``, ``_modules`` and
+    plain attributes, shallowly) and each parameter's and buffer's state."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.modules = [(m, dict(m.__dict__), *_registries(m)) for m in model.modules()]
+        seen: set[int] = set()
+        self.tensors: list[_TensorState] = []
         with torch.no_grad():
-            for buffer, saved in buffers:
-                buffer.copy_(saved)
-        for p, grad, flag in zip(params, grads, requires, strict=True):
-            p.grad = grad
-            p.requires_grad_(flag)
-        for module, flag in training:
-            module.training = flag
+            for _, _, params, buffers, _, _ in self.modules:
+                for t in (*params.values(), *buffers.values()):
+                    if t is None or id(t) in seen:
+                        continue
+                    seen.add(id(t))
+                    data = t.data
+                    value = None if data.is_meta else data.clone()
+                    grad = t.grad if isinstance(t, nn.Parameter) else None
+                    self.tensors.append(_TensorState(t, data, value, grad, t.requires_grad))
+
+    def restore(self) -> None:
+        for module, attributes, params, buffers, children, non_persistent in self.modules:
+            state = module.__dict__
+            for key in [k for k in state if k not in attributes]:
+                del state[key]
+            for key, value in attributes.items():
+                if state.get(key, _MISSING) is not value:
+                    state[key] = value
+            for registry, saved in ((module._parameters, params), (module._buffers, buffers),
+                                    (module._modules, children)):  # fmt: skip
+                if registry.keys() != saved.keys() or any(registry[k] is not v for k, v in saved.items()):
+                    registry.clear()
+                    registry.update(saved)
+            if module._non_persistent_buffers_set != non_persistent:
+                module._non_persistent_buffers_set.clear()
+                module._non_persistent_buffers_set.update(non_persistent)
+        with torch.no_grad():
+            for s in self.tensors:
+                t = s.tensor
+                if not _same_storage(t.data, s.data):
+                    t.data = s.data
+                if s.value is not None and not _equal(s.data, s.value):
+                    s.data.copy_(s.value)  # through .data: no version bump on the user's tensor
+        for s in self.tensors:
+            if isinstance(s.tensor, nn.Parameter):
+                s.tensor.grad = s.grad
+            if s.tensor.requires_grad != s.requires_grad:
+                s.tensor.requires_grad_(s.requires_grad)
+
+
+_MISSING = object()
+
+
+def _registries(
+    module: nn.Module,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], set[str]]:
+    return (
+        dict(module._parameters),
+        dict(module._buffers),
+        dict(module._modules),
+        set(module._non_persistent_buffers_set),
+    )
+
+
+def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.is_meta or b.is_meta or a.layout != torch.strided or b.layout != torch.strided:
+        return a is b
+    return (
+        a.data_ptr() == b.data_ptr()
+        and a.dtype == b.dtype
+        and a.device == b.device
+        and a.shape == b.shape
+        and a.stride() == b.stride()
+    )
+
+
+def _equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    try:
+        return bool(torch.equal(a, b))
+    except Exception:  # a layout or tensor subclass torch.equal does not take: copy back to be sure
+        return False
 
 
 def locate_failure(model: nn.Module, batch: Any) -> tuple[str, str] | None:

@@ -4,6 +4,7 @@ model's device and dtype, the seeded RNG scope, and what kind of layer a module 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import random
 from collections.abc import Iterator, Mapping
@@ -12,7 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import ProbeError
 from .records import LayerFacts, LayerKind
+from .util import describe
 
 # -- tensors ---------------------------------------------------------------------------------------------------
 
@@ -49,6 +52,37 @@ def device_of(model: nn.Module) -> torch.device:
 def float_dtype(model: nn.Module) -> torch.dtype:
     """The dtype of the model's first floating parameter (float32 for a model without one)."""
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` (remedies and trials work on copies).
+
+    ``copy.deepcopy`` refuses some models: a tensor attribute computed from the parameters (the ``weight`` of a
+    layer pruned with ``torch.nn.utils.prune`` or wrapped by the old ``weight_norm``: not a graph leaf), or an
+    attribute that cannot be copied (a ``threading.Lock``). Then such attributes get their own treatment: a
+    computed tensor is copied detached (its hook computes it again on the copy's next forward), an object that
+    cannot be copied is shared with the original. Raises ``ProbeError`` with the reason when even that fails."""
+    try:
+        return copy.deepcopy(model)
+    except Exception:
+        pass
+    memo: dict[int, Any] = {}
+    for module in model.modules():
+        for key, value in vars(module).items():
+            if key in ("_parameters", "_buffers", "_modules"):
+                continue
+            if isinstance(value, torch.Tensor):
+                if not value.is_leaf:
+                    memo[id(value)] = value.detach().clone()
+                continue
+            try:
+                copy.deepcopy(value)
+            except Exception:
+                memo[id(value)] = value
+    try:
+        return copy.deepcopy(model, memo)
+    except Exception as exc:
+        raise ProbeError(f"the model cannot be copied in memory ({describe(exc)})") from exc
 
 
 # -- randomness ------------------------------------------------------------------------------------------------

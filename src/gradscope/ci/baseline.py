@@ -238,6 +238,8 @@ def read_report(path: str | Path, *, role: str = "report") -> Report:
         ) from None
     except ValueError as exc:
         raise ConfigError(f"{role} {p}: not a gradscope report ({exc}); {hint}") from None
+    except RecursionError:  # the decoder recurses per level: a report is a few levels deep
+        raise ConfigError(f"{role} {p}: not a gradscope report (nested thousands of levels deep); {hint}") from None
     try:
         return Report.from_dict(data)
     except SchemaError as exc:

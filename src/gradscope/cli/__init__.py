@@ -52,7 +52,10 @@ app.command(name="report")(report)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except OSError as exc:  # `--help > /dev/full`: click writes the help itself; one line, not a traceback
+        common.stdout_lost(exc)
 
 
 __all__ = ["app", "main"]

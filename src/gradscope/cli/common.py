@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from ..errors import ConfigError, GradscopeError, OutputError
+from ..util import clean
 from ..vocab import FailOn, Format, Optimizer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,26 +68,17 @@ FailOnOpt = Annotated[FailOn | None, typer.Option("--fail-on", help="Lowest find
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 FormatOpt = Annotated[Format, typer.Option("--format", help="Report format.")]
 
-# Config keys the options set, for messages that name what the user typed.
-OPTION_KEYS = {
-    "probe.batches": "--batches",
-    "probe.batch_size": "--batch-size",
-    "probe.seed": "--seed",
-    "probe.device": "--device",
-    "diagnose.optimizer": "--optimizer",
-}
-
 
 def settings(config: Path | None, overrides: dict[str, Any]) -> Config:
     """Defaults, then the ``--config`` file, then the options given (``None``: not given). A bad option value is
     named as the user typed it (``--batches 0``), not as the config key."""
-    from ..config import load_config
+    from ..config import OPTION_KEYS, OPTION_SOURCE, load_config
 
     loaded = load_config(config)
     try:
         return loaded.with_overrides(overrides)
     except ConfigError as exc:
-        message = str(exc).removeprefix("option: ")
+        message = str(exc).removeprefix(f"{OPTION_SOURCE}: ")
         for key, option in OPTION_KEYS.items():
             message = message.replace(f"{key}=", f"{option} ")
         raise ConfigError(message) from None
@@ -129,14 +121,20 @@ def model_options(
 
 
 def parse_kwargs(text: str | None) -> dict[str, Any]:
+    from ..config import MAX_NESTING, check_nesting
+
     if not text:
         return {}
+    shown = text if len(text) <= 80 else text[:77] + "..."
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"--model-kwargs is not valid JSON ({exc.msg} at column {exc.colno}): {text}") from None
+        raise ConfigError(f"--model-kwargs is not valid JSON ({exc.msg} at column {exc.colno}): {shown}") from None
+    except RecursionError:  # the decoder recurses per level: thousands of levels exhaust the stack
+        raise ConfigError(f"--model-kwargs is nested more than {MAX_NESTING} levels deep") from None
     if not isinstance(value, dict):
-        raise ConfigError(f"--model-kwargs must be a JSON object such as '{{\"depth\": 30}}', got {text}")
+        raise ConfigError(f"--model-kwargs must be a JSON object such as '{{\"depth\": 30}}', got {shown}")
+    check_nesting(value, "--model-kwargs")
     return value
 
 
@@ -204,7 +202,8 @@ def errors(debug: bool) -> Iterator[None]:
 
 
 def fail(message: str) -> NoReturn:
-    stderr_console().print(f"error: {message}", style="red", highlight=False, markup=False, soft_wrap=True)
+    # clean(): a layer name or an exception text with a newline or ESC in it keeps the error one plain line.
+    stderr_console().print(f"error: {clean(message)}", style="red", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(EXIT_ERROR)
 
 
@@ -254,8 +253,27 @@ def _stdout_errors() -> Iterator[None]:
     try:
         yield
     except OSError as exc:
+        _discard_stdout()
         reason = exc.strerror or type(exc).__name__
         raise OutputError(f"cannot write the report to stdout: {reason}") from exc
+
+
+def stdout_lost(exc: OSError) -> NoReturn:
+    """Writing to stdout failed outside a command's own output (click printing ``--help``): one line, exit 2."""
+    _discard_stdout()
+    print(f"error: cannot write to stdout: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+    raise SystemExit(EXIT_ERROR)
+
+
+def _discard_stdout() -> None:
+    """Point fd 1 at /dev/null: what is left in Python's stdout buffer is flushed again at exit, and a second
+    failure there would print an "Exception ignored" traceback after the one-line error."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+    except OSError:
+        pass
 
 
 def plain_text(draw: Callable[[Console], None]) -> str:

@@ -12,7 +12,6 @@ across shape changes) is reported as skipped, with the reason.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from torch import nn
 
 from ..errors import ProbeError
 from ..results import Suggestion
-from ..torchutil import WEIGHTED, seeded
+from ..torchutil import WEIGHTED, copy_model, seeded
 from ..vocab import Remedy
 from .pseudonorm import PseudoNorm
 from .rescale import apply_rescale, weight_penalty
@@ -70,7 +69,7 @@ class Options:
 def apply(model: nn.Module, suggestions: Iterable[Suggestion], options: Options | None = None) -> Patched:
     """A deep copy of ``model`` with each suggestion applied in order; raises ProbeError if a named layer is gone."""
     options = options or Options()
-    patched = Patched(copy.deepcopy(model))
+    patched = Patched(copy_model(model))
     with seeded(options.seed):  # re-initialisation draws from the global RNG; keep the caller's state
         for suggestion in suggestions:
             reason = _apply_one(patched, suggestion, options)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..ci.policy import BASELINE_RULE, CheckResult, State, group
-from ..util import md_cell
+from ..util import displayed, md_cell
 from . import fmt
 from .markdown import markdown_table, render_markdown
 
@@ -52,6 +52,8 @@ def print_check(result: CheckResult, console: Any) -> None:
     """The verdict block printed after the report: the failing checks, then the comparison headline."""
     from rich.text import Text
 
+    result = displayed(result)
+
     style = {"fail": "bold red", "warn": "yellow", "known": "dim", "ignored": "dim"}
     console.print()
     title = Text("gradscope check  ", style="bold")
@@ -73,7 +75,7 @@ def print_check(result: CheckResult, console: Any) -> None:
 
 def check_markdown(result: CheckResult, *, full_report: bool = True) -> str:
     """A Markdown summary for a CI step summary or a PR comment: verdict, failing checks table, comparison."""
-
+    result = displayed(result)
     report = result.report
     icon = "✅" if result.passed else "❌"
     parts = [

@@ -9,7 +9,7 @@ from typing import Any
 from ..ci.baseline import Change, Comparison, LayerDelta, factor_text, median, ratio_text
 from ..errors import ConfigError
 from ..results import LayerStats
-from ..util import md_cell, sci
+from ..util import displayed, md_cell, sci
 
 FOLD_LAYERS_OVER = 60  # markdown tables longer than this fold into <details>
 
@@ -88,6 +88,7 @@ def render_comparison(c: Comparison, format: str = "table", *, width: int | None
     """The comparison as ``table`` (terminal text), ``markdown`` or ``json``."""
     if format == "json":
         return json.dumps(c.to_dict(), indent=2, allow_nan=False) + "\n"
+    c = displayed(c)  # names and labels come from the user's files; JSON (above) keeps them exact
     if format == "markdown":
         return render_comparison_markdown(c)
     if format == "table":
@@ -112,6 +113,8 @@ def print_comparison(c: Comparison, console: Any) -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
+
+    c = displayed(c)
 
     style = {
         Change.REGRESSION: "bold red",
@@ -158,6 +161,8 @@ def print_comparison(c: Comparison, console: Any) -> None:
 
 def render_comparison_markdown(c: Comparison, *, level: int = 2) -> str:
     from .markdown import markdown_table
+
+    c = displayed(c)
 
     verdict = "❌ regressions" if c.failed else "✅ no regressions"
     h = "#" * level

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from ..ci.policy import BASELINE_RULE, CheckResult, State, group
+from ..util import displayed
 from ..vocab import Severity
 from . import fmt
 
@@ -55,7 +56,8 @@ def target_file(target: str) -> str | None:
 
 def render_github(result: CheckResult) -> str:
     file = target_file(result.report.model.target)
-    lines: list[str] = []
+    result = displayed(result)  # control characters shown as escapes, like every renderer (the runner's own
+    lines: list[str] = []  # escaping below then keeps each annotation one line)
     for (rule, state, severity), checks in group(result.checks):
         if state is State.IGNORED:
             continue

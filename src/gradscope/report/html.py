@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..results import LayerStats, Report
+from ..util import displayed
 from ..vocab import Status
 from . import fmt
 
@@ -88,6 +89,7 @@ class _Point:
 
 def render_html(report: Report, *, result: CheckResult | None = None, comparison: Comparison | None = None) -> str:
     """The whole page. ``result`` (a check) and ``comparison`` (a baseline) add their sections when given."""
+    report, result, comparison = displayed((report, result, comparison))
     if comparison is None and result is not None:
         comparison = result.comparison
     title = f"gradscope — {report.model.class_name}"

@@ -13,7 +13,7 @@ import tabulate as tabulate_module
 from tabulate import tabulate
 
 from ..results import Finding, Report, Suggestion
-from ..util import md_cell
+from ..util import displayed, md_cell
 from ..vocab import Severity, Status
 from . import fmt
 
@@ -25,6 +25,7 @@ _INDENT = "· "  # leading spaces collapse in a table cell; a visible prefix kee
 
 
 def render_markdown(report: Report) -> str:
+    report = displayed(report)
     parts = [_title(report), _summary(report), *_layers(report)]
     if report.findings:
         parts += ["### Findings", _findings(report.findings)]

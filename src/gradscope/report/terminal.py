@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..results import Finding, Report, Suggestion
+from ..util import displayed
 from ..vocab import Severity, Status
 from . import fmt
 
@@ -51,6 +52,7 @@ SEVERITY_LABEL: dict[Severity, str] = {
 
 def render_terminal(report: Report, console: Console) -> None:
     """Print the whole report; sections without content (no findings, no fix) are left out."""
+    report = displayed(report)
     sections: list[RenderableType] = [
         _header(report),
         _layer_table(report, console.width),

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..trial.results import TOKEN_LAG
+from ..util import displayed
 from . import fmt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,6 +40,7 @@ def render_trial_json(report: TrialReport) -> str:
 
 
 def render_trial_terminal(report: TrialReport, console: Console) -> None:
+    report = displayed(report)
     sections: list[RenderableType] = [_header(report), _runs_table(report, console.width), _verdict(report)]
     remedies = _remedies(report)
     if remedies is not None:

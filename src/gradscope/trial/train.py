@@ -3,7 +3,6 @@ minibatches, untreated and with each remedy; measured on the held-out split."""
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +17,7 @@ from ..errors import ConfigError, GradscopeError, ProbeError
 from ..remedies.apply import Options, Patched, apply
 from ..remedies.pseudonorm import reference_scale
 from ..results import Suggestion
-from ..torchutil import device_of, seeded, threads
+from ..torchutil import copy_model, device_of, seeded, threads
 from ..util import describe
 from ..vocab import Optimizer, Remedy
 from .data import (
@@ -274,7 +273,7 @@ def _pseudo_norm_scale(
     )
     if layer is None:
         return None
-    probe = copy.deepcopy(model).train()
+    probe = copy_model(model).train()
     with seeded(seed, device_of(model)):
         return reference_scale(probe, layer, lambda: _loss(_forward(probe, x, UNTREATED, 0, source), y, task, source))
 
