@@ -399,6 +399,7 @@ def test_lightning_callback_records_each_optimizer_step(tmp_path: Path) -> None:
 @pytest.mark.slow  # trains with a transformers Trainer
 def test_hf_trainer_callback_records_each_optimizer_step(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")  # Trainer needs it; the `integrations` extra installs both
     from gradscope.integrations.hf import GradscopeTrainerCallback
 
     class Model(nn.Module):

@@ -344,8 +344,10 @@ def preserved(model: nn.Module) -> Iterator[None]:
     parameter re-registered, a ModuleList grown): the module tree, every parameter and buffer *object* in its
     place with its storage and value, ``.grad`` objects, ``requires_grad``, training flags, module attributes.
 
-    Values are snapshotted on the tensors' own device (one clone each: a write through ``.data`` bumps no
-    version counter, so nothing cheaper can see every change) and copied back only where they differ."""
+    Values are snapshotted in host memory (a write through ``.data`` bumps no version counter, so nothing cheaper
+    than a copy can see every change): a model on an accelerator keeps all of its device memory for the probes,
+    and the host holds one copy of its parameters and buffers. CPU tensors are copied back only where they differ;
+    accelerator tensors are copied back unconditionally (one host-to-device copy, the same cost as comparing)."""
     snapshot = _Snapshot(model)
     try:
         yield
@@ -357,7 +359,7 @@ def preserved(model: nn.Module) -> Iterator[None]:
 class _TensorState:
     tensor: torch.Tensor
     data: torch.Tensor  # ``tensor.data`` then: the original storage, shape, strides and dtype
-    value: torch.Tensor | None  # a copy of the values (None: nothing to compare, a meta tensor)
+    value: torch.Tensor | None  # a host copy of the values (None: nothing to compare, a meta tensor)
     grad: torch.Tensor | None
     requires_grad: bool
 
@@ -377,7 +379,7 @@ class _Snapshot:
                         continue
                     seen.add(id(t))
                     data = t.data
-                    value = None if data.is_meta else data.clone()
+                    value = None if data.is_meta else _host_copy(data)
                     grad = t.grad if isinstance(t, nn.Parameter) else None
                     self.tensors.append(_TensorState(t, data, value, grad, t.requires_grad))
 
@@ -402,7 +404,7 @@ class _Snapshot:
                 t = s.tensor
                 if not _same_storage(t.data, s.data):
                     t.data = s.data
-                if s.value is not None and not _equal(s.data, s.value):
+                if s.value is not None and (s.value.device != s.data.device or not _equal(s.data, s.value)):
                     s.data.copy_(s.value)  # through .data: no version bump on the user's tensor
         for s in self.tensors:
             if isinstance(s.tensor, nn.Parameter):
@@ -412,6 +414,10 @@ class _Snapshot:
 
 
 _MISSING = object()
+
+
+def _host_copy(data: torch.Tensor) -> torch.Tensor:
+    return data.clone() if data.device.type == "cpu" else data.to("cpu", copy=True)
 
 
 def _registries(

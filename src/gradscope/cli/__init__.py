@@ -21,7 +21,7 @@ app = typer.Typer(
     name="gradscope",
     help="Gradient-flow diagnostics for PyTorch: which layers vanish or explode, why, and what to change.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -53,7 +53,7 @@ app.command(name="report")(report)
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="gradscope")  # also under `python -m gradscope`: completion and usage say gradscope
     except OSError as exc:  # `--help > /dev/full`: click writes the help itself; one line, not a traceback
         common.stdout_lost(exc)
 
