@@ -100,6 +100,8 @@ class DiagnoseConfig:
     exploding_warning: float = 10.0
     exploding_error: float = 70.0
     collapse_ratio: float = 1e-2
+    collapse_warning: float = 0.35
+    saturating_depth: int = 25
     saturation_derivative: float = 0.05
     saturated_units: float = 0.5
     dead_units: float = 0.5
@@ -152,6 +154,13 @@ class DiagnoseConfig:
             "needs 1 < exploding_warning <= exploding_error",
         )
         _require(0 < self.collapse_ratio < 1, "diagnose.collapse_ratio", self.collapse_ratio, "must be in (0, 1)")
+        _require(
+            self.collapse_ratio <= self.collapse_warning < 1,
+            "diagnose.collapse_warning",
+            self.collapse_warning,
+            "needs collapse_ratio <= collapse_warning < 1",
+        )
+        _require(self.saturating_depth >= 1, "diagnose.saturating_depth", self.saturating_depth, "must be >= 1")
         for name in ("saturation_derivative", "saturated_units", "dead_units"):
             value = getattr(self, name)
             _require(0 < value < 1, f"diagnose.{name}", value, "must be in (0, 1)")

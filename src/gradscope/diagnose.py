@@ -69,13 +69,18 @@ def diagnose(
     spread_ratio = _forward_spread_ratio([la for la in layers if la.name not in by_design], config.reference_layers)
     collapse = spread_ratio is not None and spread_ratio < config.collapse_ratio
     positions = _positions(profile)
-    lenient = config.optimizer == "adam" and not _saturating_stack(records)
+    saturating = _saturating_stack(records)
+    lenient = config.optimizer == "adam" and not saturating
+    # A tanh/sigmoid stack whose spread shrinks less than collapse_ratio still trains only partly (README: regimes).
+    shrinking = not collapse and saturating and spread_ratio is not None and spread_ratio < config.collapse_warning
     if origin is None:
-        if collapse:
+        if collapse or shrinking:
             assert spread_ratio is not None
             _forward_collapse(
                 [la for la in layers if la.name not in by_design], spread_ratio, config, lenient, findings
             )
+        if saturating and not collapse:
+            _deep_saturating_stack(records, config, findings)
         if growth is not None and growth.ratio > config.exploding_warning:
             _forward_explosion(layers, growth, config, findings)
         collapse_error = collapse and any(
@@ -310,36 +315,74 @@ def _saturating_stack(records: Sequence[LayerRecord]) -> bool:
 def _forward_collapse(
     layers: Sequence[LayerStats], ratio: float, c: DiagnoseConfig, lenient: bool, findings: list[Finding]
 ) -> None:
+    """An error below ``collapse_ratio`` (a warning under Adam in a rectifier-like stack, above
+    ``adam_collapse_error``); between ``collapse_ratio`` and ``collapse_warning`` (tanh/sigmoid stacks only) a
+    warning that the signal is shrinking: benchmarks/regimes.py, such stacks trained only partly."""
+    shrinking = ratio >= c.collapse_ratio
+    threshold = c.collapse_warning if shrinking else c.collapse_ratio
     spreads = [(layer, _forward_spread(layer)) for layer in layers if layer.is_parametric]
     first = next(layer for layer, v in spreads if v is not None)
     base = _forward_spread(first) or 1.0
-    collapsed = [layer for layer, v in spreads if v is not None and v / base < c.collapse_ratio]
+    collapsed = [layer for layer, v in spreads if v is not None and v / base < threshold]
     start = collapsed[0].name if collapsed else layers[-1].name
     # benchmarks/validity.py: under Adam, collapsed rectifier-like stacks trained down to a spread of 3e-6 and
     # failed at 8.5e-8; tanh/sigmoid stacks and every stack under SGD failed from collapse_ratio on.
-    failing = not lenient or ratio < c.adam_collapse_error
+    failing = not shrinking and (not lenient or ratio < c.adam_collapse_error)
+    if shrinking:
+        message = (
+            f"the forward signal is shrinking: from '{start}' on, outputs differ between samples {ratio:.2g}× as "
+            f"much as at the first layer '{first.name}' (a collapse below {c.collapse_ratio:g}×); tanh/sigmoid "
+            f"stacks with a spread below {c.collapse_warning:g}× trained only partly in our measurements"
+        )
+    else:
+        message = (
+            f"the forward signal collapses: from '{start}' on, outputs barely differ between samples "
+            f"(spread {ratio:.2g}× that of the first layer '{first.name}'); later layers see one input, and "
+            f"no backward-only fix can restore that"
+            + (
+                ""
+                if failing
+                else f"; with Adam a rectifier-like stack regrows its scale, so this is a warning until the "
+                f"spread falls below {c.adam_collapse_error:g}× (with SGD it is an error)"
+            )
+        )
     findings.append(
         Finding(
             rule=Rule.FORWARD_COLLAPSE,
             severity=Severity.ERROR if failing else Severity.WARNING,
             layers=_names(collapsed),
-            message=(
-                f"the forward signal collapses: from '{start}' on, outputs barely differ between samples "
-                f"(spread {ratio:.2g}× that of the first layer '{first.name}'); later layers see one input, and "
-                f"no backward-only fix can restore that"
-                + (
-                    ""
-                    if failing
-                    else f"; with Adam a rectifier-like stack regrows its scale, so this is a warning until the "
-                    f"spread falls below {c.adam_collapse_error:g}× (with SGD it is an error)"
-                )
-            ),
+            message=message,
             evidence={
                 "spread_ratio": ratio,
                 "first_layer": first.name,
                 "first_collapsed_layer": start,
-                "threshold": c.collapse_ratio,
+                "threshold": threshold,
             },
+        )
+    )
+
+
+def _deep_saturating_stack(records: Sequence[LayerRecord], c: DiagnoseConfig, findings: list[Finding]) -> None:
+    """A warning for ``saturating_depth`` or more tanh/sigmoid-type activation calls without a normalization
+    layer: benchmarks/regimes.py, such stacks (depth 30-60 at Xavier or orthogonal init) trained only partly
+    although their gradient RMS was flat across depth, which no per-layer RMS rule can see."""
+    if any(r.facts.kind is LayerKind.NORM for r in records):
+        return
+    acts = [r for r in records if r.facts.kind is LayerKind.ACTIVATION and r.facts.saturating and r.order >= 0]
+    if len(acts) < c.saturating_depth:
+        return
+    kinds = sorted({r.facts.activation or "?" for r in acts})
+    findings.append(
+        Finding(
+            rule=Rule.DEEP_SATURATING_STACK,
+            severity=Severity.WARNING,
+            layers=tuple(r.name for r in acts),
+            message=(
+                f"{len(acts)} {'/'.join(kinds)} activations run in sequence without normalization: the gradient "
+                f"RMS looks even, but stacks of {c.saturating_depth} or more such layers trained only partly in "
+                f"our measurements (normalization or residual blocks trained them)"
+            ),
+            evidence={"depth": len(acts), "threshold": c.saturating_depth},
         )
     )
 

@@ -67,6 +67,7 @@ class Rule(StrEnum):
     ZERO_GRADIENT = "zero_gradient"
     VANISHING_THROUGH_TIME = "vanishing_through_time"
     GATED_AT_INIT = "gated_at_init"
+    DEEP_SATURATING_STACK = "deep_saturating_stack"
     BASELINE_REGRESSION = "baseline_regression"
 
 
