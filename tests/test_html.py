@@ -102,6 +102,8 @@ def test_scan_page_charts_and_escaping(scanned: Report) -> None:
     ]
     hits = [len(elements(c, "rect", **{"class": "hit"})) for c in charts]
     assert hits == [4, 3, 4, 32]
+    # red dots (the legend's one included): 'embed' vanishes, which the forward chart does not claim
+    assert [len(elements(c, "circle", fill="#dc2626")) for c in charts[:3]] == [2, 2, 1]
     assert HOSTILE in "".join(parsed.text)  # the name is shown as the user wrote it, escaped in the source
     labels = ["".join(t.itertext()) for t in elements(charts[0], "text")]
     assert "embed" in labels and "head" in labels

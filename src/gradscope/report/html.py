@@ -17,6 +17,7 @@ Every string that comes from a model or a report goes through ``html.escape`` (l
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import re
@@ -190,7 +191,16 @@ def chart_layers(report: Report, comparison: Comparison | None = None) -> list[s
         )
     # The forward pass has no baseline comparison (regressions are judged on gradients): a scan page only.
     if comparison is None:
-        act_points = [p for p in _points(report, None, "activation_rms") if p.current is not None]
+        # The status dots speak of gradients: here a point is red only when the activation itself is not finite.
+        act_points = [
+            dataclasses.replace(
+                p,
+                current_status=Status.OK if math.isfinite(p.current) else Status.NONFINITE,
+                tip=f"{p.name or '(model)'} ({p.type})\nactivation RMS {fmt.sci(p.current)}",
+            )
+            for p in _points(report, None, "activation_rms")
+            if p.current is not None
+        ]
         if act_points:
             charts.append(
                 _chart(
