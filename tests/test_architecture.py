@@ -120,7 +120,7 @@ LAYERS = [
     {"gradscope.scanner", "gradscope.gates", "gradscope.advice", "gradscope.remedies", "gradscope.diagnose"},
     {"gradscope.recorder", "gradscope.probes", "gradscope.loading", "gradscope.checkpoint"},
     {"gradscope.torchutil", "gradscope.config", "gradscope.results", "gradscope.records"},
-    {"gradscope.vocab", "gradscope.util", "gradscope.errors", "gradscope._version"},
+    {"gradscope.vocab", "gradscope.util", "gradscope.errors", "gradscope._version", "gradscope.display"},
 ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import display as _display
 from ._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,3 +50,12 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'gradscope' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
+
+
+def _show(kind: str, result: object) -> Any:
+    from .report.notebook import show
+
+    return show(kind, result)
+
+
+_display.install(_show)  # results render themselves in Jupyter and rich (gradscope.display)

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from ._version import __version__
+from .display import Displayable
 from .vocab import IN_MEMORY, Remedy, Rule, Severity, Status, Where
 
 SCHEMA = "gradscope.report/1"
@@ -149,7 +150,9 @@ class Fix:
 
 
 @dataclass(frozen=True)
-class Report:
+class Report(Displayable):
+    """What a scan found. Shows itself as the HTML report in Jupyter and as the terminal report in rich."""
+
     model: ModelInfo
     probe: ProbeInfo
     layers: tuple[LayerStats, ...]

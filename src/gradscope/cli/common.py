@@ -67,6 +67,10 @@ OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write th
 FailOnOpt = Annotated[FailOn | None, typer.Option("--fail-on", help="Lowest finding severity that exits 1.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 FormatOpt = Annotated[Format, typer.Option("--format", help="Report format.")]
+HtmlOpt = Annotated[
+    Path | None,
+    typer.Option("--html", help="Also write a self-contained HTML report with charts here (atomically)."),
+]
 
 
 def settings(config: Path | None, overrides: dict[str, Any]) -> Config:

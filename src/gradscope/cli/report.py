@@ -16,13 +16,14 @@ import typer
 from ..errors import ConfigError
 from ..vocab import Format
 from . import common
-from .common import ConfigOpt, DebugOpt, FailOnOpt, FormatOpt, OutputOpt
+from .common import ConfigOpt, DebugOpt, FailOnOpt, FormatOpt, HtmlOpt, OutputOpt
 
 
 def report(
     log: Annotated[Path, typer.Argument(metavar="RUN.jsonl", help="A log written by gradscope.watch(..., log=PATH).")],
     format: FormatOpt = Format.TABLE,
     output: OutputOpt = None,
+    html: HtmlOpt = None,
     window: Annotated[
         int | None, typer.Option("--window", help="Recorded steps the report's medians cover (default: the run's).")
     ] = None,
@@ -33,18 +34,20 @@ def report(
     """Heatmap of each layer over the recorded steps, the first step each went bad, and scan's findings."""
     with common.errors(debug):
         common.ensure_writable(output, "--output")
+        common.ensure_writable(html, "--html")
         if window is not None and window < 1:
             raise ConfigError(f"--window {window}: must be at least 1")
         settings = common.settings(config, {})
         from ..pipeline import timeline_of
+        from ..report.html_timeline import render_timeline_html
         from ..report.timeline import (
-            render_timeline_html,
             render_timeline_json,
             render_timeline_markdown,
             render_timeline_terminal,
         )
 
         timeline = timeline_of(log, window=window, config=settings)
+        page = render_timeline_html(timeline) if html is not None else None  # first: a renderer bug writes nothing
         if format is Format.JSON:
             common.deliver(output, text=render_timeline_json(timeline))
         elif format is Format.MARKDOWN:
@@ -53,5 +56,7 @@ def report(
             common.deliver(output, text=render_timeline_html(timeline))
         else:
             common.deliver(output, draw=lambda console: render_timeline_terminal(timeline, console))
+        if html is not None and page is not None:
+            common.write_files([(html, page)])
         code = common.exit_code(timeline.report, fail_on)
     raise typer.Exit(code)

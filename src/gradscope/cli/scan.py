@@ -18,6 +18,7 @@ from .common import (
     DtypeOpt,
     FailOnOpt,
     FormatOpt,
+    HtmlOpt,
     KwargsOpt,
     OptimizerOpt,
     OutputOpt,
@@ -49,6 +50,7 @@ def scan(
     weights: WeightsOpt = None,
     format: FormatOpt = Format.TABLE,
     output: OutputOpt = None,
+    html: HtmlOpt = None,
     fail_on: FailOnOpt = None,
     fix: Annotated[
         bool, typer.Option("--fix", help="Apply the lead suggestion per finding in memory, re-scan, show before/after.")
@@ -61,6 +63,7 @@ def scan(
     with common.errors(debug):
         common.supported(format, FORMATS, "scan")
         common.ensure_writable(output, "--output")
+        common.ensure_writable(html, "--html")
         settings, spec = common.model_options(
             target,
             config=config,
@@ -79,7 +82,10 @@ def scan(
 
         with common.progress() as tick, user_code_output():
             report = scan_target(spec, settings, fix=fix, progress=tick)
+        page = _html_page(report) if html is not None else None  # rendered first: a bug writes nothing
         emit(report, format, output)
+        if html is not None and page is not None:
+            common.write_files([(html, page)])
     raise typer.Exit(common.exit_code(report, fail_on))
 
 
@@ -95,3 +101,9 @@ def emit(report: Report, fmt: Format, output: Path | None) -> None:
         common.deliver(output, text=render_html(report))
     else:
         common.deliver(output, draw=lambda console: render_terminal(report, console))
+
+
+def _html_page(report: Report) -> str:
+    from ..report.html import render_html
+
+    return render_html(report)

@@ -21,6 +21,7 @@ from .common import (
     DeviceOpt,
     DtypeOpt,
     FormatOpt,
+    HtmlOpt,
     KwargsOpt,
     OutputOpt,
     ProbeOpt,
@@ -70,12 +71,14 @@ def trial(
     weights: WeightsOpt = None,
     format: FormatOpt = Format.TABLE,
     output: OutputOpt = None,
+    html: HtmlOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Train copies of the model from one init, untreated and with each remedy; compare held-out results."""
     with common.errors(debug):
         common.supported(format, FORMATS, "trial")
         common.ensure_writable(output, "--output")
+        common.ensure_writable(html, "--html")
         if steps is not None and steps < 1:
             raise ConfigError(f"--steps {steps}: must be at least 1")
         if seeds is not None and seeds < 1:
@@ -112,7 +115,10 @@ def trial(
                 progress=tick,
                 training_progress=bar,
             )
+        page = _html_page(report) if html is not None else None  # rendered first: a renderer bug writes nothing
         _emit(report, format, output)
+        if html is not None and page is not None:
+            common.write_files([(html, page)])
     raise typer.Exit(common.EXIT_OK)
 
 
@@ -152,3 +158,9 @@ def _emit(report: TrialReport, fmt: Format, output: Path | None) -> None:
         common.deliver(output, text=render_trial_json(report))
     else:
         common.deliver(output, draw=lambda console: render_trial_terminal(report, console))
+
+
+def _html_page(report: TrialReport) -> str:
+    from ..report.html_trial import render_trial_html
+
+    return render_trial_html(report)

@@ -2,17 +2,25 @@
 
 The page leads with the verdict and a chart of per-layer signal RMS (the gradient reaching each layer's output) on
 a log axis, in forward order, the baseline as a dashed grey line and the current scan in blue, with regressions
-and improvements shaded behind their layers; a second chart does the same for the parameter gradients. Hovering a
-layer's column shows its numbers (SVG ``<title>``, no JavaScript). Tables follow: failing checks, the baseline
-comparison, findings, suggestions, every layer.
+and improvements shaded behind their layers; a second chart does the same for the parameter gradients. A scan page
+(no baseline) adds the forward activation RMS per layer, and a sequence model's report the gradient reaching each
+input position. Hovering a layer's column shows its numbers (SVG ``<title>``, no JavaScript). Tables follow: failing
+checks, the baseline comparison, findings, suggestions, every layer.
+
+The page's CSS is scoped to one wrapper element (``<div class="gs">``), so the same body embeds in a notebook
+(``report_fragment``, what ``Report._repr_html_`` shows) without restyling the notebook around it. The trial and
+timeline pages (``html_trial``, ``html_timeline``) are built from the public helpers here: ``page``, ``fragment``,
+``esc``, ``log_range``, ``sup``, ``chart_layers``, ``findings_html``.
 
 Every string that comes from a model or a report goes through ``html.escape`` (layer names are user data).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -34,7 +42,7 @@ GOOD = "#16a34a"
 _CSS = """
 :root { color-scheme: light; }
 * { box-sizing: border-box; }
-body { margin: 0; background: #f8fafc; color: #0f172a;
+body { background: #f8fafc; color: #0f172a;
   font: 14px/1.5 -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
 main { max-width: 1120px; margin: 0 auto; padding: 28px 24px 48px; }
 h1 { font-size: 22px; margin: 0 0 4px; }
@@ -69,11 +77,54 @@ ul.findings { padding-left: 18px; } ul.findings li { margin: 6px 0; }
 details { margin: 8px 0; } summary { cursor: pointer; color: #1d4ed8; }
 .note { background: #fffbeb; border: 1px solid #fde68a; border-radius: 8px; padding: 8px 12px; }
 footer { margin-top: 32px; color: #94a3b8; font-size: 12px; }
+ul.legend { list-style: none; padding: 0 6px; margin: 2px 0 8px; display: flex; flex-wrap: wrap; gap: 4px 18px; }
+ul.legend li { white-space: nowrap; } .swatch { display: inline-block; width: 22px; height: 4px; border-radius: 2px;
+  vertical-align: middle; margin-right: 6px; }
+table.arms td.best { font-weight: 600; }
 """
 
+_PAGE_CSS = "html, body { margin: 0; background: #f8fafc; }"
 
-def _e(text: object) -> str:
+
+def _scoped(css: str, scope: str) -> str:
+    """Every rule of ``css`` limited to the elements inside ``scope`` (``body``/``:root`` rules style ``scope``
+    itself), so the report can sit inside someone else's page."""
+    out = []
+    for selectors, body in re.findall(r"([^{}]+)\{([^{}]*)\}", css):
+        scoped = []
+        for sel in (x.strip() for x in selectors.split(",")):
+            scoped.append(scope if sel in ("body", ":root") else f"{scope} {sel}")
+        out.append(f"{', '.join(scoped)} {{{body}}}")
+    return "\n".join(out)
+
+
+SCOPE = "gs"
+CSS = _scoped(_CSS, f".{SCOPE}")
+
+
+def esc(text: object) -> str:
+    """``text`` safe inside an element or a quoted attribute."""
     return html.escape(str(text), quote=True)
+
+
+_e = esc
+
+
+def fragment(body: Sequence[str]) -> str:
+    """The report's body as one self-styled element: what a notebook shows, and what ``page`` wraps."""
+    return f'<div class="{SCOPE}"><style>{CSS}</style>\n<main>\n' + "\n".join(body) + "\n</main></div>"
+
+
+def page(title: str, body: Sequence[str]) -> str:
+    """A whole self-contained document around ``fragment(body)``."""
+    footer = "<footer>gradscope · self-contained report: no scripts, no external resources</footer>"
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{esc(title)}</title>\n<style>{_PAGE_CSS}</style>\n</head>\n<body>\n"
+        + fragment([*body, footer])
+        + "\n</body>\n</html>\n"
+    )
 
 
 @dataclass(frozen=True)
@@ -85,30 +136,52 @@ class _Point:
     baseline_status: Status | None
     current_status: Status | None
     change: str  # regression, improvement, unchanged, added, removed ("" without a baseline)
+    tip: str | None = None  # the hover text, when not a layer's
 
 
 def render_html(report: Report, *, result: CheckResult | None = None, comparison: Comparison | None = None) -> str:
     """The whole page. ``result`` (a check) and ``comparison`` (a baseline) add their sections when given."""
     report, result, comparison = displayed((report, result, comparison))
+    return page(f"gradscope — {report.model.class_name}", _body(report, result, comparison))
+
+
+def report_fragment(report: Report) -> str:
+    """The scan page's body without the document around it (Jupyter's ``_repr_html_``)."""
+    return fragment(_body(displayed(report), None, None))
+
+
+def _body(report: Report, result: CheckResult | None, comparison: Comparison | None) -> list[str]:
     if comparison is None and result is not None:
         comparison = result.comparison
-    title = f"gradscope — {report.model.class_name}"
     body = [_header(report, result, comparison)]
     for note in comparison.notes if comparison is not None else ():
         body.append(f'<p class="note">{_e(note)}</p>')
-    body.append(
+    body += chart_layers(report, comparison)
+    if result is not None:
+        body.append(_checks(result))
+    if comparison is not None:
+        body.append(_comparison(comparison))
+    body.append(findings_html(report))
+    body.append(_layers(report))
+    return body
+
+
+def chart_layers(report: Report, comparison: Comparison | None = None) -> list[str]:
+    """The per-layer charts: signal RMS, parameter-gradient RMS, and without a baseline the forward activation RMS;
+    then the per-position profile when the report has one."""
+    charts = [
         _chart(
             _points(report, comparison, "signal_rms"),
             "Signal RMS per layer",
             "RMS of the gradient reaching each layer's output, forward order, log scale",
             comparison is not None,
         )
-    )
+    ]
     grad_points = [
         p for p in _points(report, comparison, "grad_rms") if p.baseline is not None or p.current is not None
     ]
     if grad_points:
-        body.append(
+        charts.append(
             _chart(
                 grad_points,
                 "Grad RMS per layer with parameters",
@@ -116,19 +189,55 @@ def render_html(report: Report, *, result: CheckResult | None = None, comparison
                 comparison is not None,
             )
         )
-    if result is not None:
-        body.append(_checks(result))
-    if comparison is not None:
-        body.append(_comparison(comparison))
-    body.append(_findings(report))
-    body.append(_layers(report))
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
-        + "\n".join(body)
-        + "\n<footer>gradscope · self-contained report: no scripts, no external resources</footer>\n"
-        "</main>\n</body>\n</html>\n"
+    # The forward pass has no baseline comparison (regressions are judged on gradients): a scan page only.
+    if comparison is None:
+        # The status dots speak of gradients: here a point is red only when the activation itself is not finite.
+        act_points = [
+            dataclasses.replace(
+                p,
+                current_status=Status.OK if math.isfinite(p.current) else Status.NONFINITE,
+                tip=f"{p.name or '(model)'} ({p.type})\nactivation RMS {fmt.sci(p.current)}",
+            )
+            for p in _points(report, None, "activation_rms")
+            if p.current is not None
+        ]
+        if act_points:
+            charts.append(
+                _chart(
+                    act_points,
+                    "Activation RMS per layer",
+                    "RMS of each layer's output in the forward pass, forward order, log scale",
+                    False,
+                )
+            )
+    if report.positions is not None and report.positions.grad_rms:
+        charts.append(_positions_chart(report))
+    return charts
+
+
+def _positions_chart(report: Report) -> str:
+    p = report.positions
+    assert p is not None
+    points = [
+        _Point(
+            str(i),
+            "",
+            None,
+            v,
+            None,
+            Status.OK if math.isfinite(v) else Status.NONFINITE,
+            "",
+            tip=f"position {i}: gradient RMS {fmt.sci(v)}",
+        )
+        for i, v in enumerate(p.grad_rms)
+    ]
+    ratio = "" if p.ratio is None else f"; the {p.weak_end or 'start'} gets {fmt.sci(p.ratio)}× the other end's"
+    return _chart(
+        points,
+        "Gradient per input position",
+        f"RMS of the gradient at each position of '{p.layer or '(model)'}' (dimension {p.axis}), log scale{ratio}",
+        False,
+        axis=f"position along dimension {p.axis} (hover a column for its value)",
     )
 
 
@@ -215,28 +324,36 @@ def _ok(v: float | None) -> bool:
     return v is not None and math.isfinite(v) and v > 0
 
 
-def _sup(exponent: int) -> str:
+def sup(exponent: int) -> str:
+    """``10^exponent`` as SVG text: the log-axis tick label."""
     return f'10<tspan dy="-6" font-size="9">{_e(fmt.MINUS if exponent < 0 else "")}{abs(exponent)}</tspan>'
 
 
-def _chart(points: Sequence[_Point], title: str, caption: str, with_baseline: bool) -> str:
-    n = len(points)
-    width, left, right, top = 1000, 64, 16, 28
-    label_every = max(1, math.ceil(n / 40))
-    longest = max((len(_short(p.name)) for p in points), default=4)
-    bottom = 26 + (min(longest, 18) * 6 if label_every == 1 else 18)
-    plot_h = 260
-    height = top + plot_h + bottom
-    plot_w = width - left - right
-    values = [v for p in points for v in (p.baseline, p.current) if v is not None and _ok(v)]
-    if values:
-        lo = math.floor(math.log10(min(values)))
-        hi = math.ceil(math.log10(max(values)))
+def log_range(values: Sequence[float | None]) -> tuple[int, int, int]:
+    """Decades ``lo``..``hi`` (at least two) that hold every positive finite value, and the tick step."""
+    ok = [v for v in values if v is not None and _ok(v)]
+    if ok:
+        lo = math.floor(math.log10(min(ok)))
+        hi = math.ceil(math.log10(max(ok)))
         if hi - lo < 2:
             lo, hi = lo - 1, hi + (1 if hi - lo < 1 else 0)
     else:
         lo, hi = -3, 0
-    step = max(1, math.ceil((hi - lo) / 8))
+    return lo, hi, max(1, math.ceil((hi - lo) / 8))
+
+
+def _chart(points: Sequence[_Point], title: str, caption: str, with_baseline: bool, *, axis: str | None = None) -> str:
+    """A log-scale chart of one value per column. ``axis``: the columns are numbered positions, not layers (x
+    labels are indices, this text under them, no status legend)."""
+    n = len(points)
+    width, left, right, top = 1000, 64, 16, 28
+    label_every = max(1, math.ceil(n / 40))
+    longest = max((len(_short(p.name)) for p in points), default=4)
+    bottom = 26 + (min(longest, 18) * 6 if label_every == 1 and axis is None else 18)
+    plot_h = 260
+    height = top + plot_h + bottom
+    plot_w = width - left - right
+    lo, hi, step = log_range([v for p in points for v in (p.baseline, p.current)])
 
     def y(v: float) -> float:
         return top + plot_h * (hi - math.log10(v)) / (hi - lo)
@@ -265,7 +382,7 @@ def _chart(points: Sequence[_Point], title: str, caption: str, with_baseline: bo
     for e in range(lo, hi + 1, step):
         yy = y(10.0**e)
         svg.append(f'<line x1="{left}" x2="{width - right}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#e2e8f0"/>')
-        svg.append(f'<text x="{left - 8}" y="{yy + 4:.1f}" text-anchor="end" font-size="11">{_sup(e)}</text>')
+        svg.append(f'<text x="{left - 8}" y="{yy + 4:.1f}" text-anchor="end" font-size="11">{sup(e)}</text>')
     svg.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="#cbd5e1"/>')
     svg.append(f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#cbd5e1"/>')
     # Lines, broken where a value is missing (no gradient, zero, non-finite).
@@ -299,20 +416,30 @@ def _chart(points: Sequence[_Point], title: str, caption: str, with_baseline: bo
             )
     # Hover columns with the numbers, and x labels.
     for i, p in enumerate(points):
-        tip = _tooltip(p, with_baseline)
+        tip = p.tip if p.tip is not None else _tooltip(p, with_baseline)
         svg.append(
             f'<g class="col"><rect class="hit" x="{x(i) - col_w / 2:.1f}" y="{top}" width="{col_w:.1f}" '
             f'height="{plot_h}" fill="transparent"><title>{_e(tip)}</title></rect></g>'
         )
         if i % label_every == 0:
             tx, ty = x(i), top + plot_h + 12
-            if label_every == 1:
+            if label_every == 1 and axis is None:
                 svg.append(
                     f'<text x="{tx:.1f}" y="{ty:.1f}" font-size="10.5" text-anchor="end" '
                     f'transform="rotate(-40 {tx:.1f} {ty:.1f})">{_e(_short(p.name))}</text>'
                 )
             else:
                 svg.append(f'<text x="{tx:.1f}" y="{ty + 2:.1f}" font-size="10.5" text-anchor="middle">{i}</text>')
+    if axis is not None:
+        svg.append(
+            f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" font-size="11" text-anchor="middle">{_e(axis)}</text>'
+        )
+        svg.append("</svg>")
+        return (
+            f"<figure><figcaption>{_e(title)} <span>— {_e(caption)}</span></figcaption>\n"
+            + "\n".join(svg)
+            + "\n</figure>"
+        )
     # Legend.
     lx = width - right - (430 if with_baseline else 150)
     svg.append(f'<g font-size="11.5" transform="translate({lx},{12})">')
@@ -454,7 +581,8 @@ def _comparison(c: Comparison) -> str:
     return "\n".join(parts)
 
 
-def _findings(report: Report) -> str:
+def findings_html(report: Report) -> str:
+    """The report's findings and suggestions, as sections."""
     parts = ["<h2>Findings</h2>"]
     if not report.findings:
         parts.append("<p>None.</p>")

@@ -4,7 +4,6 @@ each layer went bad, then the Report of the last steps rendered as ``scan``'s. P
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Sequence
@@ -204,61 +203,3 @@ def render_timeline_markdown(t: Timeline) -> str:
         render_markdown(t.report).replace("\n# ", "\n### "),
     ]
     return "\n".join(out).rstrip() + "\n"
-
-
-def render_timeline_html(t: Timeline) -> str:
-    e = html.escape
-    bounds = _bounds(t.rows)
-    cols = columns(t.steps, 200)
-    cells = []
-    for name, row in zip(t.names, t.cells, strict=True):
-        tds = []
-        for group in cols:
-            v = _cell_value(row, group)
-            first, last = t.columns[group[0]].first, t.columns[group[-1]].last
-            step = f"step {first}" if first == last else f"steps {first}–{last}"
-            if v is None:
-                color, label = "#eee", "not measured"
-            elif not math.isfinite(v):
-                color, label = "#d00", "non-finite"
-            else:
-                x = 0.0 if (bounds is None or v <= 0) else (math.log10(v) - bounds[0]) / (bounds[1] - bounds[0])
-                light = int(95 - 70 * max(0.0, min(1.0, x)))
-                color, label = f"hsl(215,70%,{light}%)", sci(v)
-            tds.append(f'<td style="background:{color}" title="{step}: {e(label)}"></td>')
-        cells.append(f"<tr><th>{e(name or '(root)')}</th>{''.join(tds)}</tr>")
-    events = event_rows(t)
-    event_html = (
-        (
-            "<table class=ev><tr><th>layer</th>"
-            + "".join(f"<th>{x}</th>" for x in EVENTS)
-            + "</tr>"
-            + "".join(f"<tr><td>{e(n)}</td>" + "".join(f"<td>{c}</td>" for c in cs) + "</tr>" for n, cs in events)
-            + "</table>"
-        )
-        if events
-        else "<p>No layer vanished, exploded or went non-finite at any recorded step.</p>"
-    )
-    findings = (
-        "".join(f"<li><b>{e(f.severity.value)}</b> {e(f.rule)}: {e(f.message)}</li>" for f in t.report.findings)
-        or "<li>none</li>"
-    )
-    suggestions = (
-        "".join(f"<li>{e(s.remedy.value)}: {e(s.reason)}</li>" for s in t.report.suggestions) or "<li>none</li>"
-    )
-    meta = t.run.meta
-    skipped = f"\n<p>{e(skipped_line(t))}; left out of the heatmap and the report.</p>" if t.skipped.count else ""
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>gradscope watch: {e(str(meta.get("model", "model")))}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em}} table.hm{{border-collapse:collapse}}
-table.hm td{{width:4px;height:14px;padding:0}} table.hm th{{text-align:right;font-weight:normal;padding-right:6px;
-font-family:monospace}} table.ev td,table.ev th{{padding:2px 10px;text-align:right}}</style></head><body>
-<h1>gradscope watch: {e(str(meta.get("model", "model")))}</h1>
-<p>mode {e(str(meta.get("mode", "?")))}, every {e(str(meta.get("every", "?")))} step(s), {t.recorded} recorded
-steps; {e(t.stat)} per layer, darker = larger (log scale), red = non-finite.</p>{skipped}
-<table class=hm>{"".join(cells)}</table>
-<h2>First bad step</h2>{event_html}
-<h2>Findings (last {t.report.probe.batches} recorded steps)</h2><ul>{findings}</ul>
-<h2>Suggestions</h2><ul>{suggestions}</ul>
-</body></html>
-"""

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..config import TrialConfig
+from ..display import Displayable
 from ..results import Suggestion, json_safe, suggestion_dict
 from ..vocab import Optimizer
 
@@ -148,7 +149,7 @@ def _stat(stat: Stat | None) -> dict[str, float] | None:
 
 
 @dataclass(frozen=True)
-class TrialReport:
+class TrialReport(Displayable):
     steps: int
     optimizer: Optimizer
     lr: float

@@ -41,6 +41,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..display import Displayable
 from ..records import LayerFacts, LayerKind, LayerRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -532,7 +533,7 @@ CELL = 5  # numbers per cell in the builder's flat arrays: Cell's fields in orde
 
 
 @dataclass(frozen=True)
-class Timeline:
+class Timeline(Displayable):
     """A watched run, ready to render: per layer, a row of heatmap cells over at most ``MAX_COLUMNS`` columns of
     recorded steps; the first step each layer went bad; the report of the last ``window`` steps (``run.steps``);
     how many steps were recorded and skipped."""
