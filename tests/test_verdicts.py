@@ -176,3 +176,69 @@ def test_check_against_its_own_fresh_baseline_always_passes(example: Path) -> No
     for _ in range(10):
         result = check_target(spec, Config(), baseline=baseline)
         assert not result.comparison.regressions and not result.comparison.new_findings  # type: ignore[union-attr]
+
+
+# -- regimes the per-layer RMS rules cannot see (benchmarks/regimes.py) ----------------------------------------------
+
+
+def _stack(act: type[nn.Module], depth: int, init: str, *, norm: bool = False) -> nn.Sequential:
+    """64 → [Linear(64) (→ BatchNorm) → act] × depth → Linear(10), drawn from seed 0."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        linear = nn.Linear(64, 64)
+        if init == "xavier":
+            nn.init.xavier_uniform_(linear.weight, gain=nn.init.calculate_gain(act.__name__.lower()))
+            nn.init.zeros_(linear.bias)
+        elif init == "large":
+            nn.init.normal_(linear.weight, 0.0, 1.0)  # weight RMS × √fan-in = 8: units pinned at the flat ends
+        layers += [linear, *([nn.BatchNorm1d(64)] if norm else []), act()]
+    return nn.Sequential(*layers, nn.Linear(64, 10))
+
+
+def _scan(model: nn.Module) -> gradscope.Report:
+    return gradscope.scan(model, [torch.randn(16, 64) for _ in range(4)])
+
+
+def _finding(report: gradscope.Report, rule: Rule) -> Any:
+    return next((f for f in report.findings if f.rule == rule), None)
+
+
+def test_a_deep_tanh_stack_with_even_gradients_gets_a_warning_and_normalization_first() -> None:
+    report = _scan(_stack(nn.Tanh, 30, "xavier"))
+    deep = _finding(report, Rule.DEEP_SATURATING_STACK)
+    assert deep is not None and deep.severity is Severity.WARNING and deep.evidence["depth"] == 30
+    assert not _errors(report)  # a warning: the exit code of a default `scan` does not change
+    remedies = [s.remedy.value for s in report.suggestions]
+    assert remedies[0] == "normalization"
+    assert remedies.index("residual") < remedies.index("pseudo_norm")
+    pn = next(s for s in report.suggestions if s.remedy.value == "pseudo_norm")
+    assert len(pn.layers) == 9 and pn.params["scale"] > 0  # after every 3rd of 30 activations, never the last
+
+
+@pytest.mark.parametrize(("depth", "norm"), [(20, False), (30, True)])
+def test_shallower_or_normalized_tanh_stacks_get_no_depth_warning(depth: int, norm: bool) -> None:
+    report = _scan(_stack(nn.Tanh, depth, "xavier", norm=norm))
+    assert _finding(report, Rule.DEEP_SATURATING_STACK) is None
+
+
+def test_a_shrinking_tanh_stack_is_a_forward_collapse_warning() -> None:
+    report = _scan(_stack(nn.Tanh, 10, "default"))  # PyTorch's default init: spread ~0.03 at depth 10
+    collapse = _finding(report, Rule.FORWARD_COLLAPSE)
+    assert collapse is not None and collapse.severity is Severity.WARNING
+    assert "shrinking" in collapse.message and 0.01 <= collapse.evidence["spread_ratio"] < 0.35
+    assert report.suggestions[0].remedy.value == "normalization"
+
+
+def test_a_shrinking_relu_stack_is_not_flagged() -> None:
+    report = _scan(_stack(nn.ReLU, 10, "default"))  # rectifier stacks: Adam regrows the scale (validity grid)
+    assert report.summary.forward_spread_ratio is not None and report.summary.forward_spread_ratio < 0.35
+    assert not any("shrinking" in f.message for f in report.findings)
+
+
+def test_large_weight_saturation_gets_normalization_before_the_penalty_and_sigmoid_no_init() -> None:
+    report = _scan(_stack(nn.Sigmoid, 10, "large"))
+    assert _finding(report, Rule.SATURATION) is not None
+    remedies = [s.remedy.value for s in report.suggestions]
+    assert remedies.index("normalization") < remedies.index("regularize")
+    assert "init" not in remedies  # Xavier is the sigmoid collapse regime itself
