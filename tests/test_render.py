@@ -247,9 +247,10 @@ def _terminal(report: Report, width: int = 120) -> str:
 # ------------------------------------------------------------------------------------ golden output
 
 
+@pytest.mark.parametrize("width", [80, 120])
 @pytest.mark.parametrize("name", ["vanishing", "healthy", "broken"])
-def test_terminal_golden(name: str, request: pytest.FixtureRequest, golden: Golden) -> None:
-    golden(f"render_{name}.txt", _terminal(request.getfixturevalue(name)))
+def test_terminal_golden(name: str, width: int, request: pytest.FixtureRequest, golden: Golden) -> None:
+    golden(f"render_{name}_{width}.txt", _terminal(request.getfixturevalue(name), width=width))
 
 
 @pytest.mark.parametrize("name", ["vanishing", "healthy", "broken"])

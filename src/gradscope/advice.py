@@ -239,8 +239,9 @@ def _backward_fixes(
                 Where.AFTER,
                 _pseudo_norm_params(placement, config),
                 f"insert gradscope.PseudoNorm after {_list(placement.after)} ({len(placement.after)} insertion(s)): "
-                f"the backward signal then never drops below {times(config.suggest.pseudo_norm_min_ratio)} its restored "
-                f"value between two of them, instead of {times(placement.untreated_ratio)} end to end",
+                "the backward signal then never drops below "
+                f"{times(config.suggest.pseudo_norm_min_ratio)} its restored value between two of them, instead of "
+                f"{times(placement.untreated_ratio)} end to end",
                 rules,
             )
         )

@@ -93,7 +93,7 @@ def render_comparison(c: Comparison, format: str = "table", *, width: int | None
     if format == "table":
         from .terminal import render_text
 
-        return render_text(lambda console: print_comparison(c, console), width, color=color) + "\n"
+        return render_text(lambda console: print_comparison(c, console), width, color=color)
     raise ConfigError(f"--format {format!r} must be table, markdown or json")
 
 
@@ -173,8 +173,17 @@ def _wide_table(c: Comparison, rows: list[tuple[str, ...]], console_width: int) 
     """One line per layer, or None when that does not fit with names at least MIN_NAME wide."""
     from rich.text import Text
 
-    headers = ("\nType", "Signal RMS\nbaseline", "\nnow", "\n×", "Grad RMS\nbaseline", "\nnow", "\n×")
-    headers += ("\nStatus", "\nChange")
+    headers = (
+        "\nType",
+        "Signal RMS\nbaseline",
+        "\nnow",
+        "\n×",
+        "Grad RMS\nbaseline",
+        "\nnow",
+        "\n×",
+        "\nStatus",
+        "\nChange",
+    )
     widths = [_width([r[i + 1] for r in rows], h) for i, h in enumerate(headers)]
     names = [r[0] for r in rows]
     room = console_width - sum(widths) - 2 * len(headers)
@@ -197,17 +206,17 @@ def _folded_table(c: Comparison, rows: list[tuple[str, ...]], console_width: int
 
     headers = ("RMS", "baseline", "now", "×", "Status / change")
     cells = [
-        (f"signal\ngrad", f"{r[2]}\n{r[5]}", f"{r[3]}\n{r[6]}", f"{r[4]}\n{r[7]}", f"{r[8]}\n{r[9]}".rstrip())
+        ("signal\ngrad", f"{r[2]}\n{r[5]}", f"{r[3]}\n{r[6]}", f"{r[4]}\n{r[7]}", f"{r[8]}\n{r[9]}".rstrip())
         for r in rows
     ]
-    widths = [max([len(h), *(len(line) for cell in cells for line in cell[i].split("\n"))]) for i, h in enumerate(headers)]
+    widths = [
+        max([len(h), *(len(line) for cell in cells for line in cell[i].split("\n"))]) for i, h in enumerate(headers)
+    ]
     type_width = _width([r[1] for r in rows], "Type")
     longest = max(len(r[0]) for r in [*rows, ("Layer",)])
     room = console_width - sum(widths) - 2 * len(headers)
     # The type goes when keeping it would wrap a name that fits without it.
-    keep_type = room - type_width - 2 >= min(longest, MIN_NAME) and (
-        room - type_width - 2 >= longest or room < longest
-    )
+    keep_type = room - type_width - 2 >= min(longest, MIN_NAME) and (room - type_width - 2 >= longest or room < longest)
     if keep_type:
         room -= type_width + 2
     name_width = max(min(room, longest), min(MIN_NAME, longest))
