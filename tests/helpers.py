@@ -6,7 +6,6 @@ Fixtures live in ``conftest.py``; this module holds functions and constants only
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -333,13 +332,11 @@ def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def render_text(draw: Callable[[Console], None], width: int = 120) -> str:
-    """What ``draw(console)`` prints on a plain ``width``-column console (no colour), trailing blanks removed
-    (rich pads table cells to the column width; they are noise in a golden file)."""
-    from rich.console import Console
+    """What ``draw(console)`` prints on a plain ``width``-column console (no colour), through gradscope's own
+    ``render_text`` (the CLI's path to a pipe or a file), which removes rich's trailing padding."""
+    from gradscope.report.terminal import render_text as render
 
-    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
-    draw(console)
-    return strip_trailing(console.file.getvalue())  # type: ignore[attr-defined]
+    return render(draw, width)
 
 
 def strip_trailing(text: str) -> str:

@@ -118,4 +118,5 @@ def test_cli_fix_json_and_table() -> None:
     assert doc["fix"]["report"]["layers"][0]["signal_rms"] > 1e-3
     assert DEEP_SIGMOID.read_bytes() == before  # the fix is applied to a copy in memory, never to the file
     table = run_cli(*args)
-    assert "Signal RMS before" in table.stdout and "In your code" in table.stdout
+    assert "Signal RMS" in table.stdout and "before" in table.stdout and "In your code" in table.stdout
+    assert all(line == line.rstrip() and len(line) <= 120 for line in table.stdout.splitlines())  # piped: no padding

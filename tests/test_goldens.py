@@ -4,24 +4,30 @@ the diff (table, Markdown, JSON), the trial (terminal, JSON) and the watch timel
 Every input is built by hand from fixed numbers: no model is scanned or trained, so a golden changes only when a
 renderer (or the policy and comparison arithmetic the CI renderers sit on) changes, not when the diagnosis does.
 Nothing here depends on the clock: the reports carry no timing, the trial's is fixed, JUnit's root ``time`` is
-stripped. Terminal output is rendered at 120 columns without colour (the diff table at 160, see below).
+stripped. Terminal output is rendered without colour at 80 and 120 columns (``WIDTHS``): the goldens at 80 are
+the ones to read when a layout changes; ``test_text_fits_its_width`` checks every command's text at both widths.
 ``pytest --overwrite tests/test_goldens.py`` rewrites the files in ``tests/golden/`` (review the diff before
 committing it).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
-from helpers import Golden, MakeReport, finding, flat_layer, make_policy, render_text, strip_trailing
+from helpers import Golden, MakeReport, finding, flat_layer, invoke, make_policy, render_text, strip_trailing
+from rich.cells import cell_len
+from rich.console import Console
 
 from gradscope.ci.policy import CheckResult, evaluate, judge
 from gradscope.config import PolicyConfig
 from gradscope.records import LayerFacts, LayerKind
-from gradscope.report.check import check_markdown
+from gradscope.report import render_terminal
+from gradscope.report.check import check_markdown, print_check
 from gradscope.report.diff import render_comparison
 from gradscope.report.junit import render_junit
 from gradscope.report.timeline import render_timeline_json, render_timeline_markdown, render_timeline_terminal
@@ -33,6 +39,7 @@ from gradscope.watching.timeline import LayerMeta, Step, Timeline, TimelineBuild
 from gradscope.watching.timeline import Run as WatchRun
 
 V, D = Status.VANISHING, Status.DEAD
+WIDTHS = (80, 120)
 
 # ------------------------------------------------------------------------------ check, JUnit and diff
 
@@ -120,11 +127,28 @@ def test_junit_golden(checked: CheckResult, passed: CheckResult, golden: Golden)
     golden("junit_passed.xml", _junit(passed))
 
 
-@pytest.mark.parametrize(("fmt", "ext"), [("table", "txt"), ("markdown", "md"), ("json", "json")])
+@pytest.mark.parametrize("width", WIDTHS)
+def test_diff_table_golden(checked: CheckResult, width: int, golden: Golden) -> None:
+    assert checked.comparison is not None
+    golden(f"diff_{width}.txt", render_comparison(checked.comparison, "table", width=width))
+
+
+@pytest.mark.parametrize(("fmt", "ext"), [("markdown", "md"), ("json", "json")])
 def test_diff_golden(checked: CheckResult, fmt: str, ext: str, golden: Golden) -> None:
     assert checked.comparison is not None
-    # 160 columns: at 120 the table drops its Layer column (test_policy.py, the xfail next to the diff test).
-    golden(f"diff.{ext}", strip_trailing(render_comparison(checked.comparison, fmt, width=160)))
+    golden(f"diff.{ext}", strip_trailing(render_comparison(checked.comparison, fmt)))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_check_text_golden(checked: CheckResult, passed: CheckResult, width: int, golden: Golden) -> None:
+    golden(f"check_failed_{width}.txt", render_text(lambda console: _print_check(checked, console), width=width))
+    golden(f"check_passed_{width}.txt", render_text(lambda console: _print_check(passed, console), width=width))
+
+
+def _print_check(result: CheckResult, console: Console) -> None:
+    """What ``gradscope check`` prints: the scan report, then the verdict block."""
+    render_terminal(result.report, console)
+    print_check(result, console)
 
 
 # -------------------------------------------------------------------------------------------------- trial
@@ -262,7 +286,8 @@ TRIALS = {
 @pytest.mark.parametrize("name", sorted(TRIALS))
 def test_trial_golden(name: str, golden: Golden) -> None:
     report = TRIALS[name]
-    golden(f"trial_{name}.txt", render_text(lambda console: render_trial_terminal(report, console)))
+    for width in WIDTHS:
+        golden(f"trial_{name}_{width}.txt", render_text(lambda c: render_trial_terminal(report, c), width=width))
     golden(f"trial_{name}.json", render_trial_json(report))
 
 
@@ -349,6 +374,62 @@ def _timeline(make_report: MakeReport, poisoned: bool) -> Timeline:
 def test_timeline_golden(make_report: MakeReport, poisoned: bool, golden: Golden) -> None:
     t = _timeline(make_report, poisoned)
     name = "timeline_nonfinite" if poisoned else "timeline_calm"
-    golden(f"{name}.txt", render_text(lambda console: render_timeline_terminal(t, console)))
+    for width in WIDTHS:
+        golden(f"{name}_{width}.txt", render_text(lambda console: render_timeline_terminal(t, console), width=width))
     golden(f"{name}.md", render_timeline_markdown(t))
     golden(f"{name}.json", render_timeline_json(t))
+
+
+# ------------------------------------------------------------------------------------------------ widths
+
+GOLDEN = Path(__file__).parent / "golden"
+COMMANDS = ("render_", "scan_", "check_", "diff_", "trial_", "timeline_")  # scan twice: hand-made and real
+
+
+def test_every_command_has_text_goldens_at_both_widths() -> None:
+    for width in WIDTHS:
+        names = [p.name for p in GOLDEN.glob(f"*_{width}.txt")]
+        assert all(any(n.startswith(c) for n in names) for c in COMMANDS), (width, names)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_text_fits_its_width(width: int) -> None:
+    """Every command's text at 80 and 120 columns (the goldens are what the renderers print through the CLI's path
+    to a pipe): no line wider than the console, none ending in blanks."""
+    for path in sorted(GOLDEN.glob(f"*_{width}.txt")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            assert cell_len(line) <= width, f"{path.name}:{number} is {cell_len(line)} wide: {line!r}"
+            assert line == line.rstrip(), f"{path.name}:{number} ends in blanks: {line!r}"
+
+
+@pytest.mark.parametrize("columns", [None, "80"])
+def test_piped_diff_has_no_padding_and_honours_columns(
+    make_report: MakeReport, tmp_path: Path, columns: str | None
+) -> None:
+    """``gradscope diff`` into a pipe: 120 columns unless COLUMNS says otherwise, no trailing blanks, and every
+    layer name whole even when it is a nested Hugging Face-style name."""
+    base, now = _baseline(make_report), _current(make_report)
+    long = "bert.encoder.layer.10.attention.output.dense"
+    rename = {"body.0": long, "body.2": long.replace("10", "11")}
+    base, now = (
+        replace(r, layers=tuple(replace(la, name=rename.get(la.name, la.name)) for la in r.layers)) for r in (base, now)
+    )
+    (tmp_path / "a.json").write_text(json.dumps(base.to_dict()), encoding="utf-8")
+    (tmp_path / "b.json").write_text(json.dumps(now.to_dict()), encoding="utf-8")
+    env = {"COLUMNS": columns} if columns else {"COLUMNS": ""}
+    out = invoke("diff", tmp_path / "a.json", tmp_path / "b.json", env=env)
+    assert out.code == 1, out
+    width = int(columns or 120)
+    lines = out.stdout.splitlines()
+    assert all(cell_len(line) <= width and line == line.rstrip() for line in lines), out.stdout
+    rule = next(i for i, line in enumerate(lines) if set(line) == {"─"})
+    table = lines[rule + 1 : next(i for i, line in enumerate(lines) if line.startswith("Regressions"))]
+    names: list[str] = []
+    for line in table:  # the Layer column: a name wraps after a dot and goes on in the next line's first cell
+        first = line.split(" ")[0]
+        if names and names[-1].endswith("."):
+            names[-1] += first
+        elif first:
+            names.append(first)
+    assert names == ["embed", long, "body.1", long.replace("10", "11"), "norm", "old_head", "head"], table
+    assert max(cell_len(line) for line in lines) > 80 if width == 120 else True

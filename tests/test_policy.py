@@ -278,10 +278,6 @@ def test_comparison_renders_in_three_formats(healthy: Report, sick: Report) -> N
     assert "Regressions (2)" in text and "base.json" in text and "\x1b[" not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: below about 160 columns the diff table squeezes its Layer column to nothing and cuts numbers",
-)
 def test_comparison_table_keeps_layer_names_and_whole_numbers_at_120_columns(healthy: Report, sick: Report) -> None:
     text = render_comparison(compare(healthy, sick), "table", width=120)
     lines = text.splitlines()

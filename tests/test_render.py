@@ -247,9 +247,10 @@ def _terminal(report: Report, width: int = 120) -> str:
 # ------------------------------------------------------------------------------------ golden output
 
 
+@pytest.mark.parametrize("width", [80, 120])
 @pytest.mark.parametrize("name", ["vanishing", "healthy", "broken"])
-def test_terminal_golden(name: str, request: pytest.FixtureRequest, golden: Golden) -> None:
-    golden(f"render_{name}.txt", _terminal(request.getfixturevalue(name)))
+def test_terminal_golden(name: str, width: int, request: pytest.FixtureRequest, golden: Golden) -> None:
+    golden(f"render_{name}_{width}.txt", _terminal(request.getfixturevalue(name), width=width))
 
 
 @pytest.mark.parametrize("name", ["vanishing", "healthy", "broken"])
@@ -590,3 +591,60 @@ def test_interrupted_write_removes_temp(tmp_path: Path, monkeypatch: pytest.Monk
         write_atomic(tmp_path / "report.json", "{}")
     monkeypatch.undo()
     assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------------- widths
+
+
+def test_nested_hugging_face_names_stay_distinguishable_at_80_columns(make_report: MakeReport) -> None:
+    """``bert.encoder.layer.N.attention.output.dense`` and friends: at 80 columns every row keeps its whole last
+    part (the tree shows the rest), nothing is cut with an ellipsis, no line is wider than the console."""
+    parts = ("attention.self.query", "attention.output.dense", "intermediate.dense", "intermediate.intermediate_act_fn")
+    names = [f"bert.encoder.layer.{i}.{p}" for i in (0, 10) for p in parts]
+    layers = [
+        _layer(
+            i,
+            n,
+            "GELUActivation" if n.endswith("fn") else "Linear",
+            (16, 128, 768),
+            0 if n.endswith("fn") else 9,
+            None if n.endswith("fn") else 1e-3 * (i + 1),
+            1e-3,
+        )  # fmt: skip
+        for i, n in enumerate(names)
+    ]
+    text = _terminal(make_report(layers), width=80)
+    table = text.split("log bars")[0]
+    assert all("…" not in line.split()[0] for line in table.splitlines() if line.strip())  # a type may shorten
+    assert all(len(line) <= 80 for line in text.splitlines())
+    labels = [line.split()[0] for line in table.splitlines()[2:] if line.strip()]
+    assert labels.count("10") == 1 and labels.count("query") == 2 and labels.count("intermediate_act_fn") == 2
+
+
+def test_code_hints_fold_into_code_that_still_parses() -> None:
+    code = "\n".join(
+        [
+            "# model.bert.encoder is an nn.Sequential; its new layer list, with every change marked for review:",
+            "nn.Sequential(",
+            "    nn.Linear(in_features=768, out_features=768, bias=True),  # ← gradscope (was nn.Linear(768, 3072))",
+            ")",
+            "loss = loss + 0.001 * sum(w.pow(2).sum() for w in [model.body[0].weight, model.body[2].weight, "
+            "model.body[4].weight])",
+        ]
+    )
+    for width in (40, 60, 78):
+        lines = fmt.code_lines(code, width)
+        compile("\n".join(lines), "<hint>", "exec")  # still valid Python
+        assert all(len(line) <= width for line in lines), lines
+        assert sum(line.lstrip().startswith("#") for line in lines) >= 3  # every comment piece keeps its "#"
+
+
+def test_bar_legend_starts_at_the_smallest_value(make_report: MakeReport) -> None:
+    layers = [_layer(0, "a", "Linear", (4, 4), 20, 2e-3, 1e-3), _layer(1, "b", "Linear", (4, 4), 20, 3e-3, 1e-3)]
+    assert "█ grad RMS 2.0e-03 … 3.0e-03" in _terminal(make_report(layers))
+
+
+def test_ratio_and_rms_formats() -> None:
+    assert fmt.sci(5e-07) == "5.0e-07" and fmt.times(5e-07) == "5.0e-07×"
+    assert fmt.times(0.42) == "0.42×" and fmt.times(120.0) == "120×" and fmt.times(1e4) == "10,000×"
+    assert fmt.num(1000.0) == "1000"

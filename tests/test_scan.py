@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures import models as M
-from helpers import rules
+from helpers import render_text, rules
 from torch import nn
 
 from gradscope import probes
@@ -368,17 +368,11 @@ def test_recorder_keeps_numbers_not_tensors() -> None:
 # -- golden: the rendered report of real scans -------------------------------------------------------------------
 @pytest.mark.parametrize("cls", [M.DeepSigmoidMLP, M.TiedFrozenUnused, M.NaNModel], ids=lambda c: c.__name__)
 def test_rendered_report_of_a_real_scan(cls: type[nn.Module], golden) -> None:  # type: ignore[no-untyped-def]
-    import io
-
-    from rich.console import Console
-
     from gradscope.report import render_markdown, render_terminal
 
     _, report = scan_fixture(cls)
-    console = Console(file=io.StringIO(), width=120, color_system=None, force_terminal=False)
-    render_terminal(report, console)
-    text = "\n".join(line.rstrip() for line in console.file.getvalue().splitlines()) + "\n"  # type: ignore[attr-defined]
-    golden(f"scan_{cls.__name__}.txt", text)
+    for width in (80, 120):
+        golden(f"scan_{cls.__name__}_{width}.txt", render_text(lambda console: render_terminal(report, console), width))
     golden(f"scan_{cls.__name__}.md", render_markdown(report))
 
 

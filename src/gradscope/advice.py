@@ -18,7 +18,7 @@ from .diagnose import Diagnosis, preceding_parametric
 from .records import LayerFacts, LayerKind, LayerRecord, ModelShape
 from .remedies.placement import Placement, pseudo_norm_every, pseudo_norm_points, rescale_gains
 from .results import Finding, LayerStats, Suggestion
-from .util import layer_list
+from .util import layer_list, times
 from .vocab import Optimizer, Remedy, Rule, Severity, Where
 
 Facts = Mapping[str, LayerFacts]
@@ -292,8 +292,9 @@ def _backward_fixes(
                 Where.AFTER,
                 _pseudo_norm_params(placement, config),
                 f"insert gradscope.PseudoNorm after {_list(placement.after)} ({len(placement.after)} insertion(s)): "
-                f"the backward signal then never drops below {config.suggest.pseudo_norm_min_ratio:g}× its restored "
-                f"value between two of them, instead of {placement.untreated_ratio:.2g}× end to end",
+                "the backward signal then never drops below "
+                f"{times(config.suggest.pseudo_norm_min_ratio)} its restored value between two of them, instead of "
+                f"{times(placement.untreated_ratio)} end to end",
                 rules,
             )
         )

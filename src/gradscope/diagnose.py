@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .config import DiagnoseConfig
 from .records import SMALLEST_NORMAL, Gating, LayerKind, LayerRecord, PositionProfile
 from .results import Finding, LayerStats, Positions, Spread, Summary
-from .util import layer_list
+from .util import layer_list, sci, times
 from .vocab import STATUS_PRIORITY, Rule, Severity, Status
 
 
@@ -86,7 +86,17 @@ def diagnose(
         collapse_error = collapse and any(
             f.rule == Rule.FORWARD_COLLAPSE and f.severity is Severity.ERROR for f in findings
         )
-        _attenuation(layers, reference, config, collapse, collapse_error, lenient, _normalized(records), findings)
+        _attenuation(
+            layers,
+            reference,
+            config,
+            collapse,
+            collapse_error,
+            lenient,
+            _normalized(records),
+            findings,
+            spread_measured=spread_ratio is not None,
+        )
         _through_time(positions, config, any(r.facts.cell for r in records), findings)
         _underflow(layers, records, config, findings)
         _saturation(layers, records, config, findings)
@@ -330,20 +340,20 @@ def _forward_collapse(
     failing = not shrinking and (not lenient or ratio < c.adam_collapse_error)
     if shrinking:
         message = (
-            f"the forward signal is shrinking: from '{start}' on, outputs differ between samples {ratio:.2g}× as "
-            f"much as at the first layer '{first.name}' (a collapse below {c.collapse_ratio:g}×); tanh/sigmoid "
-            f"stacks with a spread below {c.collapse_warning:g}× trained only partly in our measurements"
+            f"the forward signal is shrinking: from '{start}' on, outputs differ between samples {times(ratio)} as "
+            f"much as at the first layer '{first.name}' (a collapse below {times(c.collapse_ratio)}); tanh/sigmoid "
+            f"stacks with a spread below {times(c.collapse_warning)} trained only partly in our measurements"
         )
     else:
         message = (
             f"the forward signal collapses: from '{start}' on, outputs barely differ between samples "
-            f"(spread {ratio:.2g}× that of the first layer '{first.name}'); later layers see one input, and "
+            f"(spread {times(ratio)} that of the first layer '{first.name}'); later layers see one input, and "
             f"no backward-only fix can restore that"
             + (
                 ""
                 if failing
                 else f"; with Adam a rectifier-like stack regrows its scale, so this is a warning until the "
-                f"spread falls below {c.adam_collapse_error:g}× (with SGD it is an error)"
+                f"spread falls below {times(c.adam_collapse_error)} (with SGD it is an error)"
             )
         )
     findings.append(
@@ -430,7 +440,7 @@ def _forward_explosion(
             severity=Severity.ERROR if growth.ratio > c.exploding_error else Severity.WARNING,
             layers=tuple(layer.name for layer in layers if layer.index in grown),
             message=(
-                f"the forward signal grows with depth: the deepest layers' outputs are {growth.ratio:.2g}× the "
+                f"the forward signal grows with depth: the deepest layers' outputs are {times(growth.ratio)} the "
                 f"size of the first layer's ('{growth.first}'); the weights amplify the signal at every layer, and "
                 f"the backward signal grows toward the input the same way"
             ),
@@ -460,6 +470,7 @@ def _attenuation(
     lenient: bool,
     normalized: frozenset[str],
     findings: list[Finding],
+    spread_measured: bool = True,  # False without forward statistics (watch's param mode): no word on the spread
 ) -> None:
     if not _usable(reference):
         return
@@ -509,7 +520,7 @@ def _attenuation(
             " — a consequence of the forward collapse above"
             if collapse and status is Status.VANISHING
             else " in the backward pass while the forward signal keeps its spread"
-            if not collapse
+            if not collapse and spread_measured
             else ""
         )
         findings.append(
@@ -520,13 +531,13 @@ def _attenuation(
                 message=(
                     f"gradients {word} toward the input{cause}: {len(hit)} layer(s) are more than "
                     f"{_orders(c.vanishing_warning if status is Status.VANISHING else c.exploding_warning)} "
-                    f"orders of magnitude off the output-side reference ({reference:.2g}); worst is "
-                    f"'{worst.name}' at {worst_ratio:.2g}× ({orders:.1f} orders)"
+                    f"orders of magnitude off the output-side reference ({sci(reference)}); worst is "
+                    f"'{worst.name}' at {times(worst_ratio)} ({orders:.1f} orders)"
                     + (f", {abs(decay):.2f} orders of magnitude per layer" if decay is not None else "")
                     + (
                         "; Adam rescales each parameter's step, so this is a warning until the gradient falls below "
-                        f"{c.adam_vanishing_error:g}× the reference (with SGD it is an error below "
-                        f"{c.vanishing_error:g}×)"
+                        f"{times(c.adam_vanishing_error)} the reference (with SGD it is an error below "
+                        f"{times(c.vanishing_error)})"
                         if backward_only_adam and status is Status.VANISHING and not failing
                         else "; each feeds a normalization layer, which makes it scale-invariant: the weights grow "
                         "and the steps shrink on their own, so this is a warning"
@@ -587,7 +598,7 @@ def _through_time(positions: Positions | None, c: DiagnoseConfig, recurrent: boo
             layers=(positions.layer,),
             message=(
                 f"gradients vanish through time: the {positions.weak_end} of the {length}-step sequence receives "
-                f"{ratio:.2g}× the gradient of the other end ({orders} less) at '{positions.layer}', so what the "
+                f"{times(ratio)} the gradient of the other end ({orders} less) at '{positions.layer}', so what the "
                 f"model sees there barely changes its weights: long-range dependencies cannot be learned"
             ),
             evidence={"ratio": ratio, "length": length, "weak_end": positions.weak_end, "threshold": c.time_error},

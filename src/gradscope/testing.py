@@ -16,7 +16,6 @@ failure — whose message is the rendered report with the failing checks at the 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,23 +86,25 @@ def assert_gradient_health(
     return result
 
 
-def render_check_text(result: CheckResult, width: int = 120) -> str:
-    """The terminal report and the check verdict as plain text (what the AssertionError carries)."""
+def render_check_text(result: CheckResult, width: int | None = None) -> str:
+    """The terminal report and the check verdict as plain text (what the AssertionError carries), at the width of
+    a pipe unless ``width`` is given."""
     from rich.console import Console
 
     from .report import render_terminal
     from .report.check import print_check
+    from .report.terminal import render_text
 
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=width, color_system=None, force_terminal=False, no_color=True, highlight=False)
-    render_terminal(result.report, console)
-    print_check(result, console)
-    if result.comparison is not None:
-        from .report.diff import print_comparison
+    def draw(console: Console) -> None:
+        render_terminal(result.report, console)
+        print_check(result, console)
+        if result.comparison is not None:
+            from .report.diff import print_comparison
 
-        console.print()
-        print_comparison(result.comparison, console)
-    return "gradient health check failed\n\n" + buffer.getvalue()
+            console.print()
+            print_comparison(result.comparison, console)
+
+    return "gradient health check failed\n\n" + render_text(draw, width)
 
 
 def _config(config: Config | str | Path | Mapping[str, Any] | None) -> Config:

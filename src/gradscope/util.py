@@ -32,6 +32,21 @@ def sci(x: float | None) -> str:
     return f"{x:.1e}"
 
 
+def times(x: float | None) -> str:
+    """A ratio (a dimensionless multiplier): ``0.42×``, ``3.1×``, ``10,000×``, and ``7.4e-04×`` outside 0.01–1e5,
+    where the mantissa matches ``sci``. The one format for every "N× something" gradscope prints."""
+    if x is None:
+        return DASH
+    if not math.isfinite(x) or x == 0:
+        return f"{sci(x)}×"
+    size = abs(x)
+    if size < 0.01 or size >= 1e5:
+        return f"{x:.1e}×"
+    if size < 100:
+        return f"{x:.3g}×"
+    return f"{x:,.0f}×"
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type name when the message is empty."""
     text = str(exc).strip()

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..results import LayerStats, Report, SchemaError, Spread, json_safe
-from ..util import layer_list, sci
+from ..util import layer_list, sci, times
 from ..vocab import Status
 
 DIFF_SCHEMA = "gradscope.diff/1"
@@ -374,14 +374,8 @@ def ratio_text(ratio: float | None) -> str:
     if ratio == 1:
         return "="
     if ratio > 1:
-        return f"↑{_times(ratio)}"
-    return f"↓{_times(1 / ratio)}"
-
-
-def _times(x: float) -> str:
-    if x < 100:
-        return f"{x:.3g}×"
-    return f"{x:,.0f}×" if x < 1e5 else f"{x:.1e}×"
+        return f"↑{times(ratio)}"
+    return f"↓{times(1 / ratio)}"
 
 
 def factor_text(factor: float) -> str:

@@ -43,12 +43,12 @@ def _root(
     """gradscope: find where gradients vanish or explode in a PyTorch model, and what to change."""
 
 
-app.command(name="scan")(scan)
-app.command(name="trial")(trial)
-app.command(name="check")(ci.check)
-app.command(name="baseline")(ci.baseline)
-app.command(name="diff")(ci.diff)
-app.command(name="report")(report)
+app.command(name="scan", cls=common.Command)(scan)
+app.command(name="trial", cls=common.Command)(trial)
+app.command(name="check", cls=common.Command)(ci.check)
+app.command(name="baseline", cls=common.Command)(ci.baseline)
+app.command(name="diff", cls=common.Command)(ci.diff)
+app.command(name="report", cls=common.Command)(report)
 
 
 def main() -> None:

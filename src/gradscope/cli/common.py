@@ -6,9 +6,9 @@ Nothing here imports torch at module level: ``--help`` and ``--version`` stay fa
 
 from __future__ import annotations
 
-import io
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from ..errors import ConfigError, GradscopeError, OutputError
 from ..util import clean
@@ -29,7 +30,45 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..results import Report
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
-PLAIN_WIDTH = 120  # the width of plain text written to a file or a pipe
+
+# -- help ------------------------------------------------------------------------------------------------------
+
+_TYPE_LABEL = re.compile(r" <([^<>]*)>$")
+_VALUE_NAMES = {"path": "PATH", "int": "N", "float": "NUMBER", "str": "TEXT", "list[str]": "TEXT"}
+
+
+class Command(TyperCommand):
+    """Every command's help in click's plain conventions, whatever typer's own would be: ``TARGET`` rather than
+    ``{TARGET}`` in the usage line, no ``<str>`` after an argument, ``--batches N`` rather than ``<int>``, choices
+    as ``[sgd|adam]``. (Typer bundles its own click: parameters are told apart by ``param_type_name``.)"""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [_arg_name(p) for p in self.get_params(ctx) if p.param_type_name == "argument"]
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        params = self.get_params(ctx)
+        args = [(_arg_name(p), getattr(p, "help", None) or "") for p in params if p.param_type_name == "argument"]
+        opts = []
+        for param in params:
+            record = param.get_help_record(ctx) if param.param_type_name == "option" else None
+            if record is not None:
+                opts.append((_TYPE_LABEL.sub(lambda m: " " + _value_name(m.group(1)), record[0]), record[1]))
+        if args:
+            with formatter.section("Arguments"):
+                formatter.write_dl(args)
+        if opts:
+            with formatter.section("Options"):
+                formatter.write_dl(opts)
+
+
+def _arg_name(param: Any) -> str:
+    return str(param.metavar or (param.name or "ARG").upper())
+
+
+def _value_name(label: str) -> str:
+    return _VALUE_NAMES.get(label) or (f"[{label}]" if "|" in label else label.upper())
+
 
 # -- options shared by the commands, declared once -------------------------------------------------------------
 
@@ -229,7 +268,8 @@ def deliver(
         assert draw is not None
         if output is None:
             with _stdout_errors():
-                draw(stdout_console())
+                sys.stdout.write(_drawn(stdout_console(), draw))
+                sys.stdout.flush()
             return
         text = plain_text(draw)
     if output is None:
@@ -281,14 +321,26 @@ def _discard_stdout() -> None:
 
 
 def plain_text(draw: Callable[[Console], None]) -> str:
-    buffer = io.StringIO()
-    draw(Console(file=buffer, width=PLAIN_WIDTH, color_system=None, force_terminal=False, no_color=True))
-    return buffer.getvalue()
+    """What ``draw`` prints, as plain text for a file: the width of a pipe, no trailing blanks."""
+    from ..report.terminal import render_text
+
+    return render_text(draw)
+
+
+def _drawn(console: Console, draw: Callable[[Console], None]) -> str:
+    # Captured, then written: the lines lose rich's padding (trailing blanks) on a terminal and in a pipe alike.
+    from ..report.terminal import strip_trailing
+
+    with console.capture() as capture:
+        draw(console)
+    return strip_trailing(capture.get())
 
 
 def stdout_console() -> Console:
-    # Plain text when piped (rich's own check) or when NO_COLOR is set; a wide page when not a terminal.
-    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", str(PLAIN_WIDTH)))
+    # Plain text when piped (rich's own check) or when NO_COLOR is set; the width of a pipe when not a terminal.
+    from ..report.terminal import text_width
+
+    width = None if sys.stdout.isatty() else text_width()
     return Console(width=width, highlight=False, color_system=_color_system())
 
 

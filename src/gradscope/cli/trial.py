@@ -55,9 +55,11 @@ def trial(
         ),
     ] = None,
     optimizer: Annotated[
-        Optimizer | None, typer.Option("--optimizer", help="sgd (lr 0.1) or adam (lr 1e-3, the default).")
+        Optimizer | None, typer.Option("--optimizer", help="The optimizer to train with (default adam).")
     ] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: sgd 0.1, adam 1e-3).")] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Learning rate (default 0.1 for sgd, 1e-3 for adam).")
+    ] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Training minibatch size (default 64).")
     ] = None,

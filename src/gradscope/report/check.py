@@ -50,6 +50,7 @@ def summary_rows(result: CheckResult, *, limit: int | None = None) -> list[tuple
 
 def print_check(result: CheckResult, console: Any) -> None:
     """The verdict block printed after the report: the failing checks, then the comparison headline."""
+    from rich.table import Table
     from rich.text import Text
 
     result = displayed(result)
@@ -59,11 +60,17 @@ def print_check(result: CheckResult, console: Any) -> None:
     title = Text("gradscope check  ", style="bold")
     title.append(verdict_line(result), style="bold green" if result.passed else "bold red")
     console.print(title)
+    # A grid, not padded strings: a long layer list or message wraps under its own column.
+    grid = Table.grid(padding=(0, 1), pad_edge=False)
+    grid.add_column(no_wrap=True)
+    grid.add_column(no_wrap=True)
+    grid.add_column()
     for state, severity, rule, layers, message in summary_rows(result):
-        line = Text(f"  {state:<5} ", style=style[state])
-        line.append(f"{severity:<7} {rule}", style="bold" if state == "fail" else "")
-        line.append(f"  {layers}\n        {message}", style="" if state == "fail" else "dim")
-        console.print(line)
+        body = Text(rule, style="bold" if state == "fail" else "")
+        body.append(f"  {layers}\n{message}", style="" if state == "fail" else "dim")
+        grid.add_row(Text(f"  {state}", style=style[state]), Text(severity, style=style[state]), body)
+    if grid.row_count:
+        console.print(grid)
     if result.comparison is not None:
         from .diff import headline
 

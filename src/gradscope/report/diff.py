@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -92,37 +91,22 @@ def render_comparison(c: Comparison, format: str = "table", *, width: int | None
     if format == "markdown":
         return render_comparison_markdown(c)
     if format == "table":
-        from rich.console import Console
+        from .terminal import render_text
 
-        buffer = io.StringIO()
-        console = Console(
-            file=buffer,
-            width=width or 120,
-            color_system="standard" if color else None,
-            force_terminal=color,
-            no_color=not color,
-            highlight=False,
-        )
-        print_comparison(c, console)
-        return buffer.getvalue()
+        return render_text(lambda console: print_comparison(c, console), width, color=color)
     raise ConfigError(f"--format {format!r} must be table, markdown or json")
 
 
 def print_comparison(c: Comparison, console: Any) -> None:
-    """Print the comparison on a rich console (colour is the console's business)."""
-    from rich import box
-    from rich.table import Table
+    """Print the comparison on a rich console (colour is the console's business).
+
+    The table fits the console: one row per layer where it can (layer, type, baseline, now and × for the signal
+    and the grad RMS, status, change); otherwise each layer takes two lines, the signal RMS above the grad RMS,
+    the change under the status, and the type goes when the names need the room. Names wrap, never get cut."""
     from rich.text import Text
 
     c = displayed(c)
 
-    style = {
-        Change.REGRESSION: "bold red",
-        Change.IMPROVEMENT: "green",
-        Change.ADDED: "cyan",
-        Change.REMOVED: "magenta",
-        Change.UNCHANGED: "",
-    }
     head = Text()
     head.append("baseline ", style="dim")
     head.append(c.baseline_label, style="bold")
@@ -132,12 +116,8 @@ def print_comparison(c: Comparison, console: Any) -> None:
     console.print(Text(headline(c)))
     for note in c.notes:
         console.print(Text(f"note: {note}", style="yellow"))
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for h in COMPARISON_HEADERS:
-        justify = "right" if ("RMS" in h or "×" in h) else "left"
-        table.add_column(h, justify=justify, no_wrap=h != "Layer", overflow="fold")  # type: ignore[arg-type]
-    for d, row in zip(c.layers, comparison_rows(c), strict=True):
-        table.add_row(*(Text(cell) for cell in row), style=style[d.change])
+    rows = comparison_rows(c)
+    table = _wide_table(c, rows, console.width) or _folded_table(c, rows, console.width)
     console.print(table)
     sections = [
         ("Regressions", [f"{d.name or '(model)'}: {d.reason}" for d in c.regressions], "bold red"),
@@ -155,8 +135,109 @@ def print_comparison(c: Comparison, console: Any) -> None:
         if not lines:
             continue
         console.print(Text(f"{title} ({len(lines)})", style=tone))
-        for line in lines:
-            console.print(Text(f"  {line}"))
+        console.print(_indented(lines))
+
+
+_STYLE = {
+    Change.REGRESSION: "bold red",
+    Change.IMPROVEMENT: "green",
+    Change.ADDED: "cyan",
+    Change.REMOVED: "magenta",
+    Change.UNCHANGED: "",
+}
+MIN_NAME = 12  # a layer name wraps after a dot down to this width
+
+
+def _table() -> Any:
+    from rich import box
+    from rich.table import Table
+
+    return Table(
+        box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True, header_style="bold"
+    )
+
+
+def _width(cells: list[str], header: str) -> int:
+    return max([*(len(part) for part in header.split("\n")), *(len(cell) for cell in cells)])
+
+
+def _name(name: str, width: int) -> Any:
+    from rich.text import Text
+
+    from .fmt import wrap_name
+
+    return Text("\n".join(wrap_name(name, width)))
+
+
+def _wide_table(c: Comparison, rows: list[tuple[str, ...]], console_width: int) -> Any | None:
+    """One line per layer, or None when that does not fit with names at least MIN_NAME wide."""
+    from rich.text import Text
+
+    headers = (
+        "\nType",
+        "Signal RMS\nbaseline",
+        "\nnow",
+        "\n×",
+        "Grad RMS\nbaseline",
+        "\nnow",
+        "\n×",
+        "\nStatus",
+        "\nChange",
+    )
+    widths = [_width([r[i + 1] for r in rows], h) for i, h in enumerate(headers)]
+    names = [r[0] for r in rows]
+    room = console_width - sum(widths) - 2 * len(headers)
+    if room < min(MIN_NAME, max(len(n) for n in [*names, "Layer"])):
+        return None
+    name_width = min(room, max(len(n) for n in [*names, "Layer"]))
+    table = _table()
+    table.add_column("\nLayer", width=name_width, overflow="fold")
+    for h, w in zip(headers, widths, strict=True):
+        right = "RMS" in h or "×" in h or "now" in h
+        table.add_column(h, justify="right" if right else "left", no_wrap=True, width=w)
+    for d, row in zip(c.layers, rows, strict=True):
+        table.add_row(_name(row[0], name_width), *(Text(cell) for cell in row[1:]), style=_STYLE[d.change])
+    return table
+
+
+def _folded_table(c: Comparison, rows: list[tuple[str, ...]], console_width: int) -> Any:
+    """Two lines per layer: the signal RMS, then the grad RMS; the status, then the change."""
+    from rich.text import Text
+
+    headers = ("RMS", "baseline", "now", "×", "Status / change")
+    cells = [
+        ("signal\ngrad", f"{r[2]}\n{r[5]}", f"{r[3]}\n{r[6]}", f"{r[4]}\n{r[7]}", f"{r[8]}\n{r[9]}".rstrip())
+        for r in rows
+    ]
+    widths = [
+        max([len(h), *(len(line) for cell in cells for line in cell[i].split("\n"))]) for i, h in enumerate(headers)
+    ]
+    type_width = _width([r[1] for r in rows], "Type")
+    longest = max(len(r[0]) for r in [*rows, ("Layer",)])
+    room = console_width - sum(widths) - 2 * len(headers)
+    # The type goes when keeping it would wrap a name that fits without it.
+    keep_type = room - type_width - 2 >= min(longest, MIN_NAME) and (room - type_width - 2 >= longest or room < longest)
+    if keep_type:
+        room -= type_width + 2
+    name_width = max(min(room, longest), min(MIN_NAME, longest))
+    table = _table()
+    table.add_column("Layer", width=name_width, overflow="fold")
+    if keep_type:
+        table.add_column("Type", no_wrap=True, width=type_width)
+    for h, w in zip(headers, widths, strict=True):
+        table.add_column(h, justify="right" if h in ("baseline", "now", "×") else "left", no_wrap=True, width=w)
+    for d, row, folded in zip(c.layers, rows, cells, strict=True):
+        first = [_name(row[0], name_width), *([Text(row[1])] if keep_type else [])]
+        table.add_row(*first, *(Text(cell) for cell in folded), style=_STYLE[d.change])
+    return table
+
+
+def _indented(lines: list[str]) -> Any:
+    """Lines two columns in; a wrapped line stays under its own text."""
+    from rich.padding import Padding
+    from rich.text import Text
+
+    return Padding(Text("\n".join(lines)), (0, 0, 0, 2))
 
 
 def render_comparison_markdown(c: Comparison, *, level: int = 2) -> str:

@@ -1,7 +1,13 @@
-"""Formatting shared by every renderer: numbers, layer lists, the layer tree, log bars, the verdict.
+"""Formatting shared by every renderer: numbers, layer lists, the layer tree, log bars, the verdict, and text
+folded to a width (layer names, code).
 
 One place, so the terminal and markdown reports never disagree on how a number or a verdict is written.
 Pure string work on ``Report`` data: no torch, no rich, no diagnosis.
+
+Numbers, one convention each (the two functions live in ``util`` so that the diagnosis' messages, which cannot
+import a renderer, write them the same way):
+- an RMS or any other magnitude: ``sci`` → ``2.3e-05`` (always; ``0``, ``nan``, ``inf`` as such);
+- a ratio, "N× something": ``times`` → ``0.42×``, ``120×``, ``10,000×``, and ``7.4e-04×`` outside 0.01–1e5.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from ..util import DASH as DASH  # re-exported: renderers write fmt.DASH, fmt.sc
 from ..util import ELLIPSIS, abbreviated
 from ..util import layer_list as layer_list
 from ..util import sci as sci
+from ..util import times as times
 from ..vocab import Severity, Status, Where
 
 MINUS = "\u2212"  # typographic minus: "−0.58" lines up with "+0.58" and reads as a sign, not a hyphen
@@ -41,7 +48,9 @@ def num(x: Any) -> str:
     if isinstance(x, float):
         if not math.isfinite(x) or x == 0:
             return sci(x)
-        return f"{x:.3g}" if 1e-3 <= abs(x) < 1e5 else sci(x)
+        if not 1e-3 <= abs(x) < 1e5:
+            return sci(x)
+        return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3g}"  # 1000, not 1e+03
     if isinstance(x, Mapping):
         return "{" + ", ".join(f"{k}={num(v)}" for k, v in x.items()) + "}"
     if isinstance(x, (list, tuple)):
@@ -145,7 +154,7 @@ def worst_text(report: Report) -> str:
         if orders is None:  # nan/inf/0: no "× reference" arithmetic to show
             parts.append(f"ratio to reference {sci(s.worst_ratio)}")
         else:
-            parts.append(f"{sci(s.worst_ratio)} × reference {sci(s.reference_grad_rms)} ({signed(orders, 1)} orders)")
+            parts.append(f"{times(s.worst_ratio)} reference {sci(s.reference_grad_rms)} ({signed(orders, 1)} orders)")
     return ", ".join(parts)
 
 
@@ -207,7 +216,7 @@ def positions_text(report: Report) -> str:
     p = report.positions
     if p is None:
         return DASH
-    ratio = "—" if p.ratio is None else f"{sci(p.ratio)}× the gradient of the other end"
+    ratio = "—" if p.ratio is None else f"{times(p.ratio)} the gradient of the other end"
     return (
         f"{sparkline(p.grad_rms)}  {len(p.grad_rms)} positions at '{p.layer}'; the {p.weak_end or 'start'} gets {ratio}"
     )
@@ -264,6 +273,7 @@ class LogScale:
 
     lo: float
     hi: float
+    smallest: float  # log10 of the smallest value: lo sits lower when the values span under MIN_DECADES
 
     @classmethod
     def over(cls, values: Iterable[float | None]) -> LogScale | None:
@@ -273,7 +283,7 @@ class LogScale:
         # A healthy model's few-percent spread must not stretch into a full-width "decay": the scale spans at
         # least MIN_DECADES, anchored at the top so the largest value always fills the bar.
         hi = max(logs)
-        return cls(min(min(logs), hi - MIN_DECADES), hi)
+        return cls(min(min(logs), hi - MIN_DECADES), hi, min(logs))
 
     def bar(self, value: float | None, width: int) -> str:
         if value is None or not math.isfinite(value) or value <= 0:
@@ -285,7 +295,9 @@ class LogScale:
         return _FULL_BLOCK * (eighths // 8) + _PARTIAL_BLOCKS[eighths % 8]
 
     def label(self) -> str:
-        return f"{sci(10**self.lo)} … {sci(10**self.hi)}"
+        """The smallest and the largest value drawn (not the scale's floor, which can sit below the smallest)."""
+        low, high = sci(10**self.smallest), sci(10**self.hi)
+        return high if low == high else f"{low} … {high}"
 
 
 def grad_scale(report: Report) -> LogScale | None:
@@ -331,3 +343,100 @@ def fix_rows(before: Report, after: Report) -> list[FixRow]:
 
 def status_of(layer: LayerStats | None) -> Status | None:
     return None if layer is None else layer.status
+
+
+# ------------------------------------------------------------------------------------------ folding
+
+_NAME_BREAKS = "._-/"  # a qualified name breaks after these, so each piece stays a recognisable part
+
+
+def wrap_name(name: str, width: int) -> list[str]:
+    """``name`` in lines of at most ``width`` cells, broken after a dot (or ``_``, ``-``, ``/``) where it can be,
+    mid-part only where a part alone is wider than ``width``. Nothing is dropped: the lines joined are ``name``."""
+    width = max(width, 1)
+    lines: list[str] = []
+    rest = name
+    while len(rest) > width:
+        # "blocks.0.pnorm (new)": a space is a break too, so the suffix goes to its own line
+        cut = max((i + 1 for i, ch in enumerate(rest[: width + 1]) if ch == " " and i), default=0)
+        cut = max([cut, *(i + 1 for i, ch in enumerate(rest[:width]) if ch in _NAME_BREAKS)]) or width
+        lines.append(rest[:cut].rstrip(" "))
+        rest = rest[cut:]
+    return [*lines, rest]
+
+
+def code_lines(code: str, width: int) -> list[str]:
+    """Code shown at ``width`` so that every line can still be pasted: a comment that does not fit goes on its own
+    lines above its code, each starting with ``#``; code breaks only after a comma inside brackets (implicit
+    line joining), continued 4 columns deeper. A code line with no such break stays whole, however long."""
+    out: list[str] = []
+    for line in code.splitlines():
+        if len(line) <= width:
+            out.append(line)
+            continue
+        body, comment = _split_comment(line)
+        indent = line[: len(line) - len(line.lstrip())]
+        if comment:
+            out += _comment_lines(comment, indent, width)
+        if body.strip():
+            out += _code_break(body.rstrip(), indent, width)
+    return out
+
+
+def _split_comment(line: str) -> tuple[str, str]:
+    """The code and the comment text (after ``#``) of one line; a ``#`` inside a string is code."""
+    quote = ""
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote and line[i - 1] != "\\":
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            return line[:i], line[i + 1 :].strip()
+    return line, ""
+
+
+def _comment_lines(text: str, indent: str, width: int) -> list[str]:
+    import textwrap
+
+    room = max(width - len(indent) - 2, 20)
+    pieces = textwrap.wrap(text, room, break_on_hyphens=False, break_long_words=False)
+    # A comment can break anywhere; a long identifier in it breaks where a name would.
+    pieces = [part for piece in pieces for part in wrap_name(piece, room)]
+    return [f"{indent}# {piece}" for piece in pieces] or [f"{indent}#"]
+
+
+def _code_break(body: str, indent: str, width: int) -> list[str]:
+    lines: list[str] = []
+    rest, prefix = body, ""
+    while len(prefix) + len(rest) > width:
+        cut = _last_break(rest, width - len(prefix))
+        if cut is None:
+            break
+        lines.append(prefix + rest[:cut].rstrip())
+        rest, prefix = rest[cut:].lstrip(), indent + "    "
+    return [*lines, prefix + rest]
+
+
+def _last_break(text: str, room: int) -> int | None:
+    """Where to break within ``room``: just after the last ``,``, opening bracket or space that sits inside
+    brackets and outside strings (a token boundary, where Python joins lines implicitly); a comma preferred."""
+    depth, quote, comma, other = 0, "", None, None
+    for i, ch in enumerate(text[:room]):
+        if quote:
+            if ch == quote and text[i - 1] != "\\":
+                quote = ""
+            continue
+        if ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+            other = i + 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth > 0:
+            comma = i + 1
+        elif ch == " " and depth > 0:
+            other = i + 1
+    return comma if comma is not None and comma > room // 2 else other or comma

@@ -2,9 +2,19 @@
 
 Every string goes in as ``Text`` (never markup), so a layer name or message with ``[...]`` prints as written.
 Colour is the console's business: with ``color_system=None`` the same calls print plain text.
+
+Width: every table fits the console. What gives way first is what says least: the bar narrows, then the output
+shape goes, then types are shortened (…); a layer name is never cut, it wraps after a dot; numbers are never cut.
+The width of text that does not go to a terminal, and the text itself without rich's padding, have their one home
+here (``text_width``, ``render_text``): the CLI's pipes and files, ``gradscope diff`` and the pytest plugin use them.
 """
 
 from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Callable, Mapping
 
 from rich import box
 from rich.console import Console, Group, JustifyMethod, RenderableType
@@ -18,10 +28,11 @@ from ..util import displayed
 from ..vocab import Severity, Status
 from . import fmt
 
-BAR_WIDTH = 20  # widest bar; narrower consoles get narrower bars before numbers get cut
+PLAIN_WIDTH = 120  # the width of text that goes to a pipe or a file, unless COLUMNS says otherwise
+BAR_WIDTH = 20  # widest bar; narrower consoles get narrower bars before anything else gives way
 MIN_BAR_WIDTH = 6
-TEXT_CAPS = (40, 18, 20)  # widest Layer, Type and Output shape cells before an ellipsis
-MIN_TEXT_WIDTH = 6
+MIN_TYPE_WIDTH = 8  # a type is shortened (…) down to this
+MIN_NAME_WIDTH = 12  # a layer name wraps (after a dot) down to this; it is never cut
 
 STATUS_STYLE: dict[Status, str] = {
     Status.OK: "green",
@@ -50,11 +61,47 @@ SEVERITY_LABEL: dict[Severity, str] = {
 }
 
 
-def render_terminal(report: Report, console: Console) -> None:
-    """Print the whole report; sections without content (no findings, no fix) are left out."""
+def text_width(environ: Mapping[str, str] | None = None) -> int:
+    """The width of text that does not go to a terminal: ``COLUMNS`` when it is a positive number, else 120."""
+    value = (os.environ if environ is None else environ).get("COLUMNS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else PLAIN_WIDTH
+
+
+_TRAILING = re.compile(r"(?:[ \t]|\x1b\[[0-9;]*m)+$")
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def strip_trailing(text: str) -> str:
+    """Every line without its trailing blanks (rich pads cells to the column width); colour codes among them are
+    kept, so a style still ends where it did."""
+    lines = []
+    for line in text.split("\n"):
+        match = _TRAILING.search(line)
+        lines.append(line if match is None else line[: match.start()] + "".join(_SGR.findall(match.group())))
+    return "\n".join(lines)
+
+
+def render_text(draw: Callable[[Console], None], width: int | None = None, *, color: bool = False) -> str:
+    """What ``draw(console)`` prints at ``width`` (default ``text_width()``), as text without trailing blanks."""
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        width=width or text_width(),
+        color_system="standard" if color else None,
+        force_terminal=color,
+        no_color=not color,
+        highlight=False,
+    )
+    draw(console)
+    return strip_trailing(buffer.getvalue())
+
+
+def render_terminal(report: Report, console: Console, *, probe: tuple[str, str] | None = None) -> None:
+    """Print the whole report; sections without content (no findings, no fix) are left out. ``probe``: the label
+    and text of the header's second line, for a report that does not come from a probe (a watched run)."""
     report = displayed(report)
     sections: list[RenderableType] = [
-        _header(report),
+        _header(report, probe),
         _layer_table(report, console.width),
         _summary_panel(report),
     ]
@@ -63,7 +110,7 @@ def render_terminal(report: Report, console: Console) -> None:
     if report.suggestions:
         sections.append(_suggestions("Suggestions", report.suggestions))
     if report.fix is not None:
-        sections.append(_fix(report))
+        sections.append(_fix(report, console.width))
     for i, section in enumerate(sections):
         if i:
             console.print()
@@ -80,40 +127,45 @@ def _num(value: float | None) -> Text:
     return Text(fmt.sci(value), style="dim" if value is None else "")
 
 
-def _header(report: Report) -> Text:
-    # Two short lines rather than one long one: a long target path then wraps only its own line.
+def _header(report: Report, probe: tuple[str, str] | None) -> Group:
+    # Short lines rather than one long one: a long target path then wraps only its own line; a wrapped probe
+    # line stays under its text, not under its label.
     m = report.model
     text = Text()
     text.append(m.class_name, style="bold")
     if m.target != m.class_name:  # an in-memory model's target is just its class name
         text.append(f"  {m.target}", style="cyan")
-    text.append(f"  ·  {fmt.params_text(report)}\n")
-    text.append(f"probe  {fmt.probe_text(report, assumed=False)}", style="dim")
-    if report.probe.assumed:
-        text.append(f"\nassumed  {fmt.assumed_text(report)}", style="dim")
-    return text
+    text.append(f"  ·  {fmt.params_text(report)}")
+    label, line = probe or ("probe", fmt.probe_text(report, assumed=False))
+    rows = [(label, Text(line, style="dim"))]
+    if report.probe.assumed and probe is None:
+        rows.append(("assumed", Text(fmt.assumed_text(report), style="dim")))
+    grid = Table.grid(padding=(0, 2), pad_edge=False)
+    grid.add_column(no_wrap=True, style="dim")
+    grid.add_column()
+    for key, value in rows:
+        grid.add_row(key, value)
+    return Group(text, grid)
 
 
 def _layer_table(report: Report, console_width: int) -> Group:
     grad = fmt.grad_scale(report)
     signal = fmt.signal_scale(report)
     # Two kinds of bar on two scales: each spans its own min..max, so decay along the depth is what you see.
-    caption = [] if grad is None else [f"█ grad RMS over {grad.label()}"]
+    caption = [] if grad is None else [f"█ grad RMS {grad.label()}"]
     if signal is not None:
-        caption.append(f"░ signal RMS (parameter-free layers) over {signal.label()}")
-    table = _table()
-    rows: list[tuple[Text, ...]] = []
+        caption.append(f"░ signal RMS (parameter-free layers) {signal.label()}")
+    tree = fmt.tree_rows(report.layers)
+    cells: list[tuple[Text, ...]] = []  # Type, Output shape, Grad RMS, Signal RMS, Status; () for a container
     bars: list[tuple[float | None, fmt.LogScale | None, bool]] = []  # drawn once the bar width is known
-    for row in fmt.tree_rows(report.layers):
-        indent = "  " * row.level
+    for row in tree:
         layer = row.layer
         if layer is None:
-            rows.append((Text(indent + row.label, style="dim"),))
+            cells.append(())
             bars.append((None, None, False))
             continue
-        rows.append(
+        cells.append(
             (
-                Text(indent + row.label, style="" if layer.is_parametric else "dim"),
                 Text(layer.type),
                 Text(fmt.shape(layer.output_shape)),
                 _num(fmt.median(layer.grad_rms)),
@@ -126,31 +178,72 @@ def _layer_table(report: Report, console_width: int) -> Group:
         else:
             bars.append((fmt.median(layer.signal_rms), signal, False))
 
-    headers = ("Layer", "Type", "Output shape", "Grad RMS", "Signal RMS", "Status")
-    widths = [max([len(h), *(r[i].cell_len for r in rows if len(r) > i)]) for i, h in enumerate(headers)]
-    widths[:3] = [min(w, cap) for w, cap in zip(widths[:3], TEXT_CAPS, strict=True)]
-    # Numbers and statuses never shrink. Names, types and shapes give way (with an ellipsis) only as far as
-    # needed for the shortest bar; the bar then takes what is left, up to its full width.
-    gaps = 2 * len(headers)  # 2 cells between columns, the bar making the 7th
-    widths[:3] = _squeeze(widths[:3], sum(widths) + gaps + MIN_BAR_WIDTH - console_width)
-    bar_width = min(max(console_width - sum(widths) - gaps, MIN_BAR_WIDTH), BAR_WIDTH)
-    bar_header = next(h for h in ("log₁₀ grad RMS", "log₁₀ RMS", "log₁₀", "log") if len(h) <= bar_width)
-    table.add_column("Layer", no_wrap=True, overflow="ellipsis", width=widths[0])
-    table.add_column("Type", no_wrap=True, overflow="ellipsis", width=widths[1])
-    table.add_column("Output shape" if widths[2] >= 12 else "Shape", no_wrap=True, overflow="ellipsis", width=widths[2])
-    table.add_column("Grad RMS", justify="right", no_wrap=True, width=widths[3])
-    table.add_column("Signal RMS", justify="right", no_wrap=True, width=widths[4])
-    table.add_column(bar_header, no_wrap=True, overflow="crop", width=bar_width)
-    table.add_column("Status", no_wrap=True, width=widths[5])
-    for cells, (value, scale, own) in zip(rows, bars, strict=True):
-        if len(cells) == 1:  # a container row
-            table.add_row(cells[0])
+    def natural(i: int, header: str) -> int:
+        return max([len(header), *(c[i].cell_len for c in cells if c)])
+
+    def name_width(step: int) -> int:
+        return max([5, *(step * row.level + len(row.label) for row in tree)])
+
+    step = 2
+    widths = {
+        "Layer": name_width(step),
+        "Type": natural(0, "Type"),
+        "Output shape": natural(1, "Output shape"),
+        "Grad RMS": natural(2, "Grad RMS"),
+        "Signal RMS": natural(3, "Signal RMS"),
+        "bar": BAR_WIDTH,
+        "Status": natural(4, "Status"),
+    }
+
+    def excess() -> int:
+        return sum(widths.values()) + 2 * (len(widths) - 1) - console_width
+
+    # What gives way, in order: the bar narrows, the shape goes, types shorten, the tree indents by one, names
+    # wrap; on a console narrower still, the bar goes. Numbers and statuses never shrink.
+    widths["bar"] = max(MIN_BAR_WIDTH, BAR_WIDTH - max(excess(), 0))
+    if excess() > 0:
+        del widths["Output shape"]
+    if excess() > 0:
+        widths["Type"] = max(min(MIN_TYPE_WIDTH, widths["Type"]), widths["Type"] - excess())
+    if excess() > 0:
+        step = 1
+        widths["Layer"] = name_width(step)
+    if excess() > 0:
+        widths["Layer"] = max(min(MIN_NAME_WIDTH, widths["Layer"]), widths["Layer"] - excess())
+    if excess() > 0:
+        del widths["bar"]
+    bar_width = widths.get("bar", 0)
+
+    table = _table()
+    table.add_column("Layer", width=widths["Layer"], overflow="fold")
+    table.add_column("Type", no_wrap=True, overflow="ellipsis", width=widths["Type"])
+    if "Output shape" in widths:
+        table.add_column("Output shape", no_wrap=True, width=widths["Output shape"])
+    table.add_column("Grad RMS", justify="right", no_wrap=True, width=widths["Grad RMS"])
+    table.add_column("Signal RMS", justify="right", no_wrap=True, width=widths["Signal RMS"])
+    if bar_width:
+        bar_header = next(h for h in ("log₁₀ grad RMS", "log₁₀ RMS", "log₁₀", "log") if len(h) <= bar_width)
+        table.add_column(bar_header, no_wrap=True, overflow="crop", width=bar_width)
+    table.add_column("Status", no_wrap=True, width=widths["Status"])
+    for row, row_cells, (value, scale, own) in zip(tree, cells, bars, strict=True):
+        name = _tree_label(row.level * step, row.label, widths["Layer"])
+        if not row_cells:  # a container row
+            table.add_row(Text(name, style="dim"))
             continue
-        drawn = "" if scale is None else scale.bar(value, bar_width)
-        bar = Text(drawn, style="blue") if own else Text(drawn.replace("█", "░"), style="dim")
-        table.add_row(*cells[:5], bar, cells[5])
+        layer_type, shape, grad_rms, signal_rms, status = row_cells
+        name_cell = Text(name, style="" if row.layer is not None and row.layer.is_parametric else "dim")
+        middle = [shape] if "Output shape" in widths else []
+        drawn = "" if scale is None or not bar_width else scale.bar(value, bar_width)
+        bar = [Text(drawn, style="blue") if own else Text(drawn.replace("█", "░"), style="dim")] if bar_width else []
+        table.add_row(name_cell, layer_type, *middle, grad_rms, signal_rms, *bar, status)
     legend = Text(("log bars: " + "; ".join(caption)) if caption else "", style="dim")
     return Group(table, legend) if caption else Group(table)
+
+
+def _tree_label(indent: int, label: str, width: int) -> str:
+    """A tree row's label, indented; one too long for the column wraps after a dot, each line indented alike."""
+    room = max(width - indent, 4)
+    return "\n".join(" " * indent + piece for piece in fmt.wrap_name(label, room))
 
 
 def _table() -> Table:
@@ -164,18 +257,6 @@ def _table() -> Table:
         collapse_padding=True,
         header_style="bold",
     )
-
-
-def _squeeze(widths: list[int], excess: int) -> list[int]:
-    """Take ``excess`` cells from the widest columns first, none below ``MIN_TEXT_WIDTH``."""
-    widths = list(widths)
-    while excess > 0:
-        widest = max(range(len(widths)), key=lambda i: widths[i])
-        if widths[widest] <= MIN_TEXT_WIDTH:
-            break  # a console this narrow gets rich's own squeezing
-        widths[widest] -= 1
-        excess -= 1
-    return widths
 
 
 def _verdict(report: Report) -> Text:
@@ -253,33 +334,51 @@ def _suggestions(title: str, suggestions: tuple[Suggestion, ...]) -> Group:
     return Group(Text(title, style="bold"), Padding(_suggestion_grid(suggestions), (0, 0, 0, 2)))
 
 
-def _fix(report: Report) -> Group:
+def _fix(report: Report, console_width: int) -> Group:
     assert report.fix is not None
     after = report.fix.report
-    table = _table()
-    table.add_column("Layer", no_wrap=True, overflow="ellipsis", max_width=40)
-    table.add_column("Grad RMS before", justify="right", no_wrap=True)
-    table.add_column("after", justify="right", no_wrap=True)
-    table.add_column("Δ orders", justify="right", no_wrap=True)
-    table.add_column("Signal RMS before", justify="right", no_wrap=True)
-    table.add_column("after", justify="right", no_wrap=True)
-    table.add_column("Status", no_wrap=True)
-    for row in fmt.fix_rows(report, after):
+    rows = fmt.fix_rows(report, after)
+    numbers: list[tuple[Text, ...]] = []
+    statuses: list[Text] = []
+    for row in rows:
         change = row.change
         status = _status(fmt.status_of(row.before))
         if fmt.status_of(row.before) != fmt.status_of(row.after):
             status.append(" → ")
             status.append_text(_status(fmt.status_of(row.after)))
-        name = row.name if row.before is not None else f"{row.name} (new)"
-        table.add_row(
-            Text(name, style="" if row.before is not None and row.after is not None else "italic"),
-            _num(None if row.before is None else fmt.median(row.before.grad_rms)),
-            _num(None if row.after is None else fmt.median(row.after.grad_rms)),
-            Text(fmt.DASH if change is None else fmt.signed(change, 1), style="dim" if change is None else ""),
-            _num(None if row.before is None else fmt.median(row.before.signal_rms)),
-            _num(None if row.after is None else fmt.median(row.after.signal_rms)),
-            status,
+        statuses.append(status)
+        numbers.append(
+            (
+                _num(None if row.before is None else fmt.median(row.before.grad_rms)),
+                _num(None if row.after is None else fmt.median(row.after.grad_rms)),
+                Text(fmt.DASH if change is None else fmt.signed(change, 1), style="dim" if change is None else ""),
+                _num(None if row.before is None else fmt.median(row.before.signal_rms)),
+                _num(None if row.after is None else fmt.median(row.after.signal_rms)),
+            )
         )
+    names = [row.name if row.before is not None else f"{row.name} (new)" for row in rows]
+    # Two-line headers keep the number columns as narrow as their numbers.
+    headers = ("Grad RMS\nbefore", "\nafter", "Δ\norders", "Signal RMS\nbefore", "\nafter")
+    number_widths = [
+        max([max(len(part) for part in h.split("\n")), *(cells[i].cell_len for cells in numbers)])
+        for i, h in enumerate(headers)
+    ]
+    name_width = max([5, *(len(n) for n in names)])
+    status_width = max([6, *(s.cell_len for s in statuses)])
+    fixed = sum(number_widths) + 2 * (len(headers) + 1)
+    if fixed + name_width + status_width > console_width:  # names wrap first, then the status at its arrow
+        name_width = max(MIN_NAME_WIDTH, console_width - fixed - status_width)
+    if fixed + name_width + status_width > console_width:
+        longest_word = max([6, *(len(word) for st in statuses for word in st.plain.split(" → "))])
+        status_width = max(longest_word + 2, console_width - fixed - name_width)
+    table = _table()
+    table.add_column("\nLayer", width=name_width, overflow="fold")
+    for header, width in zip(headers, number_widths, strict=True):
+        table.add_column(header, justify="right", no_wrap=True, width=width)
+    table.add_column("\nStatus", width=status_width)
+    for row, name, cells, status in zip(rows, names, numbers, statuses, strict=True):
+        style = "" if row.before is not None and row.after is not None else "italic"
+        table.add_row(Text("\n".join(fmt.wrap_name(name, name_width)), style=style), *cells, status)
     head = Text("Fix", style="bold")
     head.append(f" — applied {fmt.plural(len(report.fix.applied), 'suggestion')}, re-scanned: ")
     head.append_text(_verdict(after))
@@ -290,11 +389,11 @@ def _fix(report: Report) -> Group:
         _key_value_grid([("decay", Text(decay))]),
         Padding(Text("Applied", style="bold"), (1, 0, 0, 0)),
         Padding(_suggestion_grid(report.fix.applied), (0, 0, 0, 2)),
-        *_fix_extras(report),
+        *_fix_extras(report, console_width),
     )
 
 
-def _fix_extras(report: Report) -> list[Padding]:
+def _fix_extras(report: Report, console_width: int) -> list[Padding]:
     """What could not be applied in memory, and the code change that adopts what was."""
     assert report.fix is not None
     parts: list[Padding] = []
@@ -304,8 +403,10 @@ def _fix_extras(report: Report) -> list[Padding]:
             lines.append(f"{suggestion.remedy.value}: {why}\n")
         parts += [Padding(Text("Not applied", style="bold"), (1, 0, 0, 0)), Padding(lines, (0, 0, 0, 2))]
     if report.fix.code:
+        # Folded here, never by rich: a wrapped comment keeps its "#", code breaks only where Python allows.
+        code = "\n".join(fmt.code_lines(report.fix.code, console_width - 2))
         parts += [
             Padding(Text("In your code", style="bold"), (1, 0, 0, 0)),
-            Padding(Text(report.fix.code), (0, 0, 0, 2)),
+            Padding(Text(code, no_wrap=True, overflow="ignore"), (0, 0, 0, 2)),
         ]
     return parts

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ..watching.timeline import EMPTY, EVENTS, Cell, Timeline
-from .fmt import sci
+from .fmt import plural, sci, wrap_name
 
 SHADES = " ░▒▓█"  # low → high, on a log scale fitted to the run's own range
 NONFINITE_CELL = "!"
@@ -59,14 +60,20 @@ def shade(value: float | None, bounds: tuple[float, float] | None) -> str:
 
 
 def heatmap_lines(t: Timeline, width: int) -> list[str]:
-    label = max([len(n or "(root)") for n in t.names] + [5])
-    label = min(label, 28)
+    """The heatmap in lines of at most ``width`` cells. Rows are labelled with the layer names when they fit in a
+    third of the width; otherwise with numbers, and a legend of the full names follows (a name is never cut)."""
+    names = [n or "(root)" for n in t.names]
+    label = max([len(n) for n in names] + [5])
+    numbered = label > max(12, width // 3)
+    if numbered:
+        names = [str(i) for i in range(1, len(names) + 1)]
+        label = max(len(n) for n in names)
     cols = columns(t.steps, max(8, width - label - 3))
     bounds = _bounds(t.rows)
     lines = []
-    for name, row in zip(t.names, t.cells, strict=True):
+    for name, row in zip(names, t.cells, strict=True):
         cells = "".join(shade(_cell_value(row, g), bounds) for g in cols)
-        lines.append(f"{_short(name or '(root)', label):<{label}} │{cells}│")
+        lines.append(f"{name:>{label}} │{cells}│" if numbered else f"{name:<{label}} │{cells}│")
     if cols:
         first, last = t.columns[cols[0][0]].first, t.columns[cols[-1][-1]].last
         axis = f"step {first}"
@@ -76,15 +83,16 @@ def heatmap_lines(t: Timeline, width: int) -> list[str]:
         gap = max(1, span - len(axis) - len(end) + 2)
         lines.append(" " * label + "  " + axis + " " * gap + end)
     if bounds is not None:
-        lines.append(
+        legend = (
             f"{t.stat}: '{SHADES[1]}' ≈ {sci(10 ** bounds[0])} … '{SHADES[-1]}' ≈ {sci(10 ** bounds[1])} "
             f"(log scale); '{NONFINITE_CELL}' non-finite, '{MISSING_CELL}' not measured"
         )
+        lines += textwrap.wrap(legend, width, break_on_hyphens=False)
+    if numbered:
+        for i, name in enumerate(t.names, 1):
+            pieces = wrap_name(name or "(root)", max(width - label - 2, 8))
+            lines += [f"{str(i) if not k else '':>{label}}  {piece}" for k, piece in enumerate(pieces)]
     return lines
-
-
-def _short(name: str, limit: int) -> str:
-    return name if len(name) <= limit else "…" + name[-(limit - 1) :]
 
 
 def event_rows(t: Timeline) -> list[tuple[str, list[str]]]:
@@ -97,6 +105,9 @@ def event_rows(t: Timeline) -> list[tuple[str, list[str]]]:
 
 
 def render_timeline_terminal(t: Timeline, console: Console) -> None:
+    from rich import box
+    from rich.table import Table
+
     from .terminal import render_terminal
 
     run = t.run
@@ -116,20 +127,47 @@ def render_timeline_terminal(t: Timeline, console: Console) -> None:
     console.print()
     console.print(Text(f"{t.stat} per layer (rows) over steps (columns)", style="bold"))
     for line in heatmap_lines(t, console.width):
-        console.print(Text(line), soft_wrap=True, overflow="ignore", crop=False)
+        console.print(Text(line), no_wrap=True, crop=False)
     console.print()
     events = event_rows(t)
     if events:
         console.print(Text("first step at which a layer went bad", style="bold"))
-        width = max(len(n) for n, _ in events)
-        console.print(Text(f"{'layer':<{width}}  " + "  ".join(f"{e:>10}" for e in EVENTS)))
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True)
+        room = console.width - sum(max(len(e), 2) + 2 for e in EVENTS)
+        name_width = min(max(len(n) for n, _ in [*events, ("layer", [])]), max(room, 12))
+        table.add_column("layer", width=name_width, overflow="fold")
+        for event in EVENTS:
+            table.add_column(event, justify="right", no_wrap=True)
         for name, cells in events:
-            console.print(Text(f"{name:<{width}}  " + "  ".join(f"{c:>10}" for c in cells)))
+            table.add_row(Text("\n".join(wrap_name(name, name_width))), *cells)
+        console.print(table)
     else:
         console.print(Text("no layer vanished, exploded or went non-finite at any recorded step", style="green"))
     console.print()
-    console.print(Text(f"report of the last {t.report.probe.batches} recorded step(s)", style="bold"))
-    render_terminal(t.report, console)
+    console.print(Text(f"report of the last {plural(t.report.probe.batches, 'recorded step')}", style="bold"))
+    render_terminal(t.report, console, probe=("run", run_text(t)))
+
+
+def run_text(t: Timeline) -> str:
+    """What the report of a watched run rests on, in place of a probe's batches and seed: ``training log: steps
+    8–14 (4 recorded, every 2nd step sampled), batch 32, cpu, float32; judged for adam``."""
+    meta, p = t.run.meta, t.report.probe
+    every = meta.get("every")
+    sampled = "every step" if every in (1, None) else f"every {_ordinal(every)} step"
+    span = p.loss.removeprefix("training loss, ").removeprefix("training loss")
+    span = f"{span} " if span else ""
+    size = f", batch {p.batch_size}" if p.batch_size is not None else ""
+    return (
+        f"training log: {span}({plural(p.batches, 'recorded step')}, {sampled} sampled){size}, {p.device}, "
+        f"{p.dtype}; judged for {p.optimizer}"
+    )
+
+
+def _ordinal(n: object) -> str:
+    if not isinstance(n, int):
+        return f"{n}th"
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def skipped_line(t: Timeline) -> str:
