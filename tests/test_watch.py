@@ -841,3 +841,24 @@ def test_cli_report_malformed_meta_is_one_line(tmp_path: Path, edit: dict[str, o
     first["meta"].update(edit)
     log.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
     assert_one_line_error(invoke("report", log), "run.jsonl", needle)
+
+
+def test_timeline_renderers_show_control_characters_in_layer_names_as_escapes() -> None:
+    from gradscope.report.terminal import render_text
+    from gradscope.report.timeline import render_timeline_json, render_timeline_markdown, render_timeline_terminal
+    from gradscope.watching.timeline import Timeline
+
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("evil\x1b[2J\x07", nn.Linear(8, 16))
+    model.add_module("act", nn.Tanh())
+    model.add_module("head", nn.Linear(16, 4))
+    with watch(model) as w:
+        train(model, w, 3)
+    t = Timeline.of(w.run())
+    text = render_text(lambda console: render_timeline_terminal(t, console), 120)
+    markdown = render_timeline_markdown(t)
+    for rendered in (text, markdown):
+        assert "\x1b" not in rendered and "\x07" not in rendered
+        assert "evil" in rendered
+    assert "evil\\u001b[2J\\u0007" in render_timeline_json(t)  # the JSON keeps the name exact (JSON-escaped)

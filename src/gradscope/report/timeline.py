@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
+from ..util import displayed
 from ..watching.timeline import EMPTY, EVENTS, Cell, Timeline
 from .fmt import plural, sci, wrap_name
 
@@ -107,6 +108,8 @@ def event_rows(t: Timeline) -> list[tuple[str, list[str]]]:
 def render_timeline_terminal(t: Timeline, console: Console) -> None:
     from rich import box
     from rich.table import Table
+
+    t = displayed(t)  # layer names and the target come from the user's files; the JSON keeps them exact
 
     from .terminal import render_terminal
 
@@ -208,6 +211,8 @@ def render_timeline_json(t: Timeline) -> str:
 
 def render_timeline_markdown(t: Timeline) -> str:
     from .markdown import render_markdown
+
+    t = displayed(t)
 
     meta = t.run.meta
     out = [
