@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from .config import Config
 from .diagnose import Diagnosis, preceding_parametric
@@ -208,24 +209,31 @@ def _deep_stack_fixes(
         )
     if len(weighted) >= 2 and not shape.skip_connections:
         out.append(_residual(weighted, rules))
-    acts = [layer.name for layer in layers if (f := _fact(facts, layer.name)) is not None and f.is_activation]
-    placement = pseudo_norm_every(layers, FIXED_PSEUDO_NORM_EVERY, acts)
-    if placement is not None:
-        params = _pseudo_norm_params(placement, config)
-        params.pop("predicted_min_ratio")
+    every = _pseudo_norm_every(layers, facts, config, rules)
+    if every is not None:
         out.append(
-            Suggestion(
-                Remedy.PSEUDO_NORM,
-                placement.after,
-                Where.AFTER,
-                params,
-                f"or, without changing the forward function, insert PseudoNorm after every "
-                f"{FIXED_PSEUDO_NORM_EVERY}rd activation ({_list(placement.after)}): it restores the backward "
-                f"gradient to the scale of '{placement.reference_layer}'",
-                rules,
+            replace(
+                every,
+                reason=f"or, without changing the forward function, insert PseudoNorm after every "
+                f"{FIXED_PSEUDO_NORM_EVERY}rd activation ({_list(every.layers)}): it restores the backward "
+                f"gradient to the scale of '{every.params['reference_layer']}'",
             )
         )
     return out
+
+
+def _pseudo_norm_every(
+    layers: Sequence[LayerStats], facts: Facts, config: Config, rules: tuple[str, ...]
+) -> Suggestion | None:
+    """PseudoNorm after every ``FIXED_PSEUDO_NORM_EVERY``-th activation (weighted layer, without activation
+    modules), restoring the gradient to the last hidden layer's measured scale."""
+    acts = [layer.name for layer in layers if (f := _fact(facts, layer.name)) is not None and f.is_activation]
+    placement = pseudo_norm_every(layers, FIXED_PSEUDO_NORM_EVERY, acts or _names(_weighted(layers, facts)))
+    if placement is None:
+        return None
+    params = _pseudo_norm_params(placement, config)
+    params.pop("predicted_min_ratio")
+    return Suggestion(Remedy.PSEUDO_NORM, placement.after, Where.AFTER, params, "fixed placement", rules)
 
 
 def _normalized(layer: LayerStats, layers: Sequence[LayerStats], facts: Facts) -> bool:
@@ -656,16 +664,8 @@ def _fixed(
 ) -> None:
     """The remedies the scan's measurements gave no place for, at a fixed one (``candidates(every=True)``)."""
     fixed = "trial candidate (--remedy all): fixed placement"
-    if Remedy.PSEUDO_NORM.option not in out:
-        acts = [layer.name for layer in layers if (f := _fact(facts, layer.name)) is not None and f.is_activation]
-        among = acts or _names(_weighted(layers, facts))
-        placement = pseudo_norm_every(layers, FIXED_PSEUDO_NORM_EVERY, among)
-        if placement is not None:
-            params = _pseudo_norm_params(placement, config)
-            params.pop("predicted_min_ratio")
-            out[Remedy.PSEUDO_NORM.option] = (
-                Suggestion(Remedy.PSEUDO_NORM, placement.after, Where.AFTER, params, fixed, ()),
-            )
+    if Remedy.PSEUDO_NORM.option not in out and (every := _pseudo_norm_every(layers, facts, config, ())):
+        out[Remedy.PSEUDO_NORM.option] = (replace(every, reason=fixed),)
     if Remedy.RESCALE.option not in out and reference is not None:
         gains = rescale_gains(layers, reference, 1.0, config.suggest.rescale_max_gain)
         if gains:
