@@ -242,3 +242,40 @@ def test_large_weight_saturation_gets_normalization_before_the_penalty_and_sigmo
     remedies = [s.remedy.value for s in report.suggestions]
     assert remedies.index("normalization") < remedies.index("regularize")
     assert "init" not in remedies  # Xavier is the sigmoid collapse regime itself
+
+
+class ActorCritic(nn.Module):
+    """forward() returns (policy logits, value): the value head feeds only the second output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Linear(8, 16)
+        self.policy = nn.Linear(16, 4)
+        self.value = nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.relu(self.body(x))
+        return self.policy(h), self.value(h)
+
+
+def test_a_head_that_feeds_only_an_output_the_default_loss_ignores_is_explained() -> None:
+    batches = [torch.randn(8, 8) for _ in range(2)]
+    gone = _finding(gradscope.scan(ActorCritic(), batches), Rule.DISCONNECTED)
+    assert gone is not None and gone.layers == ("value",)
+    assert "returns 2 tensors" in gone.message and "loss_fn" in gone.message
+    assert gone.evidence["ignored_outputs"] == 1
+
+    def both(output: tuple[torch.Tensor, torch.Tensor], _batch: object) -> torch.Tensor:
+        return output[0].square().mean() + output[1].square().mean()
+
+    assert _finding(gradscope.scan(ActorCritic(), batches, loss_fn=both), Rule.DISCONNECTED) is None
+
+
+def test_a_truly_unused_layer_gets_no_note_about_outputs() -> None:
+    model = nn.Module()
+    model.net = _stack(nn.ReLU, 2, "default")
+    model.unused = nn.Linear(3, 3)
+    model.forward = model.net.forward  # type: ignore[method-assign]
+    gone = _finding(_scan(model), Rule.DISCONNECTED)
+    assert gone is not None and "returns" not in gone.message and "ignored_outputs" not in gone.evidence

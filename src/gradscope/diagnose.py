@@ -40,12 +40,14 @@ def diagnose(
     *,
     profile: PositionProfile | None = None,
     gating: Gating | None = None,
+    ignored_outputs: int = 0,
 ) -> Diagnosis:
     """``nonfinite_culprit``: (name, type) of the first module of any kind whose output was non-finite, when the
     scan looked for it (a module without parameters, such as a custom op, is not a layer but can be the cause).
     ``profile``: the gradient reaching each input position of a sequence model. ``gating``: layers whose small
     gradients a gate closed at init explains (the scan found them by opening the gates); they are ``gated``, and
-    left out of the reference, the spread and every other rule."""
+    left out of the reference, the spread and every other rule. ``ignored_outputs``: output tensors the default
+    loss left out (a layer that feeds only those gets no gradient from it)."""
     gated = gating.layers if gating is not None else frozenset()
     quiet = gating.quiet if gating is not None else frozenset()
     # Left out of the forward rules: layers a gate explains, the gates' own layers (their outputs are ~0 by
@@ -101,7 +103,7 @@ def diagnose(
         _underflow(layers, records, config, findings)
         _saturation(layers, records, config, findings)
         _dead_units(layers, config, findings)
-    _zero_and_disconnected(layers, records, findings)
+    _zero_and_disconnected(layers, records, findings, ignored_outputs)
     if gating is not None and gated:
         findings = _capped(findings, gating)
         _gated(layers, gating, reference, findings)
@@ -781,7 +783,7 @@ def _underflow(
 
 
 def _zero_and_disconnected(
-    layers: Sequence[LayerStats], records: Sequence[LayerRecord], findings: list[Finding]
+    layers: Sequence[LayerStats], records: Sequence[LayerRecord], findings: list[Finding], ignored_outputs: int = 0
 ) -> None:
     frozen = [layer for layer in layers if layer.status is Status.FROZEN]
     if frozen:
@@ -805,8 +807,18 @@ def _zero_and_disconnected(
                     f"no gradient reaches {len(gone)} trainable layer(s) ({layer_list(_names(gone))}): they are "
                     f"unused in forward or cut from the loss "
                     f"(detach, no_grad, an unused output), so they will never train"
+                    + (
+                        f"; the model returns {ignored_outputs + 1} tensors and the default loss uses only the "
+                        f"first, so a layer that feeds only another one (a value head, say) gets no gradient "
+                        f"from it: define loss_fn(output, batch) in the model file to probe with every output"
+                        if ignored_outputs
+                        else ""
+                    )
                 ),
-                evidence={"parameters": sum(layer.parameters for layer in gone)},
+                evidence={
+                    "parameters": sum(layer.parameters for layer in gone),
+                    **({"ignored_outputs": ignored_outputs} if ignored_outputs else {}),
+                },
             )
         )
     zero = [layer for layer in layers if layer.status is Status.ZERO and layer.is_parametric]

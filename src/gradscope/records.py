@@ -179,3 +179,4 @@ class ModelShape:
     """What the model's graph has: the advice never suggests what is already there."""
 
     skip_connections: bool = False  # a tensor added to a transform of itself (x + f(x))
+    ignored_outputs: int = 0  # output tensors with a gradient path that the default loss leaves out

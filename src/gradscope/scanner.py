@@ -82,7 +82,13 @@ def _scan(
     batch_dim, assumed = probes.layout(model, batches)
     with preserved(model), threads(config.probe.threads, device):
         probe = _probe(model, batches, loss_fn, config, device, progress)
-        diagnosis = diagnose(probe.records, config.diagnose, probe.culprit, profile=probe.profile)
+        diagnosis = diagnose(
+            probe.records,
+            config.diagnose,
+            probe.culprit,
+            profile=probe.profile,
+            ignored_outputs=probe.shape.ignored_outputs,
+        )
         if gates.worth_checking(diagnosis):
             diagnosis = _with_gates(model, batches, loss_fn, config, device, probe, diagnosis)
     forward_finite = all(math.isfinite(v) for r in probe.records for v in r.activation_rms)
@@ -155,8 +161,8 @@ def _probe(
         model.train(config.probe.mode == "train")
         for i, batch in enumerate(batches):
             batch = probes.to_device(batch, device)
-            skip = _probe_once(model, recorder, batch, i, loss_fn, config.probe.seed, batch_dim)
-            shape = shape if i else ModelShape(skip_connections=skip)
+            skip, ignored = _probe_once(model, recorder, batch, i, loss_fn, config.probe.seed, batch_dim)
+            shape = shape if i else ModelShape(skip_connections=skip, ignored_outputs=ignored)
             if progress is not None:
                 progress(i + 1, len(batches))
         records = list(recorder.ordered())
@@ -187,14 +193,27 @@ def _with_gates(
         opened += found
         with gates.opened(opened, config.probe.seed):
             again = _probe(model, batches, loss_fn, config, device, None)
-            after = diagnose(again.records, config.diagnose, again.culprit, profile=again.profile)
+            after = diagnose(
+                again.records,
+                config.diagnose,
+                again.culprit,
+                profile=again.profile,
+                ignored_outputs=again.shape.ignored_outputs,
+            )
             known = {c.gate.parameter for c in opened}
             found = [c for c in gates.find(model, after.summary.reference_grad_rms, config.diagnose)
                      if c.gate.parameter not in known]  # fmt: skip
     gating = gates.explained(opened, _parameter_owners(model), diagnosis, after) if opened else None
     if gating is None:
         return diagnosis
-    return diagnose(probe.records, config.diagnose, probe.culprit, profile=probe.profile, gating=gating)
+    return diagnose(
+        probe.records,
+        config.diagnose,
+        probe.culprit,
+        profile=probe.profile,
+        gating=gating,
+        ignored_outputs=probe.shape.ignored_outputs,
+    )
 
 
 def _parameter_owners(model: nn.Module) -> dict[str, str]:
@@ -214,15 +233,16 @@ def _probe_once(
     loss_fn: LossFn | None,
     seed: int,
     batch_dim: int = 0,
-) -> bool:
-    """One forward and backward; returns whether the graph has a skip connection (looked at in batch 0 only)."""
+) -> tuple[bool, int]:
+    """One forward and backward; returns whether the graph has a skip connection (looked at in batch 0 only) and
+    how many output tensors the default loss left out."""
     for p in model.parameters():
         p.grad = None
     recorder.start_batch(probes.batch_size_of(batch, batch_dim))
     with _kept_grads(model):
-        skip = _forward_backward(model, recorder, batch, index, loss_fn, seed)
+        skip, ignored = _forward_backward(model, recorder, batch, index, loss_fn, seed)
     recorder.end_batch()
-    return skip
+    return skip, ignored
 
 
 @contextlib.contextmanager
@@ -254,7 +274,7 @@ def _kept_grads(model: nn.Module) -> Iterator[None]:
 
 def _forward_backward(
     model: nn.Module, recorder: Recorder, batch: Any, index: int, loss_fn: LossFn | None, seed: int
-) -> bool:
+) -> tuple[bool, int]:
     try:
         output = probes.call_model(model, batch)
     except (KeyboardInterrupt, ProbeError):
@@ -266,8 +286,11 @@ def _forward_backward(
             f"forward failed{place} on probe batch {index}: {first_line(exc)}; check --input-shape or the "
             f"model file's example_inputs()"
         ) from exc
+    ignored = 0
     if loss_fn is None:
-        loss = probes.default_loss(probes.select_output(output), seed, index)
+        selected = probes.select_output(output)
+        loss = probes.default_loss(selected, seed, index)
+        ignored = sum(1 for t in iter_tensors(output) if t is not selected and t.requires_grad)
     else:
         try:
             loss = loss_fn(output, batch)
@@ -280,7 +303,7 @@ def _forward_backward(
         loss.backward()  # type: ignore[no-untyped-call]
     except Exception as exc:
         raise ProbeError(f"backward failed on probe batch {index}: {first_line(exc)}") from exc
-    return skip
+    return skip, ignored
 
 
 def _check_loss(loss: Any) -> None:
