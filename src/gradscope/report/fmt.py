@@ -145,7 +145,7 @@ def worst_text(report: Report) -> str:
     s = report.summary
     if s.worst_layer is None:
         return DASH
-    parts = [s.worst_layer]
+    parts = [s.worst_layer or "(model)"]  # the root module itself can be the layer
     layer = next((la for la in report.layers if la.name == s.worst_layer), None)
     if layer is not None and layer.grad_rms is not None:
         parts.append(f"grad RMS {sci(layer.grad_rms.median)}")

@@ -79,7 +79,7 @@ def heatmap_svg(t: Timeline) -> str:
     groups = columns(t.steps, MAX_CELLS)
     values = [[_group_value(row, g) for g in groups] for row in t.cells]
     lo, hi, tick = log_range([v for row in values for v in row])
-    label_chars = min(max([len(n or "(root)") for n in t.names] + [5]), 28)
+    label_chars = min(max([len(n or "(model)") for n in t.names] + [5]), 28)
     width, right, top = 1000, 16, 8
     left = 14 + int(label_chars * 6.6)
     row_h = 16 if len(t.names) <= 40 else 10
@@ -98,7 +98,7 @@ def heatmap_svg(t: Timeline) -> str:
     ]
     for r, (name, row) in enumerate(zip(t.names, values, strict=True)):
         y = top + r * row_h
-        shown = name or "(root)"
+        shown = name or "(model)"
         label = shown if len(shown) <= label_chars else "…" + shown[-(label_chars - 1) :]
         svg.append(
             f'<text x="{left - 6}" y="{y + row_h * 0.72:.1f}" text-anchor="end" font-size="{min(11, row_h - 2)}" '

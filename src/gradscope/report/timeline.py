@@ -63,7 +63,7 @@ def shade(value: float | None, bounds: tuple[float, float] | None) -> str:
 def heatmap_lines(t: Timeline, width: int) -> list[str]:
     """The heatmap in lines of at most ``width`` cells. Rows are labelled with the layer names when they fit in a
     third of the width; otherwise with numbers, and a legend of the full names follows (a name is never cut)."""
-    names = [n or "(root)" for n in t.names]
+    names = [n or "(model)" for n in t.names]
     label = max([len(n) for n in names] + [5])
     numbered = label > max(12, width // 3)
     if numbered:
@@ -91,7 +91,7 @@ def heatmap_lines(t: Timeline, width: int) -> list[str]:
         lines += textwrap.wrap(legend, width, break_on_hyphens=False)
     if numbered:
         for i, name in enumerate(t.names, 1):
-            pieces = wrap_name(name or "(root)", max(width - label - 2, 8))
+            pieces = wrap_name(name or "(model)", max(width - label - 2, 8))
             lines += [f"{str(i) if not k else '':>{label}}  {piece}" for k, piece in enumerate(pieces)]
     return lines
 
@@ -101,7 +101,7 @@ def event_rows(t: Timeline) -> list[tuple[str, list[str]]]:
     for name in [m.name for m in t.run.layers]:
         events = t.first.get(name)
         if events:
-            rows.append((name or "(root)", [str(events[e]) if e in events else "—" for e in EVENTS]))
+            rows.append((name or "(model)", [str(events[e]) if e in events else "—" for e in EVENTS]))
     return rows
 
 
