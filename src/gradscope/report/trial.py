@@ -173,8 +173,8 @@ def _runs_table(report: TrialReport, console_width: int) -> Group:
         scale = f"one column ≈ {report.steps / width:.3g} steps"
     mean = "means over the seeds; " if several else ""
     legend = Text(
-        f"{mean}shared linear scale: {LEVELS[0]} {_g(lo)} … {LEVELS[-1]} {_g(hi)}; {scale}; "
-        f"{DIVERGED_MARK} diverged (non-finite loss)",
+        f"{mean}shared linear scale: {LEVELS[0]} {_g(lo)} … {LEVELS[-1]} {_g(hi)}; {scale}"
+        + (f"; {DIVERGED_MARK} diverged (non-finite loss)" if any(a.diverged for a in report.arms) else ""),
         style="dim",
     )
     return Group(table(width, columns), legend)
