@@ -279,3 +279,24 @@ def test_a_truly_unused_layer_gets_no_note_about_outputs() -> None:
     model.forward = model.net.forward  # type: ignore[method-assign]
     gone = _finding(_scan(model), Rule.DISCONNECTED)
     assert gone is not None and "returns" not in gone.message and "ignored_outputs" not in gone.evidence
+
+
+class RowReader(nn.Module):
+    """An LSTM over the rows of an image, read at its last step (pytorch/examples' mnist_rnn): it trains."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.rnn = nn.LSTM(28, 32, batch_first=True)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        head: torch.Tensor = self.head(out[:, -1])
+        return head
+
+
+def test_unread_outputs_of_a_first_recurrent_layer_are_not_vanishing_through_time() -> None:
+    report = gradscope.scan(RowReader(), [torch.randn(8, 28, 28) for _ in range(2)])
+    assert report.positions is not None and report.positions.ratio == 0.0  # only the last step's output is read
+    assert _finding(report, Rule.VANISHING_THROUGH_TIME) is None

@@ -99,7 +99,8 @@ def diagnose(
             findings,
             spread_measured=spread_ratio is not None,
         )
-        _through_time(positions, config, any(r.facts.cell for r in records), findings)
+        at_cell = positions is not None and any(r.facts.cell for r in records if r.name == positions.layer)
+        _through_time(positions, config, any(r.facts.cell for r in records), findings, at_cell=at_cell)
         _underflow(layers, records, config, findings)
         _saturation(layers, records, config, findings)
         _dead_units(layers, config, findings)
@@ -582,7 +583,9 @@ def _rms(values: Sequence[float]) -> float | None:
     return math.sqrt(sum(v * v for v in values) / len(values))
 
 
-def _through_time(positions: Positions | None, c: DiagnoseConfig, recurrent: bool, findings: list[Finding]) -> None:
+def _through_time(
+    positions: Positions | None, c: DiagnoseConfig, recurrent: bool, findings: list[Finding], *, at_cell: bool = False
+) -> None:
     """The gradient reaching one end of the sequence is orders of magnitude below the other end's: what the
     model sees there does not reach its weights (a recurrent layer read at its last step, over many steps).
     Attention and convolutions reach every position; their uneven start (a [CLS] token read, near-uniform
@@ -590,6 +593,10 @@ def _through_time(positions: Positions | None, c: DiagnoseConfig, recurrent: boo
     if positions is None or positions.ratio is None or positions.ratio >= c.time_warning:
         return
     if not recurrent and positions.ratio >= c.time_error:
+        return
+    # Measured at a recurrent layer's own output (it runs first, on the raw input), an exactly-zero end means the
+    # loss never reads those steps' outputs (``out[:, -1]``), which says nothing about the gradient through time.
+    if at_cell and positions.ratio == 0.0:
         return
     ratio, length = positions.ratio, len(positions.grad_rms)
     orders = "all" if ratio == 0 else f"{-math.log10(ratio):.1f} orders of magnitude"
