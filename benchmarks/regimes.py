@@ -883,7 +883,14 @@ def untreated_partly_healthy(
             continue
         if info["healthy"]:
             lines.append(f"- {s.id}: untreated {u.text()} ({state(u)}), scan {scan_text(info)}")
-    return "\n".join(["", "Untreated grid, failing or partly training but called healthy by the scan:", "", *lines])
+    return "\n".join(
+        [
+            "",
+            "Untreated grid, failing or partly training but called healthy (exit 0) by the scan, with its warnings:",
+            "",
+            *lines,
+        ]
+    )
 
 
 # --------------------------------------------------------------------------------------------------- main
