@@ -110,6 +110,11 @@ class Recorder:
         self._pending_size = 0
         self._pending_grads: list[tuple[int, float, torch.Tensor]] = []  # small output gradients, likewise
         self._pending_grads_size = 0
+        # Each weighted call's inputs, for the per-call weight gradient of a module called several times. Held
+        # here rather than in the backward hook's closure (a graph node would keep them to the end of backward);
+        # those of modules called once are dropped when backward starts, so autograd frees them as it goes.
+        self._call_inputs: dict[int, Any] = {}
+        self._in_forward = True
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}  # _scratch
         self._inplace: set[int] = set()  # records whose output a later in-place op changed: reduced at once
         self._expects_signal: set[int] = set()  # records whose output needed a gradient in this batch
@@ -185,6 +190,8 @@ class Recorder:
         self._buffers.clear()
 
     def _drop_batch(self) -> None:
+        self._call_inputs.clear()
+        self._in_forward = True
         self._values.clear()
         self._entries.clear()
         self._pending.clear()
@@ -205,6 +212,7 @@ class Recorder:
 
     def end_batch(self) -> None:
         """Reduce parameter gradients, then read every statistic of this batch from the device in one copy."""
+        self._call_inputs.clear()  # calls whose output got no gradient: nothing keeps a tensor past the batch
         self._flush_outputs()
         self._flush_grads()
         self._record_param_grads()
@@ -257,7 +265,9 @@ class Recorder:
                 return
             self._observe(record, out, kind)
             if out.requires_grad:
-                self._watch_signal(index, record, out, inputs if weighted else None)
+                if weighted:
+                    self._call_inputs[record] = inputs
+                self._watch_signal(index, record, out)
 
         return hook
 
@@ -379,7 +389,7 @@ class Recorder:
             flat = ((y <= 0) | (y >= 1)).to(y.dtype)
         return flat.flatten(1).sum(dim=1)
 
-    def _watch_signal(self, index: int, record: int, out: torch.Tensor, call_inputs: Any) -> None:
+    def _watch_signal(self, index: int, record: int, out: torch.Tensor) -> None:
         """Have the gradient reaching this output measured when backward computes it. The hook sits on the node
         that made the output (a pre-hook on its ``grad_fn``): cheaper than a tensor hook, and it sees the
         gradient of the output as the layer returned it even if a later in-place op changes the tensor."""
@@ -393,20 +403,24 @@ class Recorder:
         if node is None:  # a leaf (a module returning a parameter): a tensor hook
 
             def on_tensor(grad: torch.Tensor) -> None:
-                self._on_signal(index, record, numel, call_inputs, grad)
+                self._on_signal(index, record, numel, grad)
 
             out.register_hook(on_tensor)  # type: ignore[no-untyped-call]
             return
         slot = out.output_nr
 
         def on_node(grads: tuple[torch.Tensor | None, ...]) -> None:
-            self._on_signal(index, record, numel, call_inputs, grads[slot])
+            self._on_signal(index, record, numel, grads[slot])
 
         node.register_prehook(on_node)
 
-    def _on_signal(self, index: int, record: int, numel: float, call_inputs: Any, grad: torch.Tensor | None) -> None:
-        if self._pending:
-            self._flush_outputs()  # backward has started: the forward pass is over
+    def _on_signal(self, index: int, record: int, numel: float, grad: torch.Tensor | None) -> None:
+        if self._in_forward:  # backward has started: the forward pass is over
+            self._in_forward = False
+            self._flush_outputs()
+            calls = self._calls
+            self._call_inputs = {r: v for r, v in self._call_inputs.items() if len(calls[self._module[r]]) > 1}
+        call_inputs = self._call_inputs.pop(record, None)
         if grad is None:
             return
         g = grad.detach()
@@ -421,7 +435,7 @@ class Recorder:
         if record == self._profile_record:
             assert self.profile is not None
             self._append_many("positions", (record,), (1.0,), _per_position(g, self.profile.axis))
-        if call_inputs is not None and len(self._calls[index]) > 1:  # the module's inputs, when it has weights
+        if call_inputs is not None:  # a weighted module called several times: this call's own weight gradient
             call_input = first_float_tensor(call_inputs)
             if call_input is not None:
                 self._append_call_grads(index, record, call_input.detach(), g)
