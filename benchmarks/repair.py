@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -183,9 +184,20 @@ def load_results() -> dict[str, Any]:
 
 
 def save_results(results: dict[str, Any]) -> None:
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    tmp.replace(RESULTS)
+    """Write ``results`` merged over what is on disk now (another run may have added models meanwhile)."""
+    import fcntl
+
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        disk = load_results()
+        for section in ("references", "models"):
+            disk[section].update(results[section])
+        for key, arms in results["arms"].items():
+            disk["arms"].setdefault(key, {}).update(arms)
+        results.update(disk)
+        tmp = RESULTS.with_suffix(".tmp")
+        tmp.write_text(json.dumps(disk, indent=1, sort_keys=True) + "\n")
+        tmp.replace(RESULTS)
 
 
 def store(results: dict[str, Any], key: str, record: dict[str, Any]) -> None:
@@ -367,6 +379,11 @@ def run(results: dict[str, Any], names: Sequence[str], *, jobs: int, deadline: f
         if task.bar is None:
             refs_needed[f"{task.name}|h={task.reference_hidden}"] = (task.name, task.reference_hidden)
     todo = [n for n in names if rescan or model_key(n, BY_NAME[n].optimizer) not in results["models"]]
+    # Round-robin over the families, so that a deadline leaves every family partly measured.
+    families: dict[str, list[str]] = {}
+    for n in todo:
+        families.setdefault(BY_NAME[n].family, []).append(n)
+    todo = [n for group in itertools.zip_longest(*families.values()) for n in group if n is not None]
     refs = [k for k in refs_needed if k not in results["references"]]
     print(f"# {len(todo)} models and {len(refs)} references to run ({jobs} jobs)", file=sys.stderr, flush=True)
     with ProcessPoolExecutor(max_workers=jobs) as pool:

@@ -509,3 +509,31 @@ def test_a_best_run_far_from_trained_gets_a_caveat() -> None:
     accuracy = stat.mean
     assert report.caveat is not None and f"{accuracy:.2f}" in report.caveat
     assert report.to_dict()["caveat"] == report.caveat
+
+
+class _Tagger(nn.Module):
+    """Tokens → vanilla nn.RNN → a class at every step: a loss at every step keeps the scan's position profile flat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(16, 8)
+        self.rnn = nn.RNN(8, 16, batch_first=True)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.embed(x))
+        y: torch.Tensor = self.head(out)
+        return y
+
+
+def test_auto_trains_the_gru_swap_for_a_vanilla_rnn_the_scan_calls_healthy() -> None:
+    # benchmarks/repair.py, tuning half: every nn.RNN tagger on the hold-first task scanned healthy, failed untreated
+    # and trained with the GRU swap; the swap is now a candidate for any vanilla nn.RNN, and auto trains it.
+    torch.manual_seed(0)
+    model = _Tagger()
+    chosen = plan_for(model, ("auto",))
+    assert chosen.report is not None and not chosen.report.findings
+    assert list(chosen.selected) == ["gated-recurrent"] and "vanilla nn.RNN" in (chosen.note or "")
+    assert chosen.selected["gated-recurrent"][0].layers == ("rnn",)
+    healthy = plan_for(small_mlp(inputs=64), ("auto",))
+    assert healthy.selected == {} and "healthy" in (healthy.note or "")

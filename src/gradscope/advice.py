@@ -531,7 +531,7 @@ def candidates(
     residual, gated-recurrent. ``every`` (``trial --remedy all``) adds the remedies the scan gave no placement for
     at a fixed one: pseudo-norm after every ``FIXED_PSEUDO_NORM_EVERY``-th activation, rescale gains that bring
     every layer below the ``reference`` grad RMS up to it, skip connections around pairs of weighted layers (no
-    ``skip_connections`` yet), and a GRU for each vanilla RNN.
+    ``skip_connections`` yet). A GRU for each vanilla ``nn.RNN`` is always a candidate.
     """
     out: dict[str, tuple[Suggestion, ...]] = {}
     clips = [s for s in suggested if s.remedy is Remedy.CLIP]
@@ -567,6 +567,20 @@ def candidates(
                 Where.REPLACE,
                 {"activation": "ReLU", "init": "kaiming_normal_"},
                 "trial candidate: ReLU with Kaiming init",
+                (),
+            ),
+        )
+    # A vanilla nn.RNN is always worth the gated swap: with a loss at every step the scan's position profile is
+    # flat even when the gradient across many steps vanishes (benchmarks/repair.py, the zoo's "time" family).
+    vanilla = [layer for layer in layers if (f := _fact(facts, layer.name)) is not None and f.cell == "RNN"]
+    if vanilla and Remedy.GATED_RECURRENT.option not in out:
+        out[Remedy.GATED_RECURRENT.option] = (
+            Suggestion(
+                Remedy.GATED_RECURRENT,
+                _names(vanilla),
+                Where.REPLACE,
+                {"module": "GRU"},
+                "trial candidate: nn.GRU with the same arguments",
                 (),
             ),
         )
@@ -614,8 +628,3 @@ def _fixed(
     weighted = _weighted(layers, facts)
     if Remedy.RESIDUAL.option not in out and len(weighted) >= 2 and not skip_connections:
         out[Remedy.RESIDUAL.option] = (_residual(weighted, ()),)
-    vanilla = [layer for layer in layers if (f := _fact(facts, layer.name)) is not None and f.cell == "RNN"]
-    if Remedy.GATED_RECURRENT.option not in out and vanilla:
-        out[Remedy.GATED_RECURRENT.option] = (
-            Suggestion(Remedy.GATED_RECURRENT, _names(vanilla), Where.REPLACE, {"module": "GRU"}, fixed, ()),
-        )
