@@ -383,6 +383,8 @@ def trial_target(
     that seed's build of the model file (the same weights for every seed with ``--weights``)."""
     from .trial import UNTREATED, dataset_from, plan, run_trial
 
+    # The advice is for the optimizer the trial trains with (what a backward-only fix is worth depends on it).
+    config = config.with_overrides({"diagnose.optimizer": optimizer or config.trial.optimizer})
     prepared = prepare(spec, config, progress, probe=False)
     progress("reading dataset()")
     data = dataset_from(prepared.hooks)
