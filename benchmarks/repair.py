@@ -96,6 +96,7 @@ def evaluate(name: str, cached_arms: dict[str, Any]) -> dict[str, Any]:
     config = Config()
     spec = pipeline.TargetSpec(target=str(TARGET))
     optimizer = None if entry.optimizer == "adam" else entry.optimizer
+    config = config.with_overrides({"diagnose.optimizer": optimizer or config.trial.optimizer})  # as trial_target
     # trial_target, step by step
     prepared = pipeline.prepare(spec, config, probe=False)
     data = dataset_from(prepared.hooks)

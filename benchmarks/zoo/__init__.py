@@ -229,6 +229,29 @@ ZOO: tuple[Entry, ...] = (
         "module-tree tanh net, default init × 4",
         lambda: m.tree("tanh", 5, 64, "scale:4"),
     ),
+    _e(
+        "sgd_tanh_mlp_d6_x5",
+        "saturation",
+        FLAT,
+        "tanh MLP depth 6, default init × 5, plain SGD",
+        lambda: m.mlp("tanh", 6, 64, "scale:5"),
+        "sgd",
+    ),
+    _e(
+        "sgd_sigmoid_mlp_d4_x8",
+        "saturation",
+        FLAT,
+        "sigmoid MLP depth 4, default init × 8, plain SGD",
+        lambda: m.mlp("sigmoid", 4, 64, "scale:8"),
+        "sgd",
+    ),
+    _e(
+        "sigmoid_mlp_d8_x6",
+        "saturation",
+        FLAT,
+        "sigmoid MLP depth 8, default init × 6",
+        lambda: m.mlp("sigmoid", 8, 64, "scale:6"),
+    ),
     # -- dead units -----------------------------------------------------------------------------------------------
     _e("relu_mlp_d6_bias-3", "dead", FLAT, "ReLU MLP depth 6, biases −3", lambda: m.mlp("relu", 6, 64, bias=-3.0)),
     _e(
