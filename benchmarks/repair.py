@@ -225,6 +225,9 @@ def bar_of(entry: Any, results: dict[str, Any]) -> float | None:
     return REFERENCE_FRACTION * _mean(ref["accuracy"])
 
 
+from gradscope.config import TrialConfig  # noqa: E402
+
+
 def summarize(record: dict[str, Any], arms: dict[str, Any], bar: float) -> dict[str, Any]:
     """Untreated stats, the trial's best arm (best mean among arms with no diverged seed; earlier wins a tie)."""
     rows = [arms[k] for k in record["arm_keys"]]
@@ -252,6 +255,10 @@ def summarize(record: dict[str, Any], arms: dict[str, Any], bar: float) -> dict[
         "repaired": repaired,
         "first_wins": first is not None and first == best,
         "first_repairs": first_mean is not None and first_mean >= bar and not any(rows[1]["diverged"]),
+        # within the trial's own "helps" margin of the winner: the winner would not be said to beat it
+        "first_close": first is not None
+        and not any(rows[1]["diverged"])
+        and best_mean - (first_mean or 0.0) < TrialConfig().helps_accuracy,
         "skipped": {n: r["skipped"] for n, r in zip(record["arms"], rows, strict=True) if r["skipped"]},
     }
 
@@ -274,7 +281,7 @@ def report(results: dict[str, Any], names: Sequence[str]) -> None:
         "| winning arm (mean) | first arm (mean) | repaired? |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    tally: dict[str, dict[str, int]] = {h: {"n": 0, "broken": 0, "repaired": 0, "first": 0, "first_ok": 0}
+    tally: dict[str, dict[str, int]] = {h: {"n": 0, "broken": 0, "repaired": 0, "first": 0, "first_ok": 0, "close": 0}
                                         for h in ("tune", "test", "all")}  # fmt: skip
     failures: list[str] = []
     for name in names:
@@ -303,6 +310,7 @@ def report(results: dict[str, Any], names: Sequence[str]) -> None:
                 t["repaired"] += s["repaired"]
                 t["first"] += s["first_wins"]
                 t["first_ok"] += s["first_repairs"]
+                t["close"] += s["first_close"]
         if s["broken"] and (not s["repaired"] or not s["first_wins"]):
             why = []
             if not s["repaired"]:
@@ -313,14 +321,18 @@ def report(results: dict[str, Any], names: Sequence[str]) -> None:
                 why.append(f"skipped: {s['skipped']}")
             failures.append(f"- {name} [{h}]: " + "; ".join(why))
     print("\n## Summary\n")
-    print("| half | models | broken untreated | repair rate | first suggestion = winner | first suggestion repairs |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| half | models | broken untreated | repair rate | first suggestion = winner "
+        "| first within 0.05 of winner | first suggestion repairs |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for h in ("tune", "test", "all"):
         t = tally[h]
         b = max(t["broken"], 1)
         print(
             f"| {h} | {t['n']} | {t['broken']} | {t['repaired']}/{t['broken']} = {t['repaired'] / b:.0%} "
-            f"| {t['first']}/{t['broken']} = {t['first'] / b:.0%} | {t['first_ok']}/{t['broken']} = "
+            f"| {t['first']}/{t['broken']} = {t['first'] / b:.0%} | {t['close']}/{t['broken']} = {t['close'] / b:.0%} "
+            f"| {t['first_ok']}/{t['broken']} = "
             f"{t['first_ok'] / b:.0%} |"
         )
     if failures:
