@@ -560,3 +560,13 @@ def test_vanishing_under_adam_leads_with_forward_fixes_and_under_sgd_with_pseudo
     adam = orders["adam"]
     assert adam[0] == "normalization" and "init" in adam
     assert adam.index("pseudo-norm") > adam.index("init") and adam.index("rescale") > adam.index("init")
+    # the trial's candidates keep that order (candidates() moves them last under Adam in every case)
+    for opt in ("adam", "sgd"):
+        config = Config().with_overrides({"diagnose.optimizer": opt})
+        report = scan(model, build_probe(model, ModelFileHooks(), config), config=config)
+        chosen = plan(model, report, ("auto",), config)
+        names = list(chosen.selected)
+        if opt == "adam":
+            assert names.index("pseudo-norm") > max(names.index("normalization"), names.index("init"))
+        else:
+            assert names[0] == "pseudo-norm"

@@ -564,7 +564,8 @@ def candidates(
     residual, gated-recurrent. ``every`` (``trial --remedy all``) adds the remedies the scan gave no placement for
     at a fixed one: pseudo-norm after every ``FIXED_PSEUDO_NORM_EVERY``-th activation, rescale gains that bring
     every layer below the ``reference`` grad RMS up to it, skip connections around pairs of weighted layers (no
-    ``skip_connections`` yet). A GRU for each vanilla ``nn.RNN`` is always a candidate.
+    ``skip_connections`` yet). A GRU for each vanilla ``nn.RNN`` is always a candidate. Under Adam pseudo-norm and
+    rescale come last (``_backward_fixes``), also where the scan left them to the trial's measured placement.
     """
     out: dict[str, tuple[Suggestion, ...]] = {}
     clips = [s for s in suggested if s.remedy is Remedy.CLIP]
@@ -619,6 +620,10 @@ def candidates(
         )
     if every:
         _fixed(out, layers, facts, config, reference, skip_connections)
+    if config.diagnose.optimizer == Optimizer.ADAM:  # as in _backward_fixes: Adam undoes a constant gradient scale
+        for name in (Remedy.PSEUDO_NORM.option, Remedy.RESCALE.option):
+            if name in out:
+                out[name] = out.pop(name)
     max_norm = config.suggest.clip_max_norm
     clip = Suggestion(
         Remedy.CLIP,
