@@ -424,7 +424,8 @@ def test_cli_json_and_table(tmp_path: Path) -> None:
 
 
 def test_cli_healthy_model_trains_untreated_only() -> None:
-    outcome = trial(TRIAL_FILE, "--steps", "10", "--format", "json")
+    # enough steps for the untreated model to train (else every candidate is tried: planning.untrained)
+    outcome = trial(TRIAL_FILE, "--steps", "150", "--format", "json")
     assert outcome.code == 0, outcome.stderr
     d = json.loads(outcome.stdout)
     assert [a["remedy"] for a in d["arms"]] == ["none"] and d["best"] is None and d["helps"] is False
@@ -570,3 +571,18 @@ def test_vanishing_under_adam_leads_with_forward_fixes_and_under_sgd_with_pseudo
             assert names.index("pseudo-norm") > max(names.index("normalization"), names.index("init"))
         else:
             assert names[0] == "pseudo-norm"
+
+
+def test_a_healthy_scan_whose_trial_trains_nothing_gets_every_candidate() -> None:
+    # benchmarks/repair.py, tuning half: deep nets the scan called healthy stayed far below trained untreated
+    # (sgd_tanh_cnn_d10: 0.19 held-out); trial_target then trains every candidate but clip.
+    from gradscope.trial import untrained
+
+    healthy = plan_for(small_mlp(inputs=64), ("auto",))
+    assert healthy.healthy and healthy.selected == {}
+    again = untrained(healthy, 0.3)
+    assert again is not None and again.selected and "clip" not in again.selected
+    assert set(again.selected) <= set(healthy.available) and "trained_accuracy" in (again.note or "")
+    assert untrained(healthy, 0.95) is None and untrained(healthy, None) is None
+    sick = plan_for(deep_sigmoid(), ("auto",))
+    assert not sick.healthy and untrained(sick, 0.1) is None
