@@ -586,3 +586,23 @@ def test_a_healthy_scan_whose_trial_trains_nothing_gets_every_candidate() -> Non
     assert untrained(healthy, 0.95) is None and untrained(healthy, None) is None
     sick = plan_for(deep_sigmoid(), ("auto",))
     assert not sick.healthy and untrained(sick, 0.1) is None
+
+
+def test_a_very_deep_vanishing_stack_under_adam_leads_with_skip_connections() -> None:
+    # benchmarks/repair.py, tuning half: at 20-60 tanh layers (vanishing, not collapsed) skip connections won in 3 of
+    # 4 stacks under Adam; at depth 8 (the test above) normalization leads.
+    from gradscope.advice import RESIDUAL_FIRST_DEPTH
+
+    torch.manual_seed(0)
+    depth = RESIDUAL_FIRST_DEPTH
+    model = nn.Sequential(*(m for _ in range(depth) for m in (nn.Linear(64, 64), nn.Tanh())), nn.Linear(64, 10))
+    for layer in model[:-1:2]:  # zero biases: the signal shrinks without collapsing onto the biases
+        nn.init.zeros_(layer.bias)
+    config = Config().with_overrides({"diagnose.optimizer": "adam"})
+    pixels = ModelFileHooks(example_inputs=lambda: torch.rand(16, 64))  # digits-like inputs in [0, 1]
+    report = scan(model, build_probe(model, pixels, config), config=config)
+    rules = {f.rule for f in report.findings}
+    assert "vanishing_gradient" in rules and "forward_collapse" not in rules
+    order = [s.remedy.option for s in report.suggestions]
+    assert order[0] == "residual" and order.index("pseudo-norm") > order.index("normalization")
+    assert list(plan(model, report, ("auto",), config).selected)[0] == "residual"
