@@ -462,3 +462,40 @@ def test_rnn_swapped_for_a_gru_with_the_same_interface() -> None:
     assert "nn.GRU(6, 10, num_layers=2, batch_first=True, bidirectional=True)" in code_change(model, [swap])
     not_rnn = Suggestion(Remedy.GATED_RECURRENT, ("head",), Where.REPLACE, {"module": "GRU"}, "test")
     assert "not an nn.RNN" in apply(model, [not_rnn]).skipped[0][1]
+
+
+class _SharedLoop(nn.Module):
+    """One Linear+Tanh block called 4 times: the scan names its calls 'block.0#1' … 'block.0#4'."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(8, 8), nn.Tanh())
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for _ in range(4):
+            x = self.block(x)
+        out: Tensor = self.head(x)
+        return out
+
+
+def test_remedies_on_the_calls_of_a_shared_module_act_on_the_module_once() -> None:
+    # benchmarks/repair.py, a block called in a loop: pseudo-norm's reference_scale and apply() named layers by call
+    # ('block.1#20') and failed with "no layer named"; each call is the shared module, patched once.
+    from gradscope.remedies.apply import apply, module_name
+    from gradscope.results import Remedy, Suggestion, Where
+
+    torch.manual_seed(0)
+    model = _SharedLoop()
+    x = torch.randn(5, 8)
+    scale = reference_scale(model, "block.1#4", lambda: model(x).square().mean())
+    assert scale > 0 and module_name("block.1#4") == "block.1" and module_name("head") == "head"
+    calls = ("block.1#1", "block.1#3")
+    pn = Suggestion(Remedy.PSEUDO_NORM, calls, Where.AFTER, {"scale": 1.0}, "test", ())
+    norm = Suggestion(Remedy.NORMALIZATION, ("block.0#1", "block.0#2"), Where.AFTER, {"norm": "BatchNorm1d"}, "t", ())
+    gains = {"block.0#1": 2.0, "block.0#4": 5.0}
+    rescale = Suggestion(Remedy.RESCALE, tuple(gains), Where.REPLACE, {"gains": gains}, "test", ())
+    patched = apply(model, [pn, norm, rescale])
+    assert not patched.skipped and len(patched.applied) == 3
+    assert sorted(patched.added) == ["batchnorm1d_after_block_0", "pseudonorm_after_block_1"]
+    assert patched.model(x).shape == (5, 3)

@@ -424,7 +424,8 @@ def test_cli_json_and_table(tmp_path: Path) -> None:
 
 
 def test_cli_healthy_model_trains_untreated_only() -> None:
-    outcome = trial(TRIAL_FILE, "--steps", "10", "--format", "json")
+    # enough steps for the untreated model to train (else every candidate is tried: planning.untrained)
+    outcome = trial(TRIAL_FILE, "--steps", "150", "--format", "json")
     assert outcome.code == 0, outcome.stderr
     d = json.loads(outcome.stdout)
     assert [a["remedy"] for a in d["arms"]] == ["none"] and d["best"] is None and d["helps"] is False
@@ -509,3 +510,99 @@ def test_a_best_run_far_from_trained_gets_a_caveat() -> None:
     accuracy = stat.mean
     assert report.caveat is not None and f"{accuracy:.2f}" in report.caveat
     assert report.to_dict()["caveat"] == report.caveat
+
+
+class _Tagger(nn.Module):
+    """Tokens → vanilla nn.RNN → a class at every step: a loss at every step keeps the scan's position profile flat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(16, 8)
+        self.rnn = nn.RNN(8, 16, batch_first=True)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.embed(x))
+        y: torch.Tensor = self.head(out)
+        return y
+
+
+def test_auto_trains_the_gru_swap_for_a_vanilla_rnn_the_scan_calls_healthy() -> None:
+    # benchmarks/repair.py, tuning half: every nn.RNN tagger on the hold-first task scanned healthy, failed untreated
+    # and trained with the GRU swap; the swap is now a candidate for any vanilla nn.RNN, and auto trains it.
+    torch.manual_seed(0)
+    model = _Tagger()
+    chosen = plan_for(model, ("auto",))
+    assert chosen.report is not None and not chosen.report.findings
+    assert list(chosen.selected) == ["gated-recurrent"] and "vanilla nn.RNN" in (chosen.note or "")
+    assert chosen.selected["gated-recurrent"][0].layers == ("rnn",)
+    healthy = plan_for(small_mlp(inputs=64), ("auto",))
+    assert healthy.selected == {} and "healthy" in (healthy.note or "")
+
+
+def test_vanishing_under_adam_leads_with_forward_fixes_and_under_sgd_with_pseudo_norm() -> None:
+    # benchmarks/repair.py, tuning half: under Adam pseudo-norm and rescale lost on every vanishing (not collapsed)
+    # model (0.1-0.4 held-out vs 0.95-0.98 for normalization / init / the activation swap): Adam's per-parameter
+    # step size undoes a constant gradient scale. Under SGD the backward-only fixes keep the lead.
+    torch.manual_seed(0)
+    hidden = [nn.Linear(64, 64) for _ in range(8)]
+    for layer in hidden:  # a small fixed std: the signal shrinks at every layer without collapsing
+        nn.init.normal_(layer.weight, 0.0, 0.01)
+        nn.init.zeros_(layer.bias)
+    model = nn.Sequential(*(m for layer in hidden for m in (layer, nn.ReLU())), nn.Linear(64, 10))
+    orders = {}
+    for opt in ("adam", "sgd"):
+        config = Config().with_overrides({"diagnose.optimizer": opt})
+        report = scan(model, build_probe(model, ModelFileHooks(), config), config=config)
+        assert "vanishing_gradient" in {f.rule for f in report.findings}
+        assert "forward_collapse" not in {f.rule for f in report.findings}
+        orders[opt] = [s.remedy.option for s in report.suggestions]
+    assert orders["sgd"][0] == "pseudo-norm"
+    adam = orders["adam"]
+    assert adam[0] == "normalization" and "init" in adam
+    assert adam.index("pseudo-norm") > adam.index("init") and adam.index("rescale") > adam.index("init")
+    # the trial's candidates keep that order (candidates() moves them last under Adam in every case)
+    for opt in ("adam", "sgd"):
+        config = Config().with_overrides({"diagnose.optimizer": opt})
+        report = scan(model, build_probe(model, ModelFileHooks(), config), config=config)
+        chosen = plan(model, report, ("auto",), config)
+        names = list(chosen.selected)
+        if opt == "adam":
+            assert names.index("pseudo-norm") > max(names.index("normalization"), names.index("init"))
+        else:
+            assert names[0] == "pseudo-norm"
+
+
+def test_a_healthy_scan_whose_trial_trains_nothing_gets_every_candidate() -> None:
+    # benchmarks/repair.py, tuning half: deep nets the scan called healthy stayed far below trained untreated
+    # (sgd_tanh_cnn_d10: 0.19 held-out); trial_target then trains every candidate but clip.
+    from gradscope.trial import untrained
+
+    healthy = plan_for(small_mlp(inputs=64), ("auto",))
+    assert healthy.healthy and healthy.selected == {}
+    again = untrained(healthy, 0.3)
+    assert again is not None and again.selected and "clip" not in again.selected
+    assert set(again.selected) <= set(healthy.available) and "trained_accuracy" in (again.note or "")
+    assert untrained(healthy, 0.95) is None and untrained(healthy, None) is None
+    sick = plan_for(deep_sigmoid(), ("auto",))
+    assert not sick.healthy and untrained(sick, 0.1) is None
+
+
+def test_a_very_deep_vanishing_stack_under_adam_leads_with_skip_connections() -> None:
+    # benchmarks/repair.py, tuning half: at 20-60 tanh layers (vanishing, not collapsed) skip connections won in 3 of
+    # 4 stacks under Adam; at depth 8 (the test above) normalization leads.
+    from gradscope.advice import RESIDUAL_FIRST_DEPTH
+
+    torch.manual_seed(0)
+    depth = RESIDUAL_FIRST_DEPTH
+    model = nn.Sequential(*(m for _ in range(depth) for m in (nn.Linear(64, 64), nn.Tanh())), nn.Linear(64, 10))
+    for layer in model[:-1:2]:  # zero biases: the signal shrinks without collapsing onto the biases
+        nn.init.zeros_(layer.bias)
+    config = Config().with_overrides({"diagnose.optimizer": "adam"})
+    pixels = ModelFileHooks(example_inputs=lambda: torch.rand(16, 64))  # digits-like inputs in [0, 1]
+    report = scan(model, build_probe(model, pixels, config), config=config)
+    rules = {f.rule for f in report.findings}
+    assert "vanishing_gradient" in rules and "forward_collapse" not in rules
+    order = [s.remedy.option for s in report.suggestions]
+    assert order[0] == "residual" and order.index("pseudo-norm") > order.index("normalization")
+    assert list(plan(model, report, ("auto",), config).selected)[0] == "residual"

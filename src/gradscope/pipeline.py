@@ -381,8 +381,10 @@ def trial_target(
 ) -> TrialReport:
     """``gradscope trial``: scan (seeded by ``probe.seed``), pick the candidates, train each arm once per seed, from
     that seed's build of the model file (the same weights for every seed with ``--weights``)."""
-    from .trial import UNTREATED, dataset_from, plan, run_trial
+    from .trial import UNTREATED, Plan, Task, dataset_from, plan, run_trial, untrained
 
+    # The advice is for the optimizer the trial trains with (what a backward-only fix is worth depends on it).
+    config = config.with_overrides({"diagnose.optimizer": optimizer or config.trial.optimizer})
     prepared = prepare(spec, config, progress, probe=False)
     progress("reading dataset()")
     data = dataset_from(prepared.hooks)
@@ -395,24 +397,35 @@ def trial_target(
     if tuple(remedies) != (UNTREATED,):
         report = _scan(prepared, spec, config, progress)
     chosen = plan(prepared.model, report, remedies, config)
-    return run_trial(
-        prepared.model,
-        candidates=chosen.selected,
-        data=data,
-        config=config,
-        steps=steps,
-        optimizer=optimizer,
-        lr=lr,
-        seed=config.probe.seed,
-        seeds=seeds,
-        build=lambda seed: _build(spec, config, seed),
-        batch_size=batch_size,
-        example=example,
-        progress=training_progress,
-        target=spec.target,
-        note=chosen.note,
-        not_trained=chosen.not_trained,
-    )
+
+    def train(chosen: Plan) -> TrialReport:
+        return run_trial(
+            prepared.model,
+            candidates=chosen.selected,
+            data=data,
+            config=config,
+            steps=steps,
+            optimizer=optimizer,
+            lr=lr,
+            seed=config.probe.seed,
+            seeds=seeds,
+            build=lambda seed: _build(spec, config, seed),
+            batch_size=batch_size,
+            example=example,
+            progress=training_progress,
+            target=spec.target,
+            note=chosen.note,
+            not_trained=chosen.not_trained,
+        )
+
+    result = train(chosen)
+    if result.data.task is Task.CLASSIFICATION:
+        best = max((a.accuracy.mean for a in result.arms if a.accuracy is not None), default=None)
+        again = untrained(chosen, best, config)
+        if again is not None:
+            progress("no arm trained: training every candidate")
+            result = train(again)
+    return result
 
 
 # -- report (watch logs) ---------------------------------------------------------------------------------------

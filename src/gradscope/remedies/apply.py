@@ -102,17 +102,28 @@ def _module(root: nn.Module, name: str) -> nn.Module:
         ) from None
 
 
+def module_name(layer: str) -> str:
+    """The module behind a layer name: a module called several times (shared weights, one block in a loop) is
+    scanned as one layer per call, ``'block.1#3'`` for its third call; every call is the module ``'block.1'``."""
+    return layer.partition("#")[0]
+
+
 def _apply_one(patched: Patched, s: Suggestion, options: Options) -> str | None:
     root = patched.model
-    modules = [_module(root, name) for name in s.layers]
+    # A hook or a replacement acts on the module, so on every call of a shared one: each module once.
+    layers = tuple(dict.fromkeys(module_name(name) for name in s.layers))
+    modules = [_module(root, name) for name in layers]
     params = dict(s.params)
     if s.remedy is Remedy.PSEUDO_NORM:
         kwargs = {"scale": float(params.get("scale", 1.0)), **options.pseudo_norm_kwargs}
-        for name, module in zip(s.layers, modules, strict=True):
+        for name, module in zip(layers, modules, strict=True):
             _insert_after(patched, name, module, PseudoNorm(**kwargs))
     elif s.remedy is Remedy.RESCALE:
+        gains: dict[str, float] = {}
         for name, gain in params["gains"].items():
-            apply_rescale(_module(root, name), float(gain))
+            gains.setdefault(module_name(name), float(gain))  # a shared module: its first call's gain
+        for name, gain in gains.items():
+            apply_rescale(_module(root, name), gain)
     elif s.remedy is Remedy.REGULARIZE:
         patched.penalties.append((modules, float(params["lambda"])))
     elif s.remedy is Remedy.CLIP:
@@ -121,13 +132,13 @@ def _apply_one(patched: Patched, s: Suggestion, options: Options) -> str | None:
         make = _ACTIVATIONS.get(str(params.get("activation", "ReLU")))
         if make is None:
             return f"unknown activation {params.get('activation')!r}"
-        for name in s.layers:
+        for name in layers:
             _replace(root, name, make(params))
         if params.get("init"):
             _init([m for m in root.modules() if isinstance(m, WEIGHTED)], {"scheme": params["init"]})
     elif s.remedy is Remedy.NORMALIZATION:
         norms = params["norm"]
-        for name, module in zip(s.layers, modules, strict=True):
+        for name, module in zip(layers, modules, strict=True):
             kind = norms[name] if isinstance(norms, dict) else norms
             _insert_after(patched, name, module, _make_norm(str(kind), module))
     elif s.remedy is Remedy.INIT:
@@ -137,13 +148,13 @@ def _apply_one(patched: Patched, s: Suggestion, options: Options) -> str | None:
         else:
             _init([m for m in modules if isinstance(m, WEIGHTED)], params)
     elif s.remedy is Remedy.RESIDUAL and "block" in params:
-        blocks = residual_blocks(root, s.layers, int(params["block"]))
+        blocks = residual_blocks(root, layers, int(params["block"]))
         if not blocks:
             return "no run of equal-shape layers in an nn.Sequential to wrap; add the skip connections in code"
         for first, last in blocks:
             _add_skip(_module(root, first), _module(root, last))
     elif s.remedy is Remedy.GATED_RECURRENT:
-        for name, module in zip(s.layers, modules, strict=True):
+        for name, module in zip(layers, modules, strict=True):
             if not isinstance(module, nn.RNN):
                 return f"'{name}' is a {type(module).__name__}, not an nn.RNN"
             _replace(root, name, gru_like(module))

@@ -164,7 +164,8 @@ def reference_scale(model: nn.Module, layer: nn.Module | str, loss_fn: Callable[
     """
     if isinstance(layer, str):
         try:
-            module = model.get_submodule(layer) if layer else model
+            base = layer.partition("#")[0]  # 'block.1#3': the third call of the shared module 'block.1'
+            module = model.get_submodule(base) if base else model
         except AttributeError:
             raise ConfigError(f"reference_scale: the model has no layer named '{layer}'") from None
         name = layer

@@ -37,7 +37,7 @@ Decisions (README, "gradscope trial"; the numbers are the ``trial`` section of t
 from __future__ import annotations
 
 from .data import check_data, dataset_from, synthetic_task
-from .planning import REMEDY_NAMES, SELECTORS, UNTREATED, Plan, parse_remedies, plan
+from .planning import REMEDY_NAMES, SELECTORS, UNTREATED, Plan, parse_remedies, plan, untrained
 from .results import SCHEMA, Arm, DataInfo, Run, Stat, Task, TrialReport, verdict
 from .train import run_trial
 
@@ -59,5 +59,6 @@ __all__ = [
     "plan",
     "run_trial",
     "synthetic_task",
+    "untrained",
     "verdict",
 ]
