@@ -204,14 +204,14 @@ def _finding(report: gradscope.Report, rule: Rule) -> Any:
     return next((f for f in report.findings if f.rule == rule), None)
 
 
-def test_a_deep_tanh_stack_with_even_gradients_gets_a_warning_and_normalization_first() -> None:
+def test_a_deep_tanh_stack_with_even_gradients_gets_a_warning_and_residual_blocks_first() -> None:
     report = _scan(_stack(nn.Tanh, 30, "xavier"))
     deep = _finding(report, Rule.DEEP_SATURATING_STACK)
     assert deep is not None and deep.severity is Severity.WARNING and deep.evidence["depth"] == 30
     assert not _errors(report)  # a warning: the exit code of a default `scan` does not change
     remedies = [s.remedy.value for s in report.suggestions]
-    assert remedies[0] == "normalization"
-    assert remedies.index("residual") < remedies.index("pseudo_norm")
+    assert remedies[0] == "residual"
+    assert remedies.index("normalization") < remedies.index("pseudo_norm")
     pn = next(s for s in report.suggestions if s.remedy.value == "pseudo_norm")
     assert len(pn.layers) == 9 and pn.params["scale"] > 0  # after every 3rd of 30 activations, never the last
 
