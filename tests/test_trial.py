@@ -540,10 +540,10 @@ def test_auto_trains_the_gru_swap_for_a_vanilla_rnn_the_scan_calls_healthy() -> 
     assert healthy.selected == {} and "healthy" in (healthy.note or "")
 
 
-def test_vanishing_under_adam_leads_with_forward_fixes_and_under_sgd_with_pseudo_norm() -> None:
+def test_vanishing_leads_with_forward_fixes_and_backward_only_ones_last() -> None:
     # benchmarks/repair.py, tuning half: under Adam pseudo-norm and rescale lost on every vanishing (not collapsed)
     # model (0.1-0.4 held-out vs 0.95-0.98 for normalization / init / the activation swap): Adam's per-parameter
-    # step size undoes a constant gradient scale. Under SGD the backward-only fixes keep the lead.
+    # step size undoes a constant gradient scale; under SGD pseudo-norm was the best arm nowhere (regimes.py).
     torch.manual_seed(0)
     hidden = [nn.Linear(64, 64) for _ in range(8)]
     for layer in hidden:  # a small fixed std: the signal shrinks at every layer without collapsing
@@ -557,20 +557,16 @@ def test_vanishing_under_adam_leads_with_forward_fixes_and_under_sgd_with_pseudo
         assert "vanishing_gradient" in {f.rule for f in report.findings}
         assert "forward_collapse" not in {f.rule for f in report.findings}
         orders[opt] = [s.remedy.option for s in report.suggestions]
-    assert orders["sgd"][0] == "pseudo-norm"
-    adam = orders["adam"]
-    assert adam[0] == "normalization" and "init" in adam
-    assert adam.index("pseudo-norm") > adam.index("init") and adam.index("rescale") > adam.index("init")
+    for order in orders.values():
+        assert order[0] == "normalization" and "init" in order
+        assert order.index("pseudo-norm") > order.index("init") and order.index("rescale") > order.index("init")
     # the trial's candidates keep that order (candidates() moves them last under Adam in every case)
     for opt in ("adam", "sgd"):
         config = Config().with_overrides({"diagnose.optimizer": opt})
         report = scan(model, build_probe(model, ModelFileHooks(), config), config=config)
         chosen = plan(model, report, ("auto",), config)
         names = list(chosen.selected)
-        if opt == "adam":
-            assert names.index("pseudo-norm") > max(names.index("normalization"), names.index("init"))
-        else:
-            assert names[0] == "pseudo-norm"
+        assert names.index("pseudo-norm") > max(names.index("normalization"), names.index("init"))
 
 
 def test_a_healthy_scan_whose_trial_trains_nothing_gets_every_candidate() -> None:
