@@ -206,17 +206,8 @@ def _deep_stack_fixes(
     if len(weighted) >= 2 and not shape.skip_connections:
         out.append(_residual(weighted, rules))
     if norms:
-        out.append(
-            Suggestion(
-                Remedy.NORMALIZATION,
-                tuple(norms),
-                Where.AFTER,
-                _norm_params(norms),
-                f"insert {_common(norms)} after {_list(tuple(norms))}: it keeps each tanh/sigmoid layer's input "
-                f"in its sloped range however deep the stack is",
-                rules,
-            )
-        )
+        out.append(_norm_after(norms, ": it keeps each tanh/sigmoid layer's input in its sloped range however deep "
+                               "the stack is", rules))  # fmt: skip
     every = _pseudo_norm_every(layers, facts, config, rules)
     if every is not None:
         out.append(
@@ -244,6 +235,19 @@ def _pseudo_norm_every(
     return Suggestion(Remedy.PSEUDO_NORM, placement.after, Where.AFTER, params, "fixed placement", rules)
 
 
+def _norm_after(norms: dict[str, str], why: str, rules: tuple[str, ...]) -> Suggestion:
+    """Normalization layers after ``norms`` (layer → norm type); ``why`` continues "insert X after [layers]"."""
+    names = tuple(norms)
+    return Suggestion(
+        Remedy.NORMALIZATION,
+        names,
+        Where.AFTER,
+        _norm_params(norms),
+        f"insert {_common(norms)} after {_list(names)}{why}",
+        rules,
+    )
+
+
 def _normalized(layer: LayerStats, layers: Sequence[LayerStats], facts: Facts) -> bool:
     """Whether the next layer to run after ``layer`` is a normalization layer (it is normalized already)."""
     following = layers[layer.index + 1 : layer.index + 2] if layer.index + 1 < len(layers) else ()
@@ -258,14 +262,7 @@ def _normalization(
         "cannot help here — they rescale gradients but the forward signal they would carry has already collapsed"
     )
     return [
-        Suggestion(
-            Remedy.NORMALIZATION,
-            tuple(norms),
-            Where.AFTER,
-            _norm_params(norms),
-            f"insert {_common(norms)} after {_list(tuple(norms))} {why}",
-            rules,
-        ),
+        _norm_after(norms, f" {why}", rules),
         # benchmarks/remedies.py: a norm layer after every layer of a deep stack makes the gradient grow toward
         # the input (10-30x at depth 20-30); with SGD, normalization alone failed at depth >= 30 and
         # normalization with clipping trained (0.90-0.96 held-out on digits).
@@ -543,15 +540,7 @@ def _saturation_fixes(layers: Sequence[LayerStats], facts: Facts, finding: Findi
             else "the weights are not large, so the inputs to the saturated units are"
         )
         out.append(
-            Suggestion(
-                Remedy.NORMALIZATION,
-                tuple(norms),
-                Where.AFTER,
-                _norm_params(norms),
-                f"insert {_common(norms)} after {_list(tuple(norms))}: {cause}; normalising the units' inputs "
-                f"keeps them in their sloped range",
-                rules,
-            )
+            _norm_after(norms, f": {cause}; normalising the units' inputs keeps them in their sloped range", rules)
         )
     if large:
         out.append(_regularize(tuple(large), config.suggest.regularize_lambda, rules, large_weights=True))
