@@ -120,6 +120,18 @@ def test_nanogpt_config_dict_builds_the_dataclass(annotated: bool, tmp_path: Pat
 
 
 @pytest.mark.slow
+def test_misspelt_config_fields_are_named_with_the_field_meant(tmp_path: Path) -> None:
+    """Before: plural or run-together field names (``n_layers``, ``nlayer``) fell through to GPT() with a dict and
+    "AttributeError: 'dict' object has no attribute 'vocab_size'"."""
+    where = _without_annotations(tmp_path).parent
+    run = scan_json("nanogpt_like.py:GPT", *kwargs({"config": {"n_layers": 2, "nhead": 2, "n_embd": 32}}), cwd=where)
+    assert run.outcome.code == 2
+    assert "built as GPTConfig" in run.outcome.stderr
+    assert "n_layers (did you mean n_layer?)" in run.outcome.stderr
+    assert "nhead (did you mean n_head?)" in run.outcome.stderr
+
+
+@pytest.mark.slow
 def test_nanogpt_discovery_picks_the_top_level_model() -> None:
     """Without ``:GPT``, discovery picks ``GPT``, the class that uses the file's other classes and is used by none.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import enum
 import importlib
 import importlib.util
@@ -481,8 +482,11 @@ def _typed_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], label: str) ->
         fields = {str(k): v for k, v in value.items()}
         missing, unknown = _unsatisfied(cls, fields)
         if missing or unknown:
-            accepted = ", ".join(p for p in inspect.signature(cls).parameters if p not in fields) or "none"
-            problem = f"needs {', '.join(missing)}" if missing else f"has no field(s) {', '.join(unknown)}"
+            names = [p for p in inspect.signature(cls).parameters if p not in fields]
+            accepted = ", ".join(names) or "none"
+            spelled = [(u, _spelled_like(u, names)) for u in unknown]
+            unknown_text = ", ".join(f"{u} (did you mean {m}?)" if m else u for u, m in spelled)
+            problem = f"has no field(s) {unknown_text}" if unknown else f"needs {', '.join(missing)}"
             raise ModelLoadError(
                 f"{label}: --model-kwargs {key!r} is built as {cls.__name__}, which {problem} "
                 f"(its other fields: {accepted})"
@@ -560,7 +564,8 @@ def _fitting_class(namespace: Mapping[str, Any], value: Mapping[Any, Any]) -> ty
     close = [
         c
         for c in classes
-        if dataclasses.is_dataclass(c) and 2 * len(keys & {f.name for f in dataclasses.fields(c)}) >= len(keys) > 0
+        if dataclasses.is_dataclass(c)
+        and 2 * sum(bool(_spelled_like(k, [f.name for f in dataclasses.fields(c)])) for k in keys) >= len(keys) > 0
     ]
     for group in ([c for c in fitting if dataclasses.is_dataclass(c)], fitting, close):
         if len(group) == 1:
@@ -568,6 +573,15 @@ def _fitting_class(namespace: Mapping[str, Any], value: Mapping[Any, Any]) -> ty
         if group:
             return None
     return None
+
+
+def _spelled_like(key: str, names: Iterable[str]) -> str | None:
+    """The one of ``names`` that ``key`` is, or is a likely misspelling of (``n_layers``, ``nlayer`` → ``n_layer``)."""
+    names = list(names)
+    if key in names:
+        return key
+    found = difflib.get_close_matches(key, names, n=1, cutoff=0.8)
+    return found[0] if found else None
 
 
 def _classes_in(namespace: Mapping[str, Any]) -> list[type]:
