@@ -12,6 +12,7 @@ everything.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,29 @@ def make_report() -> Callable[..., Report]:
         )
 
     return make
+
+
+@pytest.fixture(scope="module")
+def recorded_lines(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The lines of a real ``gradscope.watch/1`` log: 3 recorded steps of a small MLP (the first carries meta)."""
+    import torch
+    from torch import nn
+
+    import gradscope
+
+    log = tmp_path_factory.mktemp("watch") / "run.jsonl"
+    with torch.random.fork_rng(devices=[]):  # the session's global RNG is left alone
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    g = torch.Generator().manual_seed(0)
+    with gradscope.watch(model, every=1, log=log) as w:
+        for x in [torch.randn(4, 8, generator=g) for _ in range(3)]:
+            loss = model(x).pow(2).mean()
+            loss.backward()
+            w.step(loss)
+            opt.step()
+            opt.zero_grad()
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3 and "meta" in json.loads(lines[0])
+    return lines

@@ -342,3 +342,9 @@ def render_text(draw: Callable[[Console], None], width: int = 120) -> str:
 def strip_trailing(text: str) -> str:
     """``text`` without trailing blanks on its lines, ending in exactly one newline."""
     return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+
+
+def write_log(path: Path, objects: list[dict[str, Any]]) -> Path:
+    """A ``gradscope.watch/1`` log of these JSON objects, one per line."""
+    path.write_text("".join(json.dumps(o) + "\n" for o in objects), encoding="utf-8")
+    return path

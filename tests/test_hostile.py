@@ -1,19 +1,19 @@
 """Hostile inputs: reproductions of the defects found in review, one test per case.
 
 Each test feeds gradscope something a real user (or a malicious pull request) can hand it — a model that updates
-its own weights in forward, a YAML alias bomb, a layer name carrying a workflow command, a log of 20,000 steps —
+its own weights in forward, a YAML alias bomb, a layer name carrying a workflow command —
 and asserts the documented contract (README: exit codes 0/1/2, one line on stderr, ``--format json`` is one JSON
 document, the model leaves a scan exactly as it came in). Each docstring says what a user sees today.
 
 Only public interfaces are used: the CLI as a real subprocess, ``gradscope.scan``, ``gradscope.watch``,
 ``gradscope.errors`` and ``gradscope.config.load_config``. The model, config and helper files live in
-``tests/assets/hostile/``; watch logs are generated from a real ``gradscope.watch`` run. CLI runs that are fed a
+``tests/assets/hostile/``; watch logs are generated from a real ``gradscope.watch`` run (``recorded_lines``
+in conftest.py). The watch and report cases are in ``test_watch_hostile.py``. CLI runs that are fed a
 resource bomb get a capped address space and a timeout, so a regression fails the test instead of the machine.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import random
@@ -21,8 +21,6 @@ import re
 import subprocess
 import sys
 import time
-import tracemalloc
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import IO, Any
 import numpy as np
 import pytest
 import torch
+from helpers import write_log
 from torch import nn
 
 import gradscope
@@ -156,41 +155,6 @@ def host_rng() -> Iterator[None]:
     yield
     random.setstate(state)
     np.random.set_state(np_state)
-
-
-@pytest.fixture(scope="module")
-def recorded_lines(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """The lines of a real ``gradscope.watch/1`` log: 3 recorded steps of a small MLP (the first carries meta)."""
-    log = tmp_path_factory.mktemp("watch") / "run.jsonl"
-    model = _mlp()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    with gradscope.watch(model, every=1, log=log) as w:
-        for x in _batches(3):
-            loss = model(x).pow(2).mean()
-            loss.backward()
-            w.step(loss)
-            opt.step()
-            opt.zero_grad()
-    lines = log.read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 3 and "meta" in json.loads(lines[0])
-    return lines
-
-
-def write_log(path: Path, objects: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(o) + "\n" for o in objects), encoding="utf-8")
-    return path
-
-
-def long_log(path: Path, lines: list[str], steps: int) -> Path:
-    """A valid log of ``steps`` steps: the recorded run's step lines repeated with increasing step numbers."""
-    objects = [json.loads(line) for line in lines]
-    with path.open("w", encoding="utf-8") as f:
-        f.write(lines[0] + "\n")
-        for step in range(1, steps):
-            obj = {k: v for k, v in objects[step % len(objects)].items() if k != "meta"}
-            obj["step"] = step
-            f.write(json.dumps(obj) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -422,45 +386,6 @@ def test_scan_seeds_python_and_numpy_rng() -> None:
 # ------------------------------------------------------------------------------- 3. AMP: a GradScaler-skipped step
 
 
-def _amp_training(log: Path, *, optimizer_hook: bool) -> None:
-    """Six steps of bfloat16 autocast on CPU with ``torch.amp.GradScaler("cpu")``; step 3's loss is multiplied by
-    1e36, so its scaled loss and gradients overflow to Inf, and the scaler skips that optimizer step (and halves
-    its scale) exactly as on a GPU with float16."""
-    model = _mlp()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    scaler = torch.amp.GradScaler("cpu")
-    g = torch.Generator().manual_seed(0)
-    with gradscope.watch(model, every=1, log=log, optimizer=opt if optimizer_hook else None) as w:
-        for step in range(6):
-            x = torch.randn(16, 8, generator=g)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                out = model(x)
-            loss = out.float().pow(2).mean() * (1e36 if step == 3 else 1.0)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            if not optimizer_hook:
-                w.step(loss)  # README: "unscale them (GradScaler.unscale_) ... call w.step() after that"
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad()
-    assert scaler.get_scale() == 2.0**15, "the overflow step was not skipped by the scaler"
-
-
-@pytest.mark.parametrize("optimizer_hook", [False, True], ids=["explicit-step", "optimizer-hook"])
-def test_gradscaler_skipped_step_is_not_a_nonfinite_error(tmp_path: Path, optimizer_hook: bool) -> None:
-    """Today, with ``w.step()`` called where the README puts it for AMP, ``gradscope report`` exits 1: every layer
-    ``nonfinite`` (the window's median is NaN) and an error ``nonfinite ... first appear in '0'``, for a step the
-    scaler skipped as designed. With ``optimizer=opt`` the skipped step is never recorded and the report is
-    healthy (that variant passes today and stays as a regression test)."""
-    log = tmp_path / "amp.jsonl"
-    _amp_training(log, optimizer_hook=optimizer_hook)
-    run = cli("report", log, "--format", "json", cwd=tmp_path)
-    assert run.code == 0, (run.code, run.stderr[-2000:])
-    report = json.loads(run.stdout)["report"]
-    assert "nonfinite" not in {f["rule"] for f in report["findings"]}, report["findings"]
-    assert "nonfinite" not in {layer["status"] for layer in report["layers"]}
-
-
 # -------------------------------------------------------------------- 4. unbounded resources from tiny inputs
 
 
@@ -546,107 +471,7 @@ def test_deeply_nested_model_kwargs_are_a_clean_error(tmp_path: Path, where: str
 # ------------------------------------------------------------------------ 5. gradscope report scales linearly
 
 
-def test_report_of_a_long_run_is_fast(tmp_path: Path, recorded_lines: list[str]) -> None:
-    """Today a 20,000-step log of a 3-layer MLP takes ~45 s (10,000 steps: 14 s; a 70,000-step log ~450 s):
-    every step is diagnosed in full, and the cost grows faster than the log."""
-    log = long_log(tmp_path / "long.jsonl", recorded_lines, 20_000)
-    run = cli("report", log, "--format", "json", cwd=tmp_path, timeout=25)
-    assert run.code == 0, run.stderr[-2000:]
-    assert json.loads(run.stdout)["schema"] == "gradscope.timeline/1"
-    assert run.seconds < 15.0, f"{run.seconds:.1f} s for 20,000 steps"
-
-
 # ------------------------------------------------------------------------------------- 6. silent watch failures
-
-
-def _train(
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    steps: int,
-    *,
-    w: Any = None,
-    call: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> None:
-    g = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        x = torch.randn(4, 8, generator=g)
-        loss = (call or model)(x).pow(2).mean()
-        loss.backward()
-        if w is not None:
-            w.step(loss)
-        opt.step()
-        opt.zero_grad()
-
-
-def _logged_steps(log: Path) -> list[int]:
-    return [json.loads(line)["step"] for line in log.read_text(encoding="utf-8").splitlines()]
-
-
-def test_watch_records_a_loop_without_step_calls(tmp_path: Path) -> None:
-    """Today ``with gradscope.watch(model, every=1, log=path):`` around a plain training loop (no ``w.step()``, no
-    ``optimizer=``) writes an empty log and raises nothing: the run looks watched and nothing was recorded."""
-    model = _mlp()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    log = tmp_path / "run.jsonl"
-    with gradscope.watch(model, every=1, log=log):
-        _train(model, opt, 5)
-    assert _logged_steps(log) == [0, 1, 2, 3, 4]
-
-
-def test_watch_with_optimizer_and_explicit_step_counts_each_step_once(tmp_path: Path) -> None:
-    """Today ``watch(..., optimizer=opt)`` plus the README's ``w.step(loss)`` logs steps 0..9 for 5 optimizer
-    steps: each training step is counted (and recorded) twice, so ``every`` and the window are halved."""
-    model = _mlp()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    log = tmp_path / "run.jsonl"
-    with gradscope.watch(model, every=1, log=log, optimizer=opt) as w:
-        _train(model, opt, 5, w=w)
-    assert _logged_steps(log) == [0, 1, 2, 3, 4]
-
-
-def test_layer_added_after_watch_starts_is_not_silently_ignored(tmp_path: Path) -> None:
-    """Today a layer added to the model after ``watch()`` starts is never recorded and nothing says so. Accepted:
-    a warning naming it, or the layer recorded in the log."""
-    model = _mlp()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    log = tmp_path / "run.jsonl"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with gradscope.watch(model, every=1, log=log) as w:
-            _train(model, opt, 2, w=w)
-            model.add_module("late", nn.Linear(4, 4))
-            opt.add_param_group({"params": list(model.late.parameters())})
-            _train(model, opt, 2, w=w)
-    warned = [str(c.message) for c in caught if "late" in str(c.message)]
-    last = json.loads(log.read_text(encoding="utf-8").splitlines()[-1])
-    recorded = any(layer["name"] == "late" for layer in last["layers"])
-    assert warned or recorded, f"no warning mentions 'late' ({[str(c.message) for c in caught]}) and it is not logged"
-
-
-def test_full_mode_memory_stays_flat_when_submodules_are_called_directly() -> None:
-    """Today, in ``mode="full"``, a loop that calls ``model[0](x)`` etc. instead of ``model(x)`` never fires the
-    root pre-hook, so the recorder's per-batch lists are never emptied: Python memory grows ~1.5 KB per step
-    (~300 KB over 200 steps, measured with tracemalloc after a warm-up)."""
-    model = _mlp()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-
-    def direct(x: torch.Tensor) -> torch.Tensor:
-        return model[2](model[1](model[0](x)))
-
-    with gradscope.watch(model, every=1, mode="full") as w:
-        _train(model, opt, 20, w=w, call=direct)  # warm-up: caches, the window's deque
-        gc.collect()
-        tracemalloc.start()
-        try:
-            _train(model, opt, 20, w=w, call=direct)
-            gc.collect()
-            early = tracemalloc.get_traced_memory()[0]
-            _train(model, opt, 200, w=w, call=direct)
-            gc.collect()
-            late = tracemalloc.get_traced_memory()[0]
-        finally:
-            tracemalloc.stop()
-    assert late - early < 64_000, f"grew {late - early} bytes over 200 steps"
 
 
 # ------------------------------------------------------------------------------ 7. workflow-command injection
@@ -813,21 +638,6 @@ MALFORMED_META: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
-@pytest.mark.parametrize("case", list(MALFORMED_META))
-def test_malformed_log_meta_is_a_clean_error(tmp_path: Path, recorded_lines: list[str], case: str) -> None:
-    """Today a hand-edited or foreign meta line makes ``gradscope report`` exit 2 with ``internal error:
-    ValueError: invalid literal for int() with base 10: 'x'`` (or AttributeError / ValueError for the extras)."""
-    objects = [json.loads(line) for line in recorded_lines]
-    MALFORMED_META[case](objects[0]["meta"])
-    log = write_log(tmp_path / "run.jsonl", objects)
-    run = cli("report", log, "--format", "json", cwd=tmp_path)
-    assert "Traceback" not in run.stderr and "internal error" not in run.stderr, run.stderr
-    if run.code == 2:
-        error_line(run, "run.jsonl")
-    else:
-        assert run.code in (0, 1) and json.loads(run.stdout)["schema"] == "gradscope.timeline/1"
-
-
 FULL_STDOUT: dict[str, tuple[str, ...]] = {
     "report-json": ("report", "{log}", "--format", "json"),
     "check": ("check", str(ASSETS / "tiny.py"), *FAST),
@@ -899,28 +709,6 @@ def test_baseline_with_bad_layer_numbers_is_rejected(
     base = edited(baseline, tmp_path / "base.json", edit)
     run = cli("check", ASSETS / "tiny.py", "--baseline", base, cwd=tmp_path)
     error_line(run, key, "base.json")
-
-
-@pytest.mark.parametrize("meta_layers", [False, True], ids=["no-layers-anywhere", "meta-layers-only"])
-def test_log_whose_steps_have_no_layers_is_not_healthy(
-    tmp_path: Path, recorded_lines: list[str], meta_layers: bool
-) -> None:
-    """Today a log whose steps record no layer is reported HEALTHY (exit 0): with no layers in meta either, an
-    empty table and ``verdict HEALTHY``; with meta's layers kept, ``healthy: true`` plus a warning that the
-    layers are "disconnected ... will never train". Accepted: exit 2 with one line, or a report that is not
-    healthy."""
-    objects = [json.loads(line) for line in recorded_lines]
-    for obj in objects:
-        obj["layers"] = []
-    if not meta_layers:
-        objects[0]["meta"]["layers"] = []
-    log = write_log(tmp_path / "run.jsonl", objects)
-    run = cli("report", log, "--format", "json", cwd=tmp_path)
-    if run.code == 2:
-        error_line(run)
-        return
-    assert "Traceback" not in run.stderr and "internal error" not in run.stderr, run.stderr
-    assert json.loads(run.stdout)["report"]["healthy"] is False, f"exit {run.code}: reported healthy"
 
 
 BAD_PROBE: dict[str, tuple[str, int]] = {

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import pytest
 import torch
-from helpers import GRADSCOPE, cli_env
+from helpers import GRADSCOPE, cli_env, write_log
 from torch import nn
 
 import gradscope
@@ -83,29 +83,6 @@ def _mlp(seed: int = 0) -> nn.Sequential:
 def _batches(n: int = 2, seed: int = 0) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(4, 8, generator=g) for _ in range(n)]
-
-
-@pytest.fixture(scope="module")
-def recorded_lines(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """The lines of a real ``gradscope.watch/1`` log: 3 recorded steps of a small MLP (the first carries meta)."""
-    log = tmp_path_factory.mktemp("watch") / "run.jsonl"
-    model = _mlp()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    with gradscope.watch(model, every=1, log=log) as w:
-        for x in _batches(3):
-            loss = model(x).pow(2).mean()
-            loss.backward()
-            w.step(loss)
-            opt.step()
-            opt.zero_grad()
-    lines = log.read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 3 and "meta" in json.loads(lines[0])
-    return lines
-
-
-def write_log(path: Path, objects: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(o) + "\n" for o in objects), encoding="utf-8")
-    return path
 
 
 def long_log(path: Path, lines: list[str], steps: int) -> Path:
