@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import struct
 import subprocess
 import sys
 import textwrap
 import xml.etree.ElementTree as ET
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +31,11 @@ from helpers import (
     Proc,
     assert_one_line_error,
     asset,
+    chromium,
     cli_env,
     invoke,
     run_without_torch,
+    screenshot,
     start,
 )
 
@@ -290,75 +289,10 @@ def test_html_structure(run: Run) -> None:
     assert "Signal RMS per layer" in page and "FAILED" in page
 
 
-def _chromium() -> str | None:
-    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-
-
-def _png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
-    """Decode an 8-bit RGB/RGBA non-interlaced PNG (what Chromium writes) into rows of raw pixel bytes."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, width = 8, b"", 0
-    height = channels = 0
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        body = data[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body)
-            assert depth == 8 and interlace == 0 and color in (2, 6)
-            channels = 3 if color == 2 else 4
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    raw = zlib.decompress(idat)
-    stride = width * channels
-    rows: list[bytes] = []
-    prev = bytearray(stride)
-    for y in range(height):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
-        for i in range(stride):
-            a = line[i - channels] if i >= channels else 0
-            b = prev[i]
-            c = prev[i - channels] if i >= channels else 0
-            if kind == 1:
-                line[i] = (line[i] + a) & 255
-            elif kind == 2:
-                line[i] = (line[i] + b) & 255
-            elif kind == 3:
-                line[i] = (line[i] + (a + b) // 2) & 255
-            elif kind == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-        rows.append(bytes(line) if channels == 3 else bytes(v for j, v in enumerate(line) if j % 4 != 3))
-        prev = line
-    return width, height, rows
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (apt-get install chromium)")
 def test_html_renders_the_chart_in_headless_chromium(run: Run, tmp_path: Path) -> None:
-    shot = tmp_path / "shot.png"
-    proc = subprocess.run(
-        [
-            _chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--hide-scrollbars",
-            "--window-size=1000,700",
-            f"--screenshot={shot}",
-            (run.directory / "reg.html").as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        stdin=subprocess.DEVNULL,
-    )
-    assert shot.exists(), proc.stderr[-2000:]
-    width, height, rows = _png_pixels(shot.read_bytes())
+    width, height, rows = screenshot((run.directory / "reg.html").as_uri(), tmp_path)
     assert (width, height) == (1000, 700)
 
     def count(rgb: tuple[int, int, int], tolerance: int = 12) -> int:

@@ -18,8 +18,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from helpers import FAST, MakeReport, asset, finding, flat_layer, invoke, render_text, run_cli
-from test_ci import _chromium, _png_pixels
+from helpers import FAST, MakeReport, asset, chromium, finding, flat_layer, invoke, render_text, run_cli, screenshot
 from test_goldens import TRIALS, _timeline
 
 from gradscope.report.html import render_html, report_fragment
@@ -332,7 +331,7 @@ def _pages(make_report: MakeReport, scanned: Report, directory: Path) -> dict[st
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (apt-get install chromium)")
 @pytest.mark.parametrize(
     ("name", "colour", "least"),
     [
@@ -345,28 +344,7 @@ def test_pages_render_in_headless_chromium(
     make_report: MakeReport, scanned: Report, tmp_path: Path, name: str, colour: tuple[int, int, int], least: int
 ) -> None:
     path = _pages(make_report, scanned, tmp_path)[name]
-    shot = tmp_path / "shot.png"
-    proc = subprocess.run(
-        [
-            _chromium() or "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--hide-scrollbars",
-            "--window-size=1000,700",
-            f"--screenshot={shot}",
-            path.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        stdin=subprocess.DEVNULL,
-    )
-    assert shot.exists(), proc.stderr[-2000:]
-    width, height, rows = _png_pixels(shot.read_bytes())
+    width, height, rows = screenshot(path.as_uri(), tmp_path)
     assert (width, height) == (1000, 700)
     hits = sum(
         1
