@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # torch and rich stay unimported until a helper needs them
     import torch
@@ -199,15 +199,27 @@ def run_without_torch(*argv: str, cwd: Path | None = None) -> subprocess.Complet
     )
 
 
-def assert_one_line_error(outcome: Outcome, *needles: str) -> str:
-    """The bad-input contract: exit 2, nothing on stdout, exactly one line on stderr, no traceback, every needle
-    in that line. Returns the line."""
-    assert outcome.code == 2, (outcome.code, outcome.stdout, outcome.stderr)
-    assert outcome.stdout == "", outcome.stdout
-    assert "Traceback" not in outcome.stderr, outcome.stderr
+class Finished(Protocol):
+    """What a finished CLI run gives a test: ``Outcome`` here, the hostile tests' timed ``Run``."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+def assert_one_line_error(outcome: Finished, *needles: str, stdout_empty: bool = True) -> str:
+    """The bad-input contract: exit 2, nothing on stdout (unless ``stdout_empty`` is off: output the run had
+    written before the failure), exactly one ``error: `` line on stderr, no traceback, no internal error, every
+    needle in that line. Returns the line."""
+    assert outcome.code == 2, (outcome.code, outcome.stdout[-2000:], outcome.stderr[-2000:])
+    if stdout_empty:
+        assert outcome.stdout == "", outcome.stdout
+    assert "Traceback" not in outcome.stderr, outcome.stderr[-3000:]
+    assert "internal error" not in outcome.stderr, outcome.stderr
     lines = outcome.stderr.strip().splitlines()
-    assert len(lines) == 1, outcome.stderr
+    assert len(lines) == 1, outcome.stderr[-3000:]
     line = lines[0]
+    assert line.startswith("error: "), line
     for needle in needles:
         assert needle in line, f"{needle!r} not in {line!r}"
     return line
