@@ -244,6 +244,30 @@ def test_large_weight_saturation_gets_normalization_before_the_penalty_and_sigmo
     assert "init" not in remedies  # Xavier is the sigmoid collapse regime itself
 
 
+@pytest.mark.parametrize(
+    ("model", "first"),
+    [
+        (lambda: _stack(nn.Sigmoid, 6, "xavier"), "activation"),  # 7 weighted layers: the swap leads
+        (lambda: _stack(nn.Sigmoid, 12, "xavier"), "normalization"),  # 13: a deep unnormalized ReLU stack would not
+        (lambda: Looped(nn.Sigmoid, 6), "normalization"),  # a weight-shared loop with ReLU: an iterated ReLU map
+    ],
+    ids=["shallow", "deep", "shared-loop"],
+)
+def test_a_collapsed_sigmoid_stack_gets_the_relu_swap_first_only_when_shallow_and_unshared(
+    model: Any, first: str
+) -> None:
+    net = model()
+    width = net[0].in_features if isinstance(net, nn.Sequential) else net.inp.in_features
+    report = gradscope.scan(net, [torch.randn(16, width) for _ in range(4)])
+    assert _finding(report, Rule.FORWARD_COLLAPSE) is not None
+    remedies = [s.remedy.value for s in report.suggestions]
+    assert remedies[0] == first
+    if first == "activation":
+        swap = report.suggestions[0]
+        assert swap.params == {"activation": "ReLU", "init": "kaiming_normal_"} and len(swap.layers) == 6
+        assert "normalization" in remedies  # still offered, second
+
+
 class ActorCritic(nn.Module):
     """forward() returns (policy logits, value): the value head feeds only the second output."""
 
