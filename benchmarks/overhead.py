@@ -49,7 +49,13 @@ events; the two agree to within ~1 MB on the default models. The memory subproce
 Time × is the ratio of the median per-batch times, with the smallest and largest ratio of one round (both modes
 back to back) in brackets.
 
+``--floor`` also times ``run_floor``: the same statistics from a minimal hand-written hook recorder (hooks keep
+outputs and output gradients, stacked reductions after backward, two fused norms, one host copy per batch), with
+nothing else a scan does. It is what any recorder built on Python hooks pays for these numbers in eager PyTorch;
+the note under the table gives its ratio to plain and scan / floor.
+
 Usage: python benchmarks/overhead.py [--quick] [--rounds N] [--threads T] [--models mlp,cnn,...] [--sweep]
+       [--floor]
 Targets (issue 13): time ≤ 1.10× on the large models, ≤ 1.5× on tanh60x64, ≤ 1.2× on relu50x256 and
 relu200x256; memory ≤ 1.05×.
 """
@@ -76,6 +82,8 @@ from torch import nn
 import gradscope
 from gradscope import probes
 from gradscope.config import Config
+from gradscope.recorder import FORWARD_SAMPLE
+from gradscope.torchutil import activation_name
 
 TIME_TARGET = 1.10
 MEMORY_TARGET = 1.05
@@ -234,7 +242,71 @@ def run_scan(model: nn.Module, batches: list[torch.Tensor]) -> None:
     gradscope.scan(model, batches)
 
 
+def run_floor(model: nn.Module, batches: list[torch.Tensor]) -> None:
+    """The least a recorder built on Python hooks pays for the same numbers, written for speed rather than
+    generality (``--floor``): a forward hook per layer keeps its output, a pre-hook on the output's grad_fn keeps
+    the gradient reaching it, and after backward, per batch, the outputs are reduced stacked per shape (sum of
+    squares, between-sample spread, saturated or dead units; at most ``FORWARD_SAMPLE`` values each, as the
+    recorder reads them), the output and parameter gradients in two fused norms, and everything is copied to the
+    host once. No restoring of the model, no diagnosis, no bookkeeping across batches."""
+    seed = Config().probe.seed
+    model.train(Config().probe.mode == "train")
+    params = [p for p in model.parameters() if p.requires_grad]
+    layers = [m for m in model.modules() if m._parameters or activation_name(m) is not None]
+    kept: list[tuple[str, torch.Tensor]] = []
+    grads: list[torch.Tensor] = []
+
+    def keep(module: nn.Module, inputs: Any, output: Any) -> None:
+        if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+            return
+        kind = "sat" if isinstance(module, (nn.Tanh, nn.Sigmoid)) else "rect" if isinstance(module, nn.ReLU) else ""
+        kept.append((kind, output.detach()))
+        if output.grad_fn is not None:
+            slot = output.output_nr
+            output.grad_fn.register_prehook(lambda g: grads.append(g[slot]))
+
+    handles = [m.register_forward_hook(keep) for m in layers]
+    try:
+        for i, batch in enumerate(batches):
+            for p in params:
+                p.grad = None
+            kept.clear()
+            grads.clear()
+            out = probes.call_model(model, batch)
+            probes.default_loss(probes.select_output(out), seed, i).backward()
+            values: list[torch.Tensor] = []
+            groups: dict[tuple[Any, ...], list[torch.Tensor]] = {}
+            for kind, o in kept:
+                rows = o.reshape(o.shape[0], -1)
+                step = -(-rows.numel() // FORWARD_SAMPLE)
+                if step > 1:
+                    values.append(torch.linalg.vector_norm(o).reshape(1))
+                    rows = rows[:, ::step]
+                groups.setdefault((kind, rows.shape), []).append(rows)
+            for (kind, _), group in groups.items():
+                x = torch.stack(group)
+                mean = x.mean(dim=1)
+                var = (x - mean.unsqueeze(1)).square_().mean(dim=1)
+                values += [(var + mean.square()).sum(dim=1), var.sqrt_().mean(dim=1)]
+                if kind == "sat":
+                    values.append(x.abs().gt_(0.97).flatten(1).sum(dim=1))
+                elif kind == "rect":
+                    values.append((mean > 0).sum(dim=1).float())
+            values += [
+                torch.stack(torch._foreach_norm(g))
+                for g in (grads, [p.grad for p in params if p.grad is not None])
+                if g
+            ]
+            torch.cat(values).cpu()
+    finally:
+        for handle in handles:
+            handle.remove()
+    for p in params:
+        p.grad = None
+
+
 MODES: dict[str, Callable[[nn.Module, list[torch.Tensor]], None]] = {"plain": run_plain, "scan": run_scan}
+TIMED = {**MODES, "floor": run_floor}  # the floor is timed only (--floor), never a memory mode
 
 
 def sync(device: torch.device) -> None:
@@ -262,26 +334,26 @@ def ratios(times: dict[str, Timing]) -> tuple[float, float, float]:
     return times["scan"].median / times["plain"].median, min(per_round), max(per_round)
 
 
-def measure_time(case: Case, device: torch.device, rounds: int) -> dict[str, Timing]:
+def measure_time(case: Case, device: torch.device, rounds: int, modes: tuple[str, ...]) -> dict[str, Timing]:
     model, batches = setup(case, device)
-    for mode in MODES.values():  # warm-up
-        mode(model, batches)
+    for name in modes:  # warm-up
+        TIMED[name](model, batches)
     sync(device)
-    wall: dict[str, list[float]] = {"plain": [], "scan": []}
-    cpu: dict[str, list[float]] = {"plain": [], "scan": []}
+    wall: dict[str, list[float]] = {name: [] for name in modes}
+    cpu: dict[str, list[float]] = {name: [] for name in modes}
     for r in range(rounds):
-        order = ("plain", "scan") if r % 2 == 0 else ("scan", "plain")
+        order = modes if r % 2 == 0 else modes[::-1]
         for name in order:
             gc.collect()
             sync(device)
             start, start_cpu = time.perf_counter(), time.process_time()
-            MODES[name](model, batches)
+            TIMED[name](model, batches)
             sync(device)
             wall[name].append((time.perf_counter() - start) / len(batches))
             cpu[name].append((time.process_time() - start_cpu) / len(batches))
     return {
         name: Timing(statistics.median(wall[name]), min(wall[name]), statistics.median(cpu[name]), tuple(wall[name]))
-        for name in MODES
+        for name in modes
     }
 
 
@@ -412,6 +484,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help=f"time only: 64-wide tanh MLPs of depth {', '.join(map(str, SWEEP_DEPTHS))}",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time a minimal hand-written hook recorder of the same statistics (run_floor)",
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -437,7 +514,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     times: dict[str, dict[str, Timing]] = {}
     for name in names:
-        times[name] = measure_time(all_cases[name], device, rounds)
+        modes = ("plain", "scan", "floor") if args.floor else ("plain", "scan")
+        times[name] = measure_time(all_cases[name], device, rounds, modes)
         print(f"# {name}: timed ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
     if args.sweep:
@@ -502,6 +580,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{scan_t.cpu_median * 1e3:.1f} ms); peak MB per run: plain {_mbs(plain['all'])}, "
             f"scan {_mbs(scan['all'])}"
         )
+        if "floor" in times[name]:
+            note += "; " + _floor_note(times[name])
         if plain["profiler_bytes"] is not None and scan["profiler_bytes"] is not None:
             note += (
                 f"; torch allocations (profiler): plain {plain['profiler_bytes'] / 2**20:.1f}, "
@@ -528,13 +608,25 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def print_sweep(names: list[str], all_cases: dict[str, Case], times: dict[str, dict[str, Timing]]) -> None:
-    print("| model | layers | plain ms/batch | scan ms/batch | time × (min–max) |")
-    print("|---|---|---|---|---|")
+    floor = all("floor" in times[name] for name in names)
+    print("| model | layers | plain ms/batch | scan ms/batch | time × (min–max) |" + (" floor × |" if floor else ""))
+    print("|---|---|---|---|---|" + ("---|" if floor else ""))
     for name in names:
         layers = sum(1 for m in all_cases[name].build().modules() if not list(m.children()))
         plain, scan = times[name]["plain"].median, times[name]["scan"].median
         ratio, low, high = ratios(times[name])
-        print(f"| {name} | {layers} | {plain * 1e3:.2f} | {scan * 1e3:.2f} | {ratio:.2f} ({low:.2f}–{high:.2f}) |")
+        extra = f" {times[name]['floor'].median / plain:.2f} |" if floor else ""
+        print(
+            f"| {name} | {layers} | {plain * 1e3:.2f} | {scan * 1e3:.2f} | {ratio:.2f} ({low:.2f}–{high:.2f}) |{extra}"
+        )
+
+
+def _floor_note(times: dict[str, Timing]) -> str:
+    plain, scan, floor = times["plain"], times["scan"], times["floor"]
+    return (
+        f"floor (run_floor) {floor.median * 1e3:.1f} ms/batch = {floor.median / plain.median:.2f}× plain "
+        f"(minimums {floor.minimum / plain.minimum:.2f}×); scan / floor {scan.median / floor.median:.2f}"
+    )
 
 
 def _mbs(values: list[float]) -> str:

@@ -102,8 +102,9 @@ def _scan(
             else "the loss is not finite although every layer's output is: check the model's final operation"
         )
     suggestions = suggest(diagnosis, probe.records, config, probe.shape)
-    n_params = sum(p.numel() for p in model.parameters())
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    params = list(model.parameters())
+    n_params = sum(p.numel() for p in params)
+    n_trainable = sum(p.numel() for p in params if p.requires_grad)
     return Report(
         model=ModelInfo(
             target or type(model).__name__,
@@ -154,6 +155,7 @@ def _probe(
     """Forward and backward over every batch with the recorder's hooks (the global RNGs seeded for it)."""
     shape = ModelShape()
     batch_dim, _ = probes.layout(model, batches)
+    params = list(model.parameters())
     with (
         seeded(config.probe.seed, device),
         Recorder(model, saturation_derivative=config.diagnose.saturation_derivative, positions=True) as recorder,
@@ -161,7 +163,7 @@ def _probe(
         model.train(config.probe.mode == "train")
         for i, batch in enumerate(batches):
             batch = probes.to_device(batch, device)
-            skip, ignored = _probe_once(model, recorder, batch, i, loss_fn, config.probe.seed, batch_dim)
+            skip, ignored = _probe_once(model, params, recorder, batch, i, loss_fn, config.probe.seed, batch_dim)
             shape = shape if i else ModelShape(skip_connections=skip, ignored_outputs=ignored)
             if progress is not None:
                 progress(i + 1, len(batches))
@@ -227,6 +229,7 @@ def _parameter_owners(model: nn.Module) -> dict[str, str]:
 
 def _probe_once(
     model: nn.Module,
+    params: list[nn.Parameter],
     recorder: Recorder,
     batch: Any,
     index: int,
@@ -236,17 +239,17 @@ def _probe_once(
 ) -> tuple[bool, int]:
     """One forward and backward; returns whether the graph has a skip connection (looked at in batch 0 only) and
     how many output tensors the default loss left out."""
-    for p in model.parameters():
+    for p in params:
         p.grad = None
     recorder.start_batch(probes.batch_size_of(batch, batch_dim))
-    with _kept_grads(model):
+    with _kept_grads(params):
         skip, ignored = _forward_backward(model, recorder, batch, index, loss_fn, seed)
     recorder.end_batch()
     return skip, ignored
 
 
 @contextlib.contextmanager
-def _kept_grads(model: nn.Module) -> Iterator[None]:
+def _kept_grads(params: list[nn.Parameter]) -> Iterator[None]:
     """Gradients a post-accumulate-grad hook takes away ("optimizer in backward": the hook steps and sets
     ``p.grad = None``) are caught on their way in and put back as ``.grad`` for the recorder to read, so such
     layers are measured, not reported disconnected. Only parameters with such hooks are touched."""
@@ -260,7 +263,7 @@ def _kept_grads(model: nn.Module) -> Iterator[None]:
         return hook
 
     try:
-        for p in model.parameters():
+        for p in params:
             if p.requires_grad and getattr(p, "_post_accumulate_grad_hooks", None):
                 handles.append(p.register_hook(catcher(p)))  # type: ignore[no-untyped-call]
         yield
