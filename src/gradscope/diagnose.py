@@ -248,7 +248,7 @@ def _flushed_loss_gradient(
 def _with_status(s: LayerStats, status: Status) -> LayerStats:
     from dataclasses import replace
 
-    return replace(s, status=status)
+    return s if s.status is status else replace(s, status=status)
 
 
 # -- rules -------------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from torch import nn
 
 from .config import DiagnoseConfig
 from .diagnose import Diagnosis
+from .recorder import norms
 from .records import Gate, Gating
 from .vocab import Rule, Severity, Status
 
@@ -51,7 +52,7 @@ def find(model: nn.Module, reference: float | None, config: DiagnoseConfig) -> l
         return []
     tensors = [p.detach() for _, p in named] + [p.grad.detach() for _, p in named if p.grad is not None]
     with torch.no_grad():
-        host = torch.stack([torch.linalg.vector_norm(t.float()).to(tensors[0].device) for t in tensors]).cpu().tolist()
+        host = torch.stack([n.to(tensors[0].device) for n in norms(tensors)]).cpu().tolist()
     n = len(named)
     closed: list[tuple[str, nn.Parameter, float, float]] = []
     for (name, p), weight_norm, grad_norm in zip(named, host[:n], host[n:], strict=True):

@@ -32,7 +32,8 @@ class Spread:
     def of(cls, values: list[float]) -> Spread | None:
         if not values:
             return None
-        if any(v != v for v in values):  # any NaN batch makes the layer non-finite; keep that visible
+        total = sum(values)  # NaN when any value is (the generator below is the slow exact check)
+        if total != total and any(v != v for v in values):  # any NaN batch makes the layer non-finite: keep it visible
             return cls(math.nan, min((v for v in values if v == v), default=math.nan), math.nan)
         ordered = sorted(values)
         mid = len(ordered) // 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -412,14 +413,15 @@ class _Snapshot:
     def restore(self) -> None:
         for module, attributes, params, buffers, children, non_persistent in self.modules:
             state = module.__dict__
-            for key in [k for k in state if k not in attributes]:
-                del state[key]
-            for key, value in attributes.items():
-                if state.get(key, _MISSING) is not value:
-                    state[key] = value
+            if not _same_items(state, attributes):
+                for key in [k for k in state if k not in attributes]:
+                    del state[key]
+                for key, value in attributes.items():
+                    if state.get(key, _MISSING) is not value:
+                        state[key] = value
             for registry, saved in ((module._parameters, params), (module._buffers, buffers),
                                     (module._modules, children)):  # fmt: skip
-                if registry.keys() != saved.keys() or any(registry[k] is not v for k, v in saved.items()):
+                if not _same_items(registry, saved):
                     registry.clear()
                     registry.update(saved)
             if module._non_persistent_buffers_set != non_persistent:
@@ -428,7 +430,7 @@ class _Snapshot:
         with torch.no_grad():
             for s in self.tensors:
                 t = s.tensor
-                if not _same_storage(t.data, s.data):
+                if not _same_storage(t, s.data):  # t itself: its .data would be a new tensor object
                     t.data = s.data
                 if s.value is not None and (s.value.device != s.data.device or not _equal(s.data, s.value)):
                     s.data.copy_(s.value)  # through .data: no version bump on the user's tensor
@@ -440,6 +442,12 @@ class _Snapshot:
 
 
 _MISSING = object()
+
+
+def _same_items(current: dict[str, Any], saved: dict[str, Any]) -> bool:
+    """Whether ``current`` holds exactly the saved objects under the same keys, in the same order (a check that
+    runs in C: a scan restores every module of the model, and nearly always nothing changed)."""
+    return current.keys() == saved.keys() and all(map(operator.is_, current.values(), saved.values()))
 
 
 def _host_copy(data: torch.Tensor) -> torch.Tensor:
