@@ -157,8 +157,11 @@ def test_shell_completion_completes_commands_and_options(words: str, cword: str,
 
 @pytest.mark.slow
 def test_show_completion_prints_a_bash_script() -> None:
+    # --show-completion takes no value: Typer detects the shell from the process tree, so run it from bash, as a
+    # user does (run from a detached test runner, with no shell above it, it says "Shell  not supported.")
+    command = f"{shlex.quote(sys.executable)} -m gradscope --show-completion; exit $?"  # bash stays the parent
     proc = subprocess.run(
-        [sys.executable, "-m", "gradscope", "--show-completion", "bash"],
+        ["bash", "-c", command],
         capture_output=True,
         text=True,
         env=cli_env(),

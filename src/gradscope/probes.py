@@ -360,7 +360,8 @@ def _inferred_plan(
     if static is None:
         raise ProbeError(
             f"cannot infer the input shape: {type(model).__name__} has no layers; "
-            "pass --input-shape 8,3,32,32 or define example_inputs() in the model file"
+            "pass --input-shape with the full shape, batch size first (e.g. 8,3,32,32 for 8 RGB 32×32 images), "
+            "or define example_inputs() in the model file"
         )
     start = static if _inferable(static[1]) else next((f for f in _layers(model) if _inferable(f[1])), None)
     if start is None:
@@ -677,8 +678,8 @@ def _sequence(b: int, s: int, features: int, batch_first: bool) -> tuple[int, in
 def _cannot_infer(label: str, why: str | None) -> ProbeError:
     reason = f": {why}" if why else ""
     return ProbeError(
-        f"cannot infer the input shape from the first layer {label}{reason}; pass --input-shape 8,3,32,32 "
-        "or define example_inputs() in the model file"
+        f"cannot infer the input shape from the first layer {label}{reason}; pass --input-shape with the full "
+        "shape, batch size first (e.g. 8,3,32,32 for 8 RGB 32×32 images), or define example_inputs() in the model file"
     )
 
 
