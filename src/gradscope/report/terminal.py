@@ -236,8 +236,11 @@ def _layer_table(report: Report, console_width: int) -> Group:
         drawn = "" if scale is None or not bar_width else scale.bar(value, bar_width)
         bar = [Text(drawn, style="blue") if own else Text(drawn.replace("█", "░"), style="dim")] if bar_width else []
         table.add_row(name_cell, layer_type, *middle, grad_rms, signal_rms, *bar, status)
-    legend = Text(("log bars: " + "; ".join(caption)) if caption else "", style="dim")
-    return Group(table, legend) if caption else Group(table)
+    notes = ["log bars: " + "; ".join(caption)] if caption and bar_width else []
+    hidden = [what for key, what in (("Output shape", "output shapes"), ("bar", "log bars")) if key not in widths]
+    if hidden:  # say what a narrow console left out, and where it still is
+        notes.append(f"{' and '.join(hidden)} left out at {console_width} columns: a wider terminal shows them")
+    return Group(table, Text("\n".join(notes), style="dim")) if notes else Group(table)
 
 
 def _tree_label(indent: int, label: str, width: int) -> str:
