@@ -310,6 +310,17 @@ CASES: list[Case] = [
         {"m.py": "from torch import nn\n\nmodel = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(8, 4))\n"},
     ),
     Case(
+        "input-dtype-unlike-the-parameters",
+        (M, "--input-dtype", "float64"),
+        (
+            "forward failed in layer '0' (Linear)",
+            "inputs are float64",
+            "parameters are float32",
+            "--input-dtype float32",
+        ),
+        {"m.py": "from torch import nn\n\nmodel = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2))\n"},
+    ),  # fmt: skip
+    Case(
         "input-dtype-for-embedding",
         (M, "--input-dtype", "float32"),
         ("token ids", "--input-dtype int64"),

@@ -287,8 +287,7 @@ def _forward_backward(
         where = locate_failure(model, batch)
         place = f" in layer '{where[0]}' ({where[1]})" if where else ""
         raise ProbeError(
-            f"forward failed{place} on probe batch {index}: {first_line(exc)}; check --input-shape or the "
-            f"model file's example_inputs()"
+            f"forward failed{place} on probe batch {index}: {first_line(exc)}; {_input_hint(model, batch)}"
         ) from exc
     ignored = 0
     if loss_fn is None:
@@ -308,6 +307,19 @@ def _forward_backward(
     except Exception as exc:
         raise ProbeError(f"backward failed on probe batch {index}: {first_line(exc)}") from exc
     return skip, ignored
+
+
+def _input_hint(model: nn.Module, batch: Any) -> str:
+    """What to check after a failed forward: the float inputs' dtype when it is not the parameters' (probe inputs
+    do not convert the model), else their shape."""
+    params = dtype_name(float_dtype(model))
+    dtypes = sorted({dtype_name(t.dtype) for t in iter_tensors(batch) if t.is_floating_point()} - {params})
+    if dtypes:
+        return (
+            f"the probe inputs are {'/'.join(dtypes)} but the model's parameters are {params}, and probing does not "
+            f"convert the model: pass --input-dtype {params} (or leave it out), or convert the model in its file"
+        )
+    return "check --input-shape or the model file's example_inputs()"
 
 
 def _check_loss(loss: Any) -> None:
