@@ -433,3 +433,49 @@ def test_batch_size_of_and_to_device() -> None:
     assert batch_size_of((1, 2)) is None
     moved = to_device({"x": x, "flag": True, "pair": (x, [x])}, CPU)
     assert moved["flag"] is True and isinstance(moved["pair"], tuple) and isinstance(moved["pair"][1], list)
+
+
+# -- inferred images of another size ---------------------------------------------------------------------------
+
+
+class FixedSizeNet(nn.Module):
+    """pytorch/examples' MNIST net: its fc1 takes the features of 28×28 images only."""
+
+    def __init__(self, norm: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, 1)
+        self.norm = nn.BatchNorm2d(8) if norm else nn.Identity()
+        self.conv2 = nn.Conv2d(8, 16, 3, 1)
+        self.fc1 = nn.Linear(16 * 12 * 12, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.norm(self.conv1(x)))
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+
+
+def test_inferred_images_take_the_first_size_the_model_accepts_and_leave_the_model_as_it_was() -> None:
+    from gradscope.config import Config
+    from gradscope.pipeline import build_probe
+
+    torch.manual_seed(0)
+    model = FixedSizeNet(norm=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = build_probe(model, ModelFileHooks(), Config())
+    assert tuple(batches[0].shape) == (16, 1, 28, 28)
+    assert any(note.startswith("28×28 images: 32×32 did not go through the model") for note in batches.assumed)
+    # the tries ran forward in train mode: BatchNorm's running statistics and counter are put back
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_images_any_size_fits_keep_the_configured_size_and_no_size_that_fits_keeps_the_first_failure() -> None:
+    from gradscope.config import Config
+    from gradscope.pipeline import build_probe
+
+    pooled = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    batches = build_probe(pooled, ModelFileHooks(), Config())
+    assert tuple(batches[0].shape) == (16, 3, 32, 32) and not batches.assumed
+    odd = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 5 * 5, 2))  # 7×7 images only
+    batches = build_probe(odd, ModelFileHooks(), Config())
+    assert tuple(batches[0].shape) == (16, 1, 32, 32) and not batches.assumed  # the scan then reports its failure

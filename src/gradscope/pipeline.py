@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .ci.policy import CheckResult
     from .loading import LoadedModel, ModelFileHooks
+    from .probes import ProbeBatches
     from .results import Report
     from .trial import TrialReport
     from .watching import Timeline
@@ -172,20 +173,75 @@ def build_probe(
             f"the {_mib(MAX_PROBE_BYTES)} limit: lower {size} or {config.origin('probe.batches')}"
         )
 
-    with seeded(p.seed):  # example_inputs() / probe_batches() may draw from the global RNGs
-        return build_batches(
-            model,
-            hooks,
-            n=count,
-            batch_size=p.batch_size,
-            seed=p.seed,
-            device=device_of(model),
-            input_shapes=shapes,
-            input_dtype=spec.input_dtype if spec is not None else None,
-            seq_len=p.seq_len,
-            image_size=p.image_size,
-            budget=within_budget,
-        )
+    def build(image_size: int) -> ProbeBatches:
+        with seeded(p.seed):  # example_inputs() / probe_batches() may draw from the global RNGs
+            return build_batches(
+                model,
+                hooks,
+                n=count,
+                batch_size=p.batch_size,
+                seed=p.seed,
+                device=device_of(model),
+                input_shapes=shapes,
+                input_dtype=spec.input_dtype if spec is not None else None,
+                seq_len=p.seq_len,
+                image_size=image_size,
+                budget=within_budget,
+            )
+
+    batches = build(p.image_size)
+    inferred = hooks.probe_batches is None and hooks.example_inputs is None and not shapes
+    return _fitting_images(model, batches, build, p.image_size, p.seed) if inferred else batches
+
+
+# Sizes tried, in order, when inferred square images of probe.image_size do not go through the model (a classifier
+# whose Linear expects one size): MNIST, the common small sizes, ImageNet's and Inception's.
+IMAGE_SIZES = (28, 64, 224, 96, 128, 256, 299)
+
+
+def _fitting_images(
+    model: nn.Module, batches: ProbeBatches, build: Callable[[int], ProbeBatches], size: int, seed: int
+) -> ProbeBatches:
+    """``batches`` when they are not inferred square images or the model takes them; else the batches of the first
+    size in ``IMAGE_SIZES`` the model takes, with a note in ``assumed``. Each try is a forward of two samples under
+    ``no_grad`` with the model put back as it was (``scanner.preserved``); when no size fits, the scan reports the
+    first failure as usual."""
+    import torch
+
+    from .probes import ProbeBatches
+
+    first = batches[0]
+    if not isinstance(first, torch.Tensor) or first.dim() != 4 or first.shape[-2:] != (size, size):
+        return batches
+    failure = _forward_failure(model, first, seed)
+    if failure is None:
+        return batches
+    for other in IMAGE_SIZES:
+        if other == size:
+            continue
+        candidate = build(other)
+        if _forward_failure(model, candidate[0], seed) is None:
+            note = f"{other}×{other} images: {size}×{size} did not go through the model ({failure})"
+            return ProbeBatches(list(candidate), batch_dim=candidate.batch_dim, assumed=(*candidate.assumed, note))
+    return batches
+
+
+def _forward_failure(model: nn.Module, batch: torch.Tensor, seed: int) -> str | None:
+    """Why a forward of two samples of ``batch`` fails (None when it runs), leaving the model and the RNGs as
+    they were."""
+    import torch
+
+    from .probes import call_model
+    from .scanner import preserved
+    from .torchutil import seeded
+    from .util import first_line
+
+    try:
+        with preserved(model), seeded(seed), torch.no_grad():
+            call_model(model, batch[:2])
+    except Exception as exc:  # the user's forward, any failure: the size is what is being tried
+        return first_line(exc)
+    return None
 
 
 def _mib(n: int) -> str:
