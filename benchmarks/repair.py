@@ -102,7 +102,7 @@ def evaluate(name: str, cached_arms: dict[str, Any]) -> dict[str, Any]:
     data = dataset_from(prepared.hooks)
     prepared = pipeline.replace(prepared, batches=pipeline.build_probe(prepared.model, prepared.hooks, config, spec))
     example = prepared.batches[0]
-    report = pipeline._scan(prepared, spec, config, lambda _: None)
+    report = pipeline.scan_prepared(prepared, spec, config, lambda _: None)
     chosen = plan(prepared.model, report, parse_remedies("auto"), config)
     fresh: dict[str, Any] = {}
 
@@ -122,7 +122,7 @@ def evaluate(name: str, cached_arms: dict[str, Any]) -> dict[str, Any]:
                 seed=config.probe.seed,
                 seeds=SEEDS,
                 steps=STEPS,
-                build=lambda seed: pipeline._build(spec, config, seed),
+                build=lambda seed: pipeline.build_model(spec, config, seed),
                 example=example,
                 target=spec.target,
                 note=chosen.note,

@@ -179,7 +179,7 @@ def _forward_fixes(
         and Rule.FORWARD_COLLAPSE in rules
         and _swap_first(weighted, facts)
     ):
-        out.insert(0, _swap(layers, facts, "Sigmoid", rules, _SWAP_COLLAPSE))
+        out.insert(0, _swap(layers, facts, rules, _SWAP_COLLAPSE, "Sigmoid"))
     if not sigmoid and not _same_init(layers, facts, init, config):
         out.append(
             Suggestion(
@@ -218,17 +218,19 @@ def _swap_first(weighted: Sequence[LayerStats], facts: Facts) -> bool:
     return len(weighted) <= SWAP_FIRST_MAX_DEPTH and not shared
 
 
-def _swap(layers: Sequence[LayerStats], facts: Facts, activation: str, rules: tuple[str, ...], why: str) -> Suggestion:
-    """Replace the Tanh/Sigmoid modules with ReLU and Kaiming init (``why`` continues the sentence)."""
+def _swap(
+    layers: Sequence[LayerStats], facts: Facts, rules: tuple[str, ...], why: str | None = None, activation: str = ""
+) -> Suggestion:
+    """Replace the Tanh/Sigmoid modules with ReLU and Kaiming init: advice (``why`` continues its sentence about the
+    ``activation`` modules), or without ``why`` a trial candidate."""
     acts = _names(_sigmoid_type(layers, facts))
-    return Suggestion(
-        Remedy.ACTIVATION,
-        acts,
-        Where.REPLACE,
-        {"activation": "ReLU", "init": "kaiming_normal_"},
-        f"replace the {activation} modules {_list(acts)} with ReLU (or ELU) and use Kaiming init: {why}",
-        rules,
+    reason = (
+        "trial candidate: ReLU with Kaiming init"
+        if why is None
+        else f"replace the {activation} modules {_list(acts)} with ReLU (or ELU) and use Kaiming init: {why}"
     )
+    params = {"activation": "ReLU", "init": "kaiming_normal_"}
+    return Suggestion(Remedy.ACTIVATION, acts, Where.REPLACE, params, reason, rules)
 
 
 def _deep_stack_fixes(
@@ -407,7 +409,7 @@ def _backward_only(
         act = _activation(layers, facts)
         name = act.activation if act and act.activation else "Tanh"
         slope = "σ′ ≤ 1/4" if name == "Sigmoid" else "tanh′ ≤ 1"
-        out.append(_swap(layers, facts, name, rules, f"{slope} shrinks the gradient at every layer"))
+        out.append(_swap(layers, facts, rules, f"{slope} shrinks the gradient at every layer", name))
     recurrent = [
         layer
         for layer in layers
@@ -692,18 +694,8 @@ def candidates(
         if Remedy.REGULARIZE.option not in out:
             lam = config.suggest.regularize_lambda
             out[Remedy.REGULARIZE.option] = (_regularize(_names(weighted), lam, (), large_weights=False),)
-    acts = _sigmoid_type(layers, facts)
-    if acts and Remedy.ACTIVATION.option not in out:
-        out[Remedy.ACTIVATION.option] = (
-            Suggestion(
-                Remedy.ACTIVATION,
-                _names(acts),
-                Where.REPLACE,
-                {"activation": "ReLU", "init": "kaiming_normal_"},
-                "trial candidate: ReLU with Kaiming init",
-                (),
-            ),
-        )
+    if _sigmoid_type(layers, facts) and Remedy.ACTIVATION.option not in out:
+        out[Remedy.ACTIVATION.option] = (_swap(layers, facts, ()),)
     # A vanilla nn.RNN is always worth the gated swap: with a loss at every step the scan's position profile is
     # flat even when the gradient across many steps vanishes (benchmarks/repair.py, the zoo's "time" family).
     vanilla = [layer for layer in layers if (f := _fact(facts, layer.name)) is not None and f.cell == "RNN"]

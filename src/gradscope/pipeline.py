@@ -121,7 +121,7 @@ def _load(spec: TargetSpec, config: Config, seed: int) -> LoadedModel:
         )
 
 
-def _build(spec: TargetSpec, config: Config, seed: int) -> nn.Module:
+def build_model(spec: TargetSpec, config: Config, seed: int) -> nn.Module:
     """The model again, as ``prepare`` builds it, under another seed (a trial's later seeds)."""
     from .checkpoint import load_weights
 
@@ -314,7 +314,7 @@ def _flush(*streams: Any) -> None:
 def scan_target(spec: TargetSpec, config: Config, *, fix: bool = False, progress: Progress = _quiet) -> Report:
     """``gradscope scan``: load, probe, scan; with ``fix``, also apply the lead suggestions and scan again."""
     prepared = prepare(spec, config, progress)
-    report = _scan(prepared, spec, config, progress)
+    report = scan_prepared(prepared, spec, config, progress)
     if fix:
         progress("applying the suggestions and re-scanning")
         report = verify_fix(
@@ -323,7 +323,8 @@ def scan_target(spec: TargetSpec, config: Config, *, fix: bool = False, progress
     return report
 
 
-def _scan(prepared: Prepared, spec: TargetSpec, config: Config, progress: Progress) -> Report:
+def scan_prepared(prepared: Prepared, spec: TargetSpec, config: Config, progress: Progress) -> Report:
+    """The scan of a prepared model over its probe batches, reporting each batch to ``progress``."""
     from .scanner import scan
 
     return scan(
@@ -451,7 +452,7 @@ def trial_target(
         prepared = replace(prepared, batches=build_probe(prepared.model, prepared.hooks, config, spec))
         example = prepared.batches[0]
     if tuple(remedies) != (UNTREATED,):
-        report = _scan(prepared, spec, config, progress)
+        report = scan_prepared(prepared, spec, config, progress)
     chosen = plan(prepared.model, report, remedies, config)
 
     def train(chosen: Plan) -> TrialReport:
@@ -465,7 +466,7 @@ def trial_target(
             lr=lr,
             seed=config.probe.seed,
             seeds=seeds,
-            build=lambda seed: _build(spec, config, seed),
+            build=lambda seed: build_model(spec, config, seed),
             batch_size=batch_size,
             example=example,
             progress=training_progress,

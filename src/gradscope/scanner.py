@@ -25,7 +25,7 @@ from .config import Config
 from .diagnose import Diagnosis, diagnose
 from .errors import ProbeError
 from .recorder import Recorder
-from .records import LayerRecord, ModelShape, PositionProfile
+from .records import Gating, LayerRecord, ModelShape, PositionProfile
 from .results import ModelInfo, ProbeInfo, Report
 from .torchutil import device_of, dtype_name, float_dtype, has_skip_connection, iter_tensors, seeded, threads
 from .util import first_line
@@ -83,13 +83,7 @@ def _scan(
     batch_dim, assumed = probes.layout(model, batches)
     with preserved(model), threads(config.probe.threads, device):
         probe = _probe(model, batches, loss_fn, config, device, progress)
-        diagnosis = diagnose(
-            probe.records,
-            config.diagnose,
-            probe.culprit,
-            profile=probe.profile,
-            ignored_outputs=probe.shape.ignored_outputs,
-        )
+        diagnosis = probe.diagnosed(config)
         if gates.worth_checking(diagnosis):
             diagnosis = _with_gates(model, batches, loss_fn, config, device, probe, diagnosis)
     forward_finite = all(math.isfinite(v) for r in probe.records for v in r.activation_rms)
@@ -144,6 +138,16 @@ class _Probe:
     profile: PositionProfile | None
     shape: ModelShape
 
+    def diagnosed(self, config: Config, gating: Gating | None = None) -> Diagnosis:
+        return diagnose(
+            self.records,
+            config.diagnose,
+            self.culprit,
+            profile=self.profile,
+            gating=gating,
+            ignored_outputs=self.shape.ignored_outputs,
+        )
+
 
 def _probe(
     model: nn.Module,
@@ -195,28 +199,12 @@ def _with_gates(
             break
         opened += found
         with gates.opened(opened, config.probe.seed):
-            again = _probe(model, batches, loss_fn, config, device, None)
-            after = diagnose(
-                again.records,
-                config.diagnose,
-                again.culprit,
-                profile=again.profile,
-                ignored_outputs=again.shape.ignored_outputs,
-            )
+            after = _probe(model, batches, loss_fn, config, device, None).diagnosed(config)
             known = {c.gate.parameter for c in opened}
             found = [c for c in gates.find(model, after.summary.reference_grad_rms, config.diagnose)
                      if c.gate.parameter not in known]  # fmt: skip
     gating = gates.explained(opened, _parameter_owners(model), diagnosis, after) if opened else None
-    if gating is None:
-        return diagnosis
-    return diagnose(
-        probe.records,
-        config.diagnose,
-        probe.culprit,
-        profile=probe.profile,
-        gating=gating,
-        ignored_outputs=probe.shape.ignored_outputs,
-    )
+    return diagnosis if gating is None else probe.diagnosed(config, gating)
 
 
 def _parameter_owners(model: nn.Module) -> dict[str, str]:
