@@ -52,7 +52,10 @@ back to back) in brackets.
 ``--floor`` also times ``run_floor``: the same statistics from a minimal hand-written hook recorder (hooks keep
 outputs and output gradients, stacked reductions after backward, two fused norms, one host copy per batch), with
 nothing else a scan does. It is what any recorder built on Python hooks pays for these numbers in eager PyTorch;
-the note under the table gives its ratio to plain and scan / floor.
+the note under the table gives its ratio to plain and scan / floor. It also times ``run_gradients_floor``: only
+the output-gradient and parameter-gradient norms, the gradients taken from autograd's C++ engine in one
+``torch.autograd.grad`` call (no Python during backward): what any recorder of per-layer gradient RMS pays,
+hooks or not, before it reads a single forward statistic.
 
 Usage: python benchmarks/overhead.py [--quick] [--rounds N] [--threads T] [--models mlp,cnn,...] [--sweep]
        [--floor]
@@ -305,8 +308,44 @@ def run_floor(model: nn.Module, batches: list[torch.Tensor]) -> None:
         p.grad = None
 
 
+def run_gradients_floor(model: nn.Module, batches: list[torch.Tensor]) -> None:
+    """The least any recorder of per-layer output-gradient RMS pays, hooks or not (``--floor``): a forward hook per
+    layer keeps a reference to its output, and one ``torch.autograd.grad`` call returns the gradients of every
+    layer output and every parameter from autograd's C++ engine, with no Python running during backward; then two
+    fused norms and one host copy per batch. No forward statistics at all."""
+    seed = Config().probe.seed
+    model.train(Config().probe.mode == "train")
+    params = [p for p in model.parameters() if p.requires_grad]
+    layers = [m for m in model.modules() if m._parameters or activation_name(m) is not None]
+    kept: list[torch.Tensor] = []
+
+    def keep(module: nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.grad_fn is not None:
+            kept.append(output)
+
+    handles = [m.register_forward_hook(keep) for m in layers]
+    try:
+        for i, batch in enumerate(batches):
+            kept.clear()
+            out = probes.call_model(model, batch)
+            loss = probes.default_loss(probes.select_output(out), seed, i)
+            grads = torch.autograd.grad(loss, kept + params, allow_unused=True)
+            kept.clear()
+            for p, g in zip(params, grads[-len(params) :], strict=True):
+                p.grad = g
+            signal = [g for g in grads[: -len(params)] if g is not None]
+            weights = [g for g in grads[-len(params) :] if g is not None]
+            torch.cat([torch.stack(torch._foreach_norm(g)) for g in (signal, weights) if g]).cpu()
+    finally:
+        for handle in handles:
+            handle.remove()
+    for p in params:
+        p.grad = None
+
+
 MODES: dict[str, Callable[[nn.Module, list[torch.Tensor]], None]] = {"plain": run_plain, "scan": run_scan}
-TIMED = {**MODES, "floor": run_floor}  # the floor is timed only (--floor), never a memory mode
+# the floors are timed only (--floor), never memory modes
+TIMED = {**MODES, "floor": run_floor, "gradients": run_gradients_floor}
 
 
 def sync(device: torch.device) -> None:
@@ -487,7 +526,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--floor",
         action="store_true",
-        help="also time a minimal hand-written hook recorder of the same statistics (run_floor)",
+        help="also time a minimal hook recorder of the same statistics (run_floor) and the gradient norms alone "
+        "(run_gradients_floor)",
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "MODE"), help=argparse.SUPPRESS)
@@ -514,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     times: dict[str, dict[str, Timing]] = {}
     for name in names:
-        modes = ("plain", "scan", "floor") if args.floor else ("plain", "scan")
+        modes = ("plain", "scan", "floor", "gradients") if args.floor else ("plain", "scan")
         times[name] = measure_time(all_cases[name], device, rounds, modes)
         print(f"# {name}: timed ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
@@ -609,23 +649,32 @@ def main(argv: list[str] | None = None) -> None:
 
 def print_sweep(names: list[str], all_cases: dict[str, Case], times: dict[str, dict[str, Timing]]) -> None:
     floor = all("floor" in times[name] for name in names)
-    print("| model | layers | plain ms/batch | scan ms/batch | time × (min–max) |" + (" floor × |" if floor else ""))
-    print("|---|---|---|---|---|" + ("---|" if floor else ""))
+    print(
+        "| model | layers | plain ms/batch | scan ms/batch | time × (min–max) |"
+        + (" floor × | gradients-only floor × |" if floor else "")
+    )
+    print("|---|---|---|---|---|" + ("---|---|" if floor else ""))
     for name in names:
         layers = sum(1 for m in all_cases[name].build().modules() if not list(m.children()))
         plain, scan = times[name]["plain"].median, times[name]["scan"].median
         ratio, low, high = ratios(times[name])
-        extra = f" {times[name]['floor'].median / plain:.2f} |" if floor else ""
+        extra = (
+            f" {times[name]['floor'].median / plain:.2f} | {times[name]['gradients'].median / plain:.2f} |"
+            if floor
+            else ""
+        )
         print(
             f"| {name} | {layers} | {plain * 1e3:.2f} | {scan * 1e3:.2f} | {ratio:.2f} ({low:.2f}–{high:.2f}) |{extra}"
         )
 
 
 def _floor_note(times: dict[str, Timing]) -> str:
-    plain, scan, floor = times["plain"], times["scan"], times["floor"]
+    plain, scan, floor, grads = times["plain"], times["scan"], times["floor"], times["gradients"]
     return (
         f"floor (run_floor) {floor.median * 1e3:.1f} ms/batch = {floor.median / plain.median:.2f}× plain "
-        f"(minimums {floor.minimum / plain.minimum:.2f}×); scan / floor {scan.median / floor.median:.2f}"
+        f"(minimums {floor.minimum / plain.minimum:.2f}×); scan / floor {scan.median / floor.median:.2f}; "
+        f"gradients only (run_gradients_floor) {grads.median / plain.median:.2f}× plain "
+        f"(minimums {grads.minimum / plain.minimum:.2f}×)"
     )
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "gradscope"
@@ -168,3 +171,27 @@ def test_every_benchmark_script_imports() -> None:
         cwd=root,
     )
     assert len(scripts) >= 7 and out.returncode == 0, out.stderr[-2000:]
+
+
+def _load_benchmark(name: str) -> Any:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("mode", ["plain", "scan", "floor", "gradients"])
+def test_overhead_modes_run_and_leave_the_model_as_it_was(mode: str) -> None:
+    """Every timed mode of benchmarks/overhead.py (the scan, the plain baseline and both floors) runs on an MLP and
+    on a convnet with BatchNorm, and leaves no gradient and no changed weight behind (running statistics do change:
+    the plain run trains BatchNorm). A round that left ``.grad`` set would make the next one accumulate."""
+    overhead = _load_benchmark("overhead")
+    for case in (overhead.cases(True)["tanh60x64"], overhead.cases(True)["cnn"]):
+        model, batches = overhead.setup(case, torch.device("cpu"))
+        before = [p.detach().clone() for p in model.parameters()]
+        overhead.TIMED[mode](model, batches[:2])
+        assert all(p.grad is None for p in model.parameters())
+        assert all(torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))

@@ -321,6 +321,17 @@ CASES: list[Case] = [
         {"m.py": "from torch import nn\n\nmodel = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2))\n"},
     ),  # fmt: skip
     Case(
+        "second-sequence-passed-as-none",
+        (M,),
+        ("forward failed in layer 'tgt_emb' (Embedding)", "passed None for forward()'s argument 2", "example_inputs()"),
+        {
+            "m.py": "from torch import nn\n\n\nclass Seq2Seq(nn.Module):\n    def __init__(self):\n"
+            "        super().__init__()\n        self.src_emb = nn.Embedding(10, 4)\n"
+            "        self.tgt_emb = nn.Embedding(10, 4)\n\n"
+            "    def forward(self, src, tgt):\n        return self.src_emb(src) + self.tgt_emb(tgt)\n"
+        },
+    ),
+    Case(
         "input-dtype-for-embedding",
         (M, "--input-dtype", "float32"),
         ("token ids", "--input-dtype int64"),
@@ -358,6 +369,20 @@ CASES: list[Case] = [
         (M,),
         ("probe batch 0 (example_inputs) is a str",),
         {"m.py": with_hooks("def example_inputs():\n    return 'x.png'\n")},
+    ),
+    Case(
+        "example-inputs-tensors-in-an-object",
+        (M,),
+        (
+            "probe batch 0 (example_inputs) contains no tensor gradscope can see",
+            "found a SimpleNamespace",
+            "namedtuple",
+        ),
+        {
+            "m.py": with_hooks(
+                "def example_inputs():\n    import types\n    return (types.SimpleNamespace(x=torch.zeros(4, 8)),)\n"
+            )
+        },
     ),
     Case(
         "example-inputs-raises",

@@ -757,3 +757,21 @@ def test_model_kwargs_from_a_config_are_not_blamed_on_the_option(tmp_path: Path)
     line = error_line(run, "depth")
     assert "given in --model-kwargs" not in line, line
     assert "kwargs_in_config.yaml" in line or "model.kwargs" in line, line
+
+
+def test_a_module_whose_train_method_trains_is_probed_and_trialled_without_calling_it() -> None:
+    """The forward-forward example's layers define ``train(x_pos, x_neg)``: putting the model in training mode goes
+    around that method (``model.train()`` would fail, in torch too), and the flags come back as they were."""
+    from test_probes import ForwardForwardLayer
+
+    torch.manual_seed(0)
+    model = nn.Sequential(ForwardForwardLayer(12, 8), ForwardForwardLayer(8, 8), nn.Linear(8, 3))
+    for m in model.modules():
+        m.training = False  # model.eval() would call the layers' train()
+    report = gradscope.scan(model, [torch.randn(16, 12)])
+    assert report.layer("0").grad_rms is not None
+    assert not any(m.training for m in model.modules())
+    g = torch.Generator().manual_seed(1)
+    data = (torch.randn(48, 12, generator=g), torch.randint(0, 3, (48,), generator=g))
+    trial = gradscope.run_trial(model, candidates={}, data=data, steps=3, seeds=1, batch_size=8)
+    assert trial.arms and not any(m.training for m in model.modules())

@@ -264,6 +264,63 @@ def test_a_subclass_is_not_a_use(tmp_path: Path) -> None:
     assert "several model classes" in message and "A" in message and "B" in message
 
 
+def test_a_class_used_only_by_one_that_needs_arguments_is_no_leader(tmp_path: Path) -> None:
+    """llama2.c's model.py: Transformer uses TransformerBlock (which needs layer_id too), which uses Attention.
+    With --model-kwargs for Transformer, Attention can be built as well, but it is not top-level."""
+    source = """
+        class Attention(nn.Module):
+            def __init__(self, dim):
+                super().__init__()
+                self.wq = nn.Linear(dim, dim)
+        class TransformerBlock(nn.Module):
+            def __init__(self, layer_id, dim):
+                super().__init__()
+                self.attention = Attention(dim)
+        class Transformer(nn.Module):
+            def __init__(self, dim):
+                super().__init__()
+                self.layers = nn.ModuleList([TransformerBlock(i, dim) for i in range(2)])
+    """
+    path = write(tmp_path, "m.py", source)
+    loaded = load(path, model_kwargs={"dim": 4})
+    assert type(loaded.module).__name__ == "Transformer"
+
+
+def test_a_mixin_is_not_a_model(tmp_path: Path) -> None:
+    """pytorch/examples SNLI: the parameter-free ``Bottle`` is mixed into ``Linear(Bottle, nn.Linear)``; with no
+    arguments it is the only class that can be built, and it is not the model."""
+    source = """
+        class Bottle(nn.Module):
+            def forward(self, x):
+                return super().forward(x)
+        class Linear(Bottle, nn.Linear):
+            pass
+        class Classifier(nn.Module):
+            def __init__(self, width):
+                super().__init__()
+                self.out = Linear(width, 3)
+    """
+    path = write(tmp_path, "m.py", source)
+    message = load_error(path)
+    assert "Classifier needs argument(s) width" in message and "Bottle" not in message
+    assert type(load(path, model_kwargs={"width": 4}).module).__name__ == "Classifier"
+
+
+def test_the_hint_to_pick_a_class_says_what_it_needs(tmp_path: Path) -> None:
+    source = """
+        class Generator(nn.Module):
+            def __init__(self, ngpu):
+                super().__init__()
+                self.fc = nn.Linear(2, 2)
+        class Discriminator(nn.Module):
+            def __init__(self, ngpu):
+                super().__init__()
+                self.fc = nn.Linear(2, 2)
+    """
+    message = load_error(write(tmp_path, "m.py", source))
+    assert "pick one with" in message and """:Generator --model-kwargs '{"ngpu": """ in message
+
+
 # -- dict keyword arguments become config objects ------------------------------------------------------------
 
 
@@ -450,6 +507,15 @@ def test_same_helper_name_in_two_directories(tmp_path: Path) -> None:
         write(folder, "m.py", "from gs_shared_helper import WIDTH\nmodel = nn.Linear(WIDTH, 1)\n")
     assert load(str(tmp_path / "d2" / "m.py")).module.in_features == 2
     assert load(str(tmp_path / "d5" / "m.py")).module.in_features == 5
+
+
+def test_helper_with_a_module_getattr_is_forgotten_like_any_other(tmp_path: Path) -> None:
+    """A helper whose module-level ``__getattr__`` answers every name (``__path__`` = 1 here) is read from its
+    namespace, not asked: it used to turn every load of the file into an internal error."""
+    write(tmp_path, "gs_lazy_helper.py", "WIDTH = 3\ndef __getattr__(name):\n    return 1\n", header=False)
+    path = write(tmp_path, "m.py", "from gs_lazy_helper import WIDTH\nmodel = nn.Linear(WIDTH, 1)\n")
+    assert load(path).module.in_features == 3
+    assert "gs_lazy_helper" not in sys.modules
 
 
 def test_argv_seen_by_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -135,6 +135,26 @@ class EmbeddingRegisteredLast(nn.Transformer):
         return self.decoder(self.encoder(self.emb(src)))
 
 
+class ForwardForwardLayer(nn.Linear):
+    """Like pytorch/examples' mnist_forward_forward ``Layer``: a Linear subclass with a ReLU child, its own
+    forward(), and a ``train`` method that trains it (so ``model.train()`` fails on it, in torch as here)."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__(n_in, n_out)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(torch.mm(x / (x.norm(2, 1, keepdim=True) + 1e-4), self.weight.T) + self.bias)
+
+    def train(self, x_pos: torch.Tensor, x_neg: torch.Tensor) -> None:  # type: ignore[override]
+        raise AssertionError("gradscope must not call the model's own training method")
+
+
+def test_a_layer_subclass_whose_children_keep_the_shape_is_read_as_its_base() -> None:
+    model = nn.Sequential(ForwardForwardLayer(12, 8), ForwardForwardLayer(8, 8))
+    assert batches_for(model)[0].shape == (4, 12)
+
+
 class SequenceFirstLM(nn.Module):
     def __init__(self, with_init: bool) -> None:
         super().__init__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from functools import partial
 
@@ -462,6 +463,23 @@ def test_rnn_swapped_for_a_gru_with_the_same_interface() -> None:
     assert "nn.GRU(6, 10, num_layers=2, batch_first=True, bidirectional=True)" in code_change(model, [swap])
     not_rnn = Suggestion(Remedy.GATED_RECURRENT, ("head",), Where.REPLACE, {"module": "GRU"}, "test")
     assert "not an nn.RNN" in apply(model, [not_rnn]).skipped[0][1]
+
+
+def test_code_change_quotes_a_module_name_that_is_no_identifier() -> None:
+    """``add_module`` takes any string: a name with a line break or a space is quoted in the code, so it can neither
+    break a line of it nor add one (the renderers keep the code's own line breaks)."""
+    from gradscope.remedies.code import code_change
+    from gradscope.results import Suggestion
+    from gradscope.vocab import Remedy, Where
+
+    model = nn.Module()
+    model.add_module("evil\nimport os", nn.Linear(4, 4))
+    model.add_module("two words", nn.Linear(4, 4))
+    norm = Suggestion(Remedy.NORMALIZATION, ("evil\nimport os", "two words"), Where.AFTER, {"norm": "LayerNorm"}, "t")
+    code = code_change(model, [norm])
+    assert "model.get_submodule('evil\\nimport os')" in code and "model.get_submodule('two words')" in code
+    assert not any(line.startswith("import") for line in code.splitlines())
+    assert all(re.fullmatch(r"\w+", attr) for attr in re.findall(r"self\.(\S+) =", code))
 
 
 class _SharedLoop(nn.Module):

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from gradscope.errors import OutputError
 from gradscope.report import fmt, render_json, render_markdown, render_terminal, write_atomic
+from gradscope.report.html import render_html
 from gradscope.results import (
     Finding,
     Fix,
@@ -310,6 +311,33 @@ def test_terminal_prints_every_row_of_a_long_model(make_report: MakeReport) -> N
     md = render_markdown(report)
     assert "<details><summary>Layers (150, forward order)</summary>" in md
     assert md.count("`fc`") + md.count("`act`") == 150
+
+
+def test_fix_code_keeps_its_lines_and_cleans_each(make_report: MakeReport) -> None:
+    """The code to paste is several lines: shown line by line (it used to print as one line of literal \\n), each
+    line still cleaned of what a terminal would act on (a name's escape sequence)."""
+    code = "nn.Sequential(\n    nn.Linear(4, 4),\n    nn.BatchNorm1d(4),  # \u2190 gradscope\n)\n# at 'red\x1b[31m'"
+    report = make_report(fix=Fix(applied=(PSEUDO_NORM,), report=make_report(), code=code))
+    terminal = render_text(lambda console: render_terminal(report, console))
+    for text in (terminal, render_markdown(report)):
+        assert "nn.Sequential(\n" in text and "\\n" not in text
+        assert "    nn.Linear(4, 4),\n" in text and ")\n" in text
+        assert "\x1b" not in text and "red\\x1b[31m" in text
+
+
+def test_every_status_renders_in_every_format(make_report: MakeReport) -> None:
+    """A layer of each status, in one report: every renderer knows every status (the terminal's colour table had no
+    entry for 'gated', so the default output of any model with a closed gate was an internal error)."""
+    layers = [
+        _layer(i, f"layer{i}", "Linear", (16, 8), 72, 1e-3, 1e-3, status=status) for i, status in enumerate(Status)
+    ]
+    report = make_report(layers)
+    terminal = render_text(lambda console: render_terminal(report, console))
+    markdown = render_markdown(report)
+    html = render_html(report)
+    for status in Status:
+        assert status.value in terminal and status.value in markdown and status.value in html
+    assert {layer["status"] for layer in strict_json(render_json(report))["layers"]} == {s.value for s in Status}
 
 
 def test_terminal_narrow_console_does_not_crash(vanishing: Report, broken: Report) -> None:

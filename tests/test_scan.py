@@ -126,6 +126,55 @@ def test_adam_rescales_a_rectifier_like_stack_so_its_attenuation_is_a_warning() 
     assert rules(sgd)["vanishing_gradient"] is Severity.ERROR and sgd.probe.optimizer == "sgd"
 
 
+def test_a_tied_head_with_its_own_bias_says_what_it_shares() -> None:
+    """word_language_model's tied decoder: the weight is the embedding's, the bias its own. It is counted with its
+    bias only, and says which layer holds the rest, so a large bias gradient reads as what it is."""
+
+    class TiedLM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(50, 16)
+            self.rnn = nn.GRU(16, 16, batch_first=True)
+            self.decoder = nn.Linear(16, 50)
+            self.decoder.weight = self.embed.weight
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.decoder(self.rnn(self.embed(ids))[0])
+
+    torch.manual_seed(0)
+    report = scan(TiedLM(), [torch.randint(0, 50, (4, 6)) for _ in range(2)])
+    decoder = report.layer("decoder")
+    assert decoder.shares_parameters_with == "embed" and decoder.parameters == 50
+    assert report.layer("embed").shares_parameters_with is None
+
+
+def test_a_gate_whose_branch_one_batch_drops_is_still_a_gate() -> None:
+    """ConvNeXt at batch 4: stochastic depth can drop a block's branch for the whole last probe batch, leaving its
+    LayerScale gate without a gradient in that batch only. The gate is told from its largest gradient over the
+    batches, not the last batch's, so the layers behind it are gated, not an error."""
+
+    class DropLastBatch(nn.Module):
+        """x + γ·f(x) with γ = 1e-6 (LayerScale); the branch is dropped on every fourth call, as stochastic depth
+        with all samples dropped."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.f = nn.Sequential(nn.Linear(16, 16), nn.GELU(), nn.Linear(16, 16))
+            self.gamma = nn.Parameter(torch.full((16,), 1e-6))
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return x if self.calls % 4 == 0 else x + self.gamma * self.f(x)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), DropLastBatch(), nn.Linear(16, 3))
+    report = scan(model, [torch.randn(8, 8) for _ in range(4)])
+    assert "error" not in {f.severity.value for f in report.findings}, report.findings
+    assert rules(report).get("gated_at_init") is Severity.INFO
+    assert report.layer("1.f.0").status is Status.GATED
+
+
 def test_tied_frozen_unused_are_reported_as_what_they_are() -> None:
     model, report = scan_fixture(M.TiedFrozenUnused)
     statuses = {layer.name: layer.status for layer in report.layers}

@@ -11,6 +11,7 @@ import torch
 from fixtures import standard as S
 
 import gradscope
+from gradscope.config import Config
 from gradscope.vocab import Rule, Severity, Status
 
 FIXTURES = {cls.__name__: cls for cls in S.ALL}
@@ -71,6 +72,45 @@ def test_hugging_face_models_have_no_error_verdict(name: str) -> None:
     report = _scan(name)
     assert report.healthy, [(f.rule, f.message) for f in report.findings if f.severity is Severity.ERROR]
     assert "residual" not in {s.remedy.value for s in report.suggestions}
+
+
+def test_a_pre_norm_transformer_with_scaled_residual_projections_has_nothing_to_say() -> None:
+    """minGPT: the small residual projections sit in chains a norm layer cuts after a layer or two, so their size
+    next to the head's is no forward growth; a zero bias or position table is no gate (it adds, it gates nothing)."""
+    report = _scan("MinGPT")
+    assert not [(f.rule, f.message) for f in report.findings if f.severity is not Severity.INFO]
+    assert Rule.GATED_AT_INIT not in {f.rule for f in report.findings}
+
+
+def test_a_zero_parameter_that_only_adds_or_joins_is_no_gate() -> None:
+    """torchvision's ViT: the zero head is a gate; its zero class token, joined to the patches by ``cat``, holds
+    nothing shut (read from the autograd graph), so it is neither named a gate nor redrawn for the re-probe."""
+    report = _scan("ViT")
+    gated = next(f for f in report.findings if f.rule == Rule.GATED_AT_INIT)
+    assert set(gated.evidence["gates"]) == {"head.weight"}, gated.evidence["gates"]
+
+
+def test_additive_parameters_are_told_from_the_graph() -> None:
+    from gradscope.torchutil import additive_parameters
+
+    table, token, gain = (torch.nn.Parameter(torch.zeros(1, 3, 4)) for _ in range(3))
+    weight = torch.nn.Parameter(torch.zeros(4, 4))
+    x = torch.randn(2, 3, 4)
+    h = torch.cat([token.expand(2, -1, -1)[:, :1], x], dim=1)[:, 1:] + table
+    out = (gain * h) @ weight.T
+    assert additive_parameters([out]) == {id(table), id(token)}
+
+
+def test_sgd_vanishing_in_a_normalized_residual_model_gets_gradient_scale_fixes_only() -> None:
+    """Under SGD the attention-score projections of a transformer get gradients far below the rest (README,
+    Limitations): an error, but more norm layers or a re-init for a shrinking signal are not its fix in a model that
+    already normalizes and adds skip connections (Swin); the fixes left act on the gradient's scale."""
+    model, inputs = FIXTURES["Swin"](), S.fixture_inputs("Swin")
+    config = Config().with_overrides({"diagnose.optimizer": "sgd"})
+    report = gradscope.scan(model, [inputs] * 4, config=config)
+    assert Rule.VANISHING_GRADIENT in {f.rule for f in report.findings}
+    remedies = {s.remedy.value for s in report.suggestions}
+    assert "rescale" in remedies and not remedies & {"normalization", "init", "clip", "residual"}, remedies
 
 
 def test_a_broken_stack_is_no_gate() -> None:

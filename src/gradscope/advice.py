@@ -350,10 +350,22 @@ def _backward_fixes(
     (tuning half included) and lost to normalization on the zoo's tuning-half SGD model (0.93 vs 0.98)."""
     out = _backward_only(layers, facts, diagnosis, config, shape)
     backward_only = (Remedy.PSEUDO_NORM, Remedy.RESCALE)
-    forward = _forward_fixes(layers, facts, (Rule.VANISHING_GRADIENT,), config, shape, why=_SHRINKING)
+    forward = (
+        []
+        if _normalized_residual(facts, shape)
+        else _forward_fixes(layers, facts, (Rule.VANISHING_GRADIENT,), config, shape, why=_SHRINKING)
+    )
     if len(_weighted(layers, facts)) >= RESIDUAL_FIRST_DEPTH:  # very deep: the identity path leads
         forward.sort(key=lambda s: s.remedy is not Remedy.RESIDUAL)
     return forward + [s for s in out if s.remedy not in backward_only] + [s for s in out if s.remedy in backward_only]
+
+
+def _normalized_residual(facts: Facts, shape: ModelShape) -> bool:
+    """A model with norm layers and skip connections (a pre- or post-norm transformer, a ResNet): its forward
+    signal is kept at scale by design, so a gradient that shrinks without a forward collapse (the attention-score
+    projections of a transformer under SGD) is not fixed by more norm layers or a re-init for a shrinking signal;
+    what is left are the fixes that act on the gradient's scale (rescale, pseudo-norm)."""
+    return shape.skip_connections and any(f.kind is LayerKind.NORM for f in facts.values())
 
 
 # benchmarks/repair.py, tuning half (Adam, vanishing without collapse): from 20 weighted layers on, skip connections

@@ -55,6 +55,8 @@ def diagnose(
     by_design = gated | (gating.owners if gating is not None else frozenset())
     by_design |= {r.name for r in records if r.facts.container}
     stats = [_stats(index, record) for index, record in enumerate(records)]
+    # the reference is a weight gradient's scale: not a gated layer's, not an additive one's (a token's)
+    quiet = quiet | {r.name for r in records if r.additive}
     reference = _reference([s for s in stats if s.name not in quiet], config.reference_layers)
     growth = _forward_growth(stats, records, config.reference_layers, by_design)
     output_side = _reference_layers([s for s in stats if s.name not in quiet], config.reference_layers)
@@ -193,7 +195,7 @@ def _statuses(
     value = grad if grad is not None else (s.signal_rms.median if s.signal_rms is not None else None)
     if _usable(value) and dtype is not None and value < SMALLEST_NORMAL.get(dtype, 0.0) * c.underflow_margin:  # type: ignore[operator]
         found.append(Status.UNDERFLOW)
-    if _usable(grad) and _usable(reference):
+    if _usable(grad) and _usable(reference) and not r.additive:
         ratio = grad / reference  # type: ignore[operator]
         if ratio < c.vanishing_warning:
             found.append(Status.VANISHING)
@@ -405,7 +407,10 @@ class Growth:
     """Forward growth: activation RMS of the deepest weighted layers (Linear/Conv) over the first one's.
 
     Weighted layers only: an embedding table's scale is arbitrary (GPT-style 0.02) and norm layers reset it, so
-    neither says whether the weights amplify the signal layer after layer."""
+    neither says whether the weights amplify the signal layer after layer. Growth compounds only along a chain of
+    weighted layers that no norm layer interrupts, so it is measured along the longest such chain (in execution
+    order): in a pre-norm transformer or a BatchNorm convnet the chains are a layer or two long, and the sizes of
+    layers in different chains say how each is initialised (GPT-2's scaled-down residual projections), not growth."""
 
     ratio: float
     first: str
@@ -419,14 +424,19 @@ class Growth:
 def _forward_growth(
     stats: Sequence[LayerStats], records: Sequence[LayerRecord], count: int, gated: frozenset[str] = frozenset()
 ) -> Growth | None:
-    sizes = [
-        (s, s.activation_rms.median)
-        for s, r in zip(stats, records, strict=True)
-        if r.facts.fan_in is not None
-        and s.name not in gated
-        and s.activation_rms is not None
-        and _usable(s.activation_rms.median)
-    ]
+    chains: list[list[tuple[LayerStats, float]]] = [[]]
+    for s, r in zip(stats, records, strict=True):
+        if r.facts.kind is LayerKind.NORM:
+            if chains[-1]:
+                chains.append([])
+        elif (
+            r.facts.fan_in is not None
+            and s.name not in gated
+            and s.activation_rms is not None
+            and _usable(s.activation_rms.median)
+        ):
+            chains[-1].append((s, s.activation_rms.median))
+    sizes = max(chains, key=len)
     if len(sizes) < 2:
         return None
     tail = sorted(size for _, size in sizes[-count:])

@@ -38,24 +38,33 @@ def worth_checking(diagnosis: Diagnosis) -> bool:
     )
 
 
-def find(model: nn.Module, reference: float | None, config: DiagnoseConfig) -> list[Candidate]:
-    """Parameters closed next to their nominal scale whose gradient (``.grad``, the last probe batch's) is alive.
-    One fused norm call and one host read for all parameters."""
+def find(
+    model: nn.Module, reference: float | None, config: DiagnoseConfig, grad_norms: Mapping[int, float]
+) -> list[Candidate]:
+    """Parameters closed next to their nominal scale whose gradient is alive: ``grad_norms`` (id(parameter) → its
+    largest gradient norm over the probe batches, as the recorder keeps it), else ``.grad`` (the last batch's). One
+    fused norm call and one host read for all parameters."""
     if reference is None or not math.isfinite(reference) or reference <= 0:
         return []
     named = [
         (name, p)
         for name, p in model.named_parameters()
-        if p.requires_grad and p.grad is not None and p.is_floating_point() and not _is_bias(name)
+        if p.requires_grad
+        and (id(p) in grad_norms or p.grad is not None)
+        and p.is_floating_point()
+        and not _is_bias(name)
     ]
     if not named:
         return []
-    tensors = [p.detach() for _, p in named] + [p.grad.detach() for _, p in named if p.grad is not None]
+    unknown = [p for _, p in named if id(p) not in grad_norms]  # measured per call: only .grad says
+    tensors = [p.detach() for _, p in named] + [p.grad.detach() for p in unknown if p.grad is not None]
     with torch.no_grad():
         host = torch.stack([n.to(tensors[0].device) for n in norms(tensors)]).cpu().tolist()
     n = len(named)
+    from_grad = dict(zip((id(p) for p in unknown), host[n:], strict=True))
     closed: list[tuple[str, nn.Parameter, float, float]] = []
-    for (name, p), weight_norm, grad_norm in zip(named, host[:n], host[n:], strict=True):
+    for (name, p), weight_norm in zip(named, host[:n], strict=True):
+        grad_norm = grad_norms[id(p)] if id(p) in grad_norms else from_grad[id(p)]
         rms = weight_norm / math.sqrt(p.numel())
         if rms <= config.gate_closed * _nominal(p):
             closed.append((name, p, rms, grad_norm / math.sqrt(p.numel()) / reference))
@@ -71,7 +80,9 @@ def find(model: nn.Module, reference: float | None, config: DiagnoseConfig) -> l
 
 
 def _is_bias(name: str) -> bool:
-    return name.rsplit(".", 1)[-1].startswith("bias")
+    """A bias adds, it gates nothing: ``bias``, ``bias_ih_l0``, and MultiheadAttention's ``in_proj_bias``."""
+    last = name.rsplit(".", 1)[-1]
+    return last.startswith("bias") or last.endswith("_bias")
 
 
 def _nominal(p: torch.Tensor) -> float:

@@ -185,15 +185,22 @@ def _forget_local_modules(before: set[str], directory: str, search_path: list[st
     """
     roots = sorted({os.path.abspath(p or os.curdir) for p in search_path}, key=len, reverse=True)
     for name in set(sys.modules) - before:
-        mod = sys.modules.get(name)
-        locations = [getattr(mod, "__file__", None), *list(getattr(mod, "__path__", None) or [])]
-        for location in locations:
-            if not isinstance(location, str):
-                continue
+        for location in _locations(sys.modules.get(name)):
             owner = next((r for r in roots if _is_within(os.path.abspath(location), r)), None)
             if owner == directory:
                 sys.modules.pop(name, None)
                 break
+
+
+def _locations(module: object) -> list[str]:
+    """Where a module was loaded from, read from its namespace: a module-level ``__getattr__`` answers any name
+    (``__path__`` included) with whatever it likes, and sys.modules may hold objects that are not modules."""
+    try:
+        namespace = vars(module)
+        found = [namespace.get("__file__"), *(namespace.get("__path__") or ())]
+    except Exception:  # no namespace, or a __path__ that is not a list of paths
+        return []
+    return [location for location in found if isinstance(location, str)]
 
 
 def _is_within(location: str, root: str) -> bool:
@@ -285,8 +292,9 @@ def _discover(
 
     uses = _class_uses(namespace)
     classes = _ranked(_defined_classes(namespace), uses)
+    top = _top_level(classes, uses)  # over every class: one used only by a class that needs arguments is no leader
     usable = [cls for cls in classes if _unsatisfied(cls, kwargs) == ([], [])]
-    leaders = _top_level(usable, uses)
+    leaders = [cls for cls in usable if cls in top]
     if len(usable) == 1 or len(leaders) == 1:
         cls = usable[0] if len(usable) == 1 else leaders[0]
         return _instantiate(cls, cls.__name__, kwargs, path, label), cls.__name__
@@ -294,15 +302,18 @@ def _discover(
         names = ", ".join(cls.__name__ for cls in usable)
         first = (leaders or usable)[0].__name__
         raise ModelLoadError(f"{path}: several model classes could be built ({names}); pick one with {path}:{first}")
-    leaders = _top_level(classes, uses)
-    if len(leaders) == 1:  # the one top-level class needs arguments: say which, and how to pass them
-        cls = leaders[0]
+    if len(top) == 1:  # the one top-level class needs arguments: say which, and how to pass them
+        cls = top[0]
         return _instantiate(cls, cls.__name__, kwargs, path, label), cls.__name__
     candidates = _candidates(namespace)
     if candidates:
         example = candidates[0].split(" ")[0]
+        obj = getattr(namespace, example, None)
+        missing = _unsatisfied(obj, {})[0] if isinstance(obj, type) else []
+        extra = f" --model-kwargs {_kwargs_example(obj, missing)}" if isinstance(obj, type) and missing else ""
         raise ModelLoadError(
-            f"{path}: no model found by discovery (candidates: {', '.join(candidates)}); pick one with {path}:{example}"
+            f"{path}: no model found by discovery (candidates: {', '.join(candidates)}); pick one with "
+            f"{path}:{example}{extra}"
         )
     raise ModelLoadError(
         f"{path}: no nn.Module found; define build_model(), a module-level 'model' instance or an nn.Module "
@@ -357,6 +368,15 @@ def _class_uses(namespace: types.ModuleType) -> Uses:
 
 
 def _defined_classes(namespace: types.ModuleType) -> list[type[nn.Module]]:
+    """The file's own nn.Module classes, less the mixins among them: a class that another one combines with a second
+    base (pytorch/examples SNLI's parameter-free ``Bottle`` in ``class Linear(Bottle, nn.Linear)``) is a part,
+    not a model. A class merely subclassed stays a candidate (``class B(A)`` leaves both)."""
+    classes = _own_classes(namespace)
+    mixins = {id(base) for cls in classes if len(cls.__bases__) > 1 for base in cls.__bases__}
+    return [cls for cls in classes if id(cls) not in mixins] or classes
+
+
+def _own_classes(namespace: types.ModuleType) -> list[type[nn.Module]]:
     seen: dict[int, type[nn.Module]] = {}
     for obj in vars(namespace).values():
         if (
@@ -386,6 +406,12 @@ def _candidates(namespace: types.ModuleType) -> list[str]:
         elif name in FACTORY_NAMES and callable(obj):
             found.append((False, f"{name} (factory)"))
     return [text for _, text in sorted(found, key=lambda item: item[0])]
+
+
+def _kwargs_example(obj: Callable[..., Any], missing: list[str]) -> str:
+    """The ``--model-kwargs`` value that names each missing argument, quoted for a shell."""
+    example = ", ".join(f'"{arg}": {_example_value(obj, arg)}' for arg in missing)
+    return f"'{{{example}}}'"
 
 
 def _unsatisfied(obj: Callable[..., Any], kwargs: Mapping[str, Any]) -> tuple[list[str], list[str]]:
@@ -422,9 +448,9 @@ def _instantiate(obj: Any, name: str, kwargs: dict[str, Any], where: str, label:
         raise ModelLoadError(f"{where}:{name} is a {type(obj).__name__}, not an nn.Module class, factory or instance")
     missing, unknown = _unsatisfied(obj, kwargs)
     if missing:
-        example = ", ".join(f'"{arg}": {_example_value(obj, arg)}' for arg in missing)
         raise ModelLoadError(
-            f"{where}:{name} needs argument(s) {', '.join(missing)}; pass them with --model-kwargs '{{{example}}}'"
+            f"{where}:{name} needs argument(s) {', '.join(missing)}; pass them with --model-kwargs "
+            f"{_kwargs_example(obj, missing)}"
         )
     if unknown:
         raise ModelLoadError(f"{where}:{name} does not take argument(s) {', '.join(unknown)} given in {label}")

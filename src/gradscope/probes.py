@@ -186,6 +186,15 @@ def _user_batches(hook: Any, n: int, seed: int) -> list[Batch]:
     return batches
 
 
+def _first_opaque(obj: Any) -> Any:
+    """The first value in a batch that is neither a tensor, a tuple, list or dict, nor a plain scalar or string."""
+    if isinstance(obj, Mapping):
+        obj = list(obj.values())
+    if isinstance(obj, (tuple, list)):
+        return next((found for found in map(_first_opaque, obj) if found is not None), None)
+    return None if obj is None or isinstance(obj, (torch.Tensor, bool, int, float, complex, str, bytes)) else obj
+
+
 def _validated(batch: Any, index: int, source: str) -> Batch:
     where = f"probe batch {index} ({source})"
     if not isinstance(batch, (torch.Tensor, tuple, list, Mapping)):
@@ -195,6 +204,12 @@ def _validated(batch: Any, index: int, source: str) -> Batch:
         )
     tensors = list(iter_tensors(batch))
     if not tensors:
+        other = _first_opaque(batch)
+        if other is not None:  # tensors inside an object gradscope does not open (a SimpleNamespace, a custom class)
+            raise ProbeError(
+                f"{where} contains no tensor gradscope can see: it looks inside tuples, lists and dicts only, and "
+                f"found a {type(other).__name__}; pass its tensors in a tuple, a dict or a namedtuple instead"
+            )
         raise ProbeError(f"{where} contains no tensor; return the model's input tensors from {source}()")
     for tensor in tensors:
         if not (tensor.is_floating_point() or tensor.is_complex()):
@@ -422,14 +437,17 @@ def _label(found: tuple[str, nn.Module]) -> str:
 
 def _layers(model: nn.Module, *, root: bool = True) -> Iterator[tuple[str, nn.Module]]:
     """The modules inference can read an input from, in ``named_modules()`` order: known layers and leaves, not
-    containers or shape-keeping layers. A subclass of a known layer that has children and its own forward()
-    (``class TransformerModel(nn.Transformer)``) is a container: its forward() says nothing about torch's."""
+    containers or shape-keeping layers. A subclass of a known layer that has layers inside and its own forward()
+    (``class TransformerModel(nn.Transformer)``) is a container: its forward() says nothing about torch's. One
+    whose only children keep the shape (the forward-forward example's ``Layer(nn.Linear)`` with a ReLU) is read
+    as the layer it extends."""
     for name, module in model.named_modules():
         if not name and not root:
             continue
         has_children = next(module.children(), None) is not None
         if isinstance(module, _KNOWN):
-            if not (has_children and _own_forward(module)):
+            inner = any(not isinstance(child, _PASS_THROUGH) for child in module.children())
+            if not (inner and _own_forward(module)):
                 yield name, module
         elif not has_children and not isinstance(module, _PASS_THROUGH):
             yield name, module

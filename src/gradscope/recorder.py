@@ -124,6 +124,10 @@ class Recorder:
         self._device: torch.device | None = None
         self.batches_recorded = 0
         self.losses: list[float] = []
+        # id(parameter) → its largest gradient norm over the batches: whether a gradient reaches it at all, which
+        # one batch cannot say when stochastic depth drops the whole batch's branch (the gate search reads it)
+        self.largest_grad_norm: dict[int, float] = {}
+        self._grad_params: list[nn.Parameter] = []  # this batch's "grad_norm" values, in order
 
     # -- discovery ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -151,7 +155,7 @@ class Recorder:
                     module,
                     parameters=sum(p.numel() for p in own),
                     trainable=bool(trainable),
-                    shares_parameters_with=shared[0] if shared and not own else None,
+                    shares_parameters_with=shared[0] if shared else None,
                 )
                 layers.append(LayerRecord(facts))
         return taps, layers
@@ -504,6 +508,7 @@ class Recorder:
     def _record_param_grads(self) -> None:
         grads: list[torch.Tensor] = []
         owners: list[int] = []
+        self._grad_params = []
         for index, tap in self._trainable:
             layer = self.layers[index]
             present = [p.grad for p in tap.trainable if p.grad is not None]
@@ -515,9 +520,12 @@ class Recorder:
                 layer.grad_dtype = dtype_name(present[0].dtype)
             if len(self._calls[index]) > 1 and _per_call(tap.module):
                 continue  # measured per call (_append_call_grads): the total is the sum of the calls
-            for g in present:
-                grads.append(g.coalesce().values() if g.is_sparse else g)
-                owners.append(index)
+            for p in tap.trainable:
+                g = p.grad
+                if g is not None:
+                    grads.append(g.coalesce().values() if g.is_sparse else g)
+                    owners.append(index)
+                    self._grad_params.append(p)
             if isinstance(tap.module, EMBEDDINGS) and not present[0].is_sparse:
                 # Rows of tokens absent from the batch get no gradient: count only touched rows, so a large
                 # vocabulary does not read as "vanishing" (README, "Embeddings").
@@ -561,6 +569,10 @@ class Recorder:
                 assert self.profile is not None
                 self.profile.rms.append(values)
                 continue
+            if entry.stat == "grad_norm":
+                largest = self.largest_grad_norm
+                for param, value in zip(self._grad_params, values, strict=True):
+                    largest[id(param)] = max(largest.get(id(param), 0.0), value)
             sums, counts, hits = total[entry.stat], count[entry.stat], seen[entry.stat]
             squared = entry.stat in _NORMS
             for owner, numel, value in zip(entry.layers, entry.numels, values, strict=True):

@@ -130,6 +130,9 @@ class LayerRecord:
     dead_fraction: list[float] = field(default_factory=list)
     grad_missing: int = 0  # batches where trainable parameters had no .grad after backward
     signal_missing: int = 0  # batches where the output needed a gradient and none arrived
+    # every own parameter that got a gradient in batch 0 is only added or joined (a class token, a position table:
+    # torchutil.additive_parameters): its gradient's size is no evidence of vanishing or exploding
+    additive: bool = False
 
     @property
     def name(self) -> str:
@@ -180,3 +183,4 @@ class ModelShape:
 
     skip_connections: bool = False  # a tensor added to a transform of itself (x + f(x))
     ignored_outputs: int = 0  # output tensors with a gradient path that the default loss leaves out
+    additive: frozenset[int] = frozenset()  # ids of the parameters that are only added or joined

@@ -147,7 +147,8 @@ class Fix:
     applied: tuple[Suggestion, ...]
     report: Report  # the patched model's scan, over the same probe batches
     skipped: tuple[tuple[Suggestion, str], ...] = ()  # not applicable in memory, and why
-    code: str = ""  # the change to make in the model's code
+    # the change to make in the model's code: several lines, each shown cleaned (``util.displayed``)
+    code: str = field(default="", metadata={"lines": True})
 
 
 @dataclass(frozen=True)

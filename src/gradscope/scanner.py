@@ -11,7 +11,7 @@ import contextlib
 import math
 import operator
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,17 @@ from .errors import ProbeError
 from .recorder import Recorder
 from .records import Gating, LayerRecord, ModelShape, PositionProfile
 from .results import ModelInfo, ProbeInfo, Report
-from .torchutil import device_of, dtype_name, float_dtype, has_skip_connection, iter_tensors, seeded, threads
+from .torchutil import (
+    additive_parameters,
+    device_of,
+    dtype_name,
+    float_dtype,
+    has_skip_connection,
+    iter_tensors,
+    seeded,
+    set_training,
+    threads,
+)
 from .util import first_line
 
 LossFn = Callable[[Any, Any], torch.Tensor]
@@ -137,6 +147,7 @@ class _Probe:
     culprit: tuple[str, str] | None
     profile: PositionProfile | None
     shape: ModelShape
+    largest_grad_norm: dict[int, float]  # Recorder.largest_grad_norm
 
     def diagnosed(self, config: Config, gating: Gating | None = None) -> Diagnosis:
         return diagnose(
@@ -165,18 +176,21 @@ def _probe(
         seeded(config.probe.seed, device),
         Recorder(model, saturation_derivative=config.diagnose.saturation_derivative, positions=True) as recorder,
     ):
-        model.train(config.probe.mode == "train")
+        set_training(model, config.probe.mode == "train")
         for i, batch in enumerate(batches):
             batch = probes.to_device(batch, device)
-            skip, ignored = _probe_once(model, params, recorder, batch, i, loss_fn, config.probe.seed, batch_dim)
-            shape = shape if i else ModelShape(skip_connections=skip, ignored_outputs=ignored)
+            found = _probe_once(model, params, recorder, batch, i, loss_fn, config.probe.seed, batch_dim)
+            shape = shape if i else found
             if progress is not None:
                 progress(i + 1, len(batches))
+        for index, tap in enumerate(recorder.taps):
+            reached = [p for p in tap.trainable if id(p) in recorder.largest_grad_norm]
+            recorder.layers[index].additive = bool(reached) and all(id(p) in shape.additive for p in reached)
         records = list(recorder.ordered())
         culprit = None
         if any(not math.isfinite(v) for r in records for v in r.activation_rms):
             culprit = locate_nonfinite(model, [probes.to_device(b, device) for b in batches])
-    return _Probe(records, list(recorder.losses), culprit, recorder.profile, shape)
+    return _Probe(records, list(recorder.losses), culprit, recorder.profile, shape, recorder.largest_grad_norm)
 
 
 def _with_gates(
@@ -191,7 +205,9 @@ def _with_gates(
     """The diagnosis with the layers that gates closed at init explain set apart (``gates``): the batches are
     probed again with the gates opened, and what no longer shows was the gates' doing. Gates behind gates (CaiT's
     trunk behind its class-attention gates) come alive once the outer ones are open: up to ``GATE_LEVELS`` rounds."""
-    found = gates.find(model, diagnosis.summary.reference_grad_rms, config.diagnose)
+    found = gates.find(model, diagnosis.summary.reference_grad_rms, config.diagnose, probe.largest_grad_norm)
+    additive = probe.shape.additive  # a parameter that only adds or joins holds nothing shut
+    found = [c for c in found if id(c.param) not in additive]
     after = diagnosis
     opened: list[gates.Candidate] = []
     for _ in range(GATE_LEVELS):
@@ -199,10 +215,11 @@ def _with_gates(
             break
         opened += found
         with gates.opened(opened, config.probe.seed):
-            after = _probe(model, batches, loss_fn, config, device, None).diagnosed(config)
+            reprobe = _probe(model, batches, loss_fn, config, device, None)
+            after = reprobe.diagnosed(config)
             known = {c.gate.parameter for c in opened}
-            found = [c for c in gates.find(model, after.summary.reference_grad_rms, config.diagnose)
-                     if c.gate.parameter not in known]  # fmt: skip
+            found = gates.find(model, after.summary.reference_grad_rms, config.diagnose, reprobe.largest_grad_norm)
+            found = [c for c in found if c.gate.parameter not in known and id(c.param) not in additive]
     gating = gates.explained(opened, _parameter_owners(model), diagnosis, after) if opened else None
     return diagnosis if gating is None else probe.diagnosed(config, gating)
 
@@ -225,16 +242,15 @@ def _probe_once(
     loss_fn: LossFn | None,
     seed: int,
     batch_dim: int = 0,
-) -> tuple[bool, int]:
-    """One forward and backward; returns whether the graph has a skip connection (looked at in batch 0 only) and
-    how many output tensors the default loss left out."""
+) -> ModelShape:
+    """One forward and backward; returns what the graph has (looked at in batch 0 only)."""
     for p in params:
         p.grad = None
     recorder.start_batch(probes.batch_size_of(batch, batch_dim))
     with _kept_grads(params):
-        skip, ignored = _forward_backward(model, recorder, batch, index, loss_fn, seed)
+        shape = _forward_backward(model, recorder, batch, index, loss_fn, seed)
     recorder.end_batch()
-    return skip, ignored
+    return shape
 
 
 @contextlib.contextmanager
@@ -266,7 +282,7 @@ def _kept_grads(params: list[nn.Parameter]) -> Iterator[None]:
 
 def _forward_backward(
     model: nn.Module, recorder: Recorder, batch: Any, index: int, loss_fn: LossFn | None, seed: int
-) -> tuple[bool, int]:
+) -> ModelShape:
     try:
         output = probes.call_model(model, batch)
     except (KeyboardInterrupt, ProbeError):
@@ -289,23 +305,34 @@ def _forward_backward(
             raise ProbeError(f"loss_fn failed on probe batch {index}: {type(exc).__name__}: {first_line(exc)}") from exc
         _check_loss(loss)
     recorder.add_loss(loss)
-    skip = index == 0 and has_skip_connection(loss)
+    shape = ModelShape(ignored_outputs=ignored)
+    if index == 0:  # the graph, before backward frees it
+        shape = ModelShape(has_skip_connection(loss), ignored, frozenset(additive_parameters([loss])))
     try:
         loss.backward()  # type: ignore[no-untyped-call]
     except Exception as exc:
         raise ProbeError(f"backward failed on probe batch {index}: {first_line(exc)}") from exc
-    return skip, ignored
+    return shape
 
 
 def _input_hint(model: nn.Module, batch: Any) -> str:
     """What to check after a failed forward: the float inputs' dtype when it is not the parameters' (probe inputs
-    do not convert the model), else their shape."""
+    do not convert the model), an argument the probe passed as None, else their shape."""
     params = dtype_name(float_dtype(model))
     dtypes = sorted({dtype_name(t.dtype) for t in iter_tensors(batch) if t.is_floating_point()} - {params})
     if dtypes:
         return (
             f"the probe inputs are {'/'.join(dtypes)} but the model's parameters are {params}, and probing does not "
             f"convert the model: pass --input-dtype {params} (or leave it out), or convert the model in its file"
+        )
+    if isinstance(batch, Mapping):
+        nones = [repr(k) for k, v in batch.items() if v is None]
+    else:
+        nones = [f"argument {i + 1}" for i, v in enumerate(batch) if v is None] if isinstance(batch, tuple) else []
+    if nones:
+        return (
+            f"the probe passed None for forward()'s {', '.join(nones)}, as its signature allows (it makes up a second "
+            "sequence only for a transformer decoder): give every input with example_inputs() in the model file"
         )
     return "check --input-shape or the model file's example_inputs()"
 

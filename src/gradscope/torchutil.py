@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 import random
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -88,6 +90,27 @@ def copy_model(model: nn.Module) -> nn.Module:
 # -- randomness ------------------------------------------------------------------------------------------------
 
 
+def set_training(model: nn.Module, mode: bool) -> nn.Module:
+    """``model.train(mode)``, or, where a module's own ``train`` takes other arguments (a method that trains it, as
+    in the forward-forward example, on which ``model.train()`` fails in torch too), every module's flag set
+    directly, which is what ``nn.Module.train`` does."""
+    if all(_takes_mode(m) for m in model.modules()):
+        return model.train(mode)
+    for m in model.modules():
+        m.training = mode
+    return model
+
+
+def _takes_mode(module: nn.Module) -> bool:
+    if type(module).train is nn.Module.train and "train" not in vars(module):
+        return True
+    try:
+        inspect.signature(module.train).bind(True)
+    except (TypeError, ValueError):  # other parameters, or not a function at all
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
     """Seed torch (CPU and ``device``'s CUDA generator), Python's ``random`` and NumPy's global RNG for the block,
@@ -163,6 +186,14 @@ NORMS: tuple[type[nn.Module], ...] = (
     nn.LocalResponseNorm,
     *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
 )
+# Normalization layers of other code, by class name: LLaMA's RMSNorm, T5LayerNorm, apex's FusedLayerNorm (leaves only).
+_NORM_NAME = re.compile(r"(Layer|RMS|Group|Batch|Instance)Norm")
+
+
+def _named_norm(module: nn.Module) -> bool:
+    return bool(_NORM_NAME.search(type(module).__name__)) and next(module.children(), None) is None
+
+
 # Activations nn.init.calculate_gain knows, by the torch.nn class name.
 _GAIN_NAMES = {"Tanh": "tanh", "Sigmoid": "sigmoid", "ReLU": "relu", "LeakyReLU": "leaky_relu", "SELU": "selu"}
 
@@ -182,7 +213,7 @@ def layer_facts(
         conv_dims = len(module.kernel_size)
     elif isinstance(module, EMBEDDINGS):
         kind = LayerKind.EMBEDDING
-    elif isinstance(module, NORMS):
+    elif isinstance(module, NORMS) or _named_norm(module):
         kind = LayerKind.NORM
     elif isinstance(module, nn.RNNBase):
         kind, cell = LayerKind.RECURRENT, {"RNN_TANH": "RNN", "RNN_RELU": "RNN"}.get(module.mode, module.mode)
@@ -278,6 +309,56 @@ def has_skip_connection(output: torch.Tensor, max_nodes: int = 50_000) -> bool:
         if len(inputs) == 2 and (_reaches(inputs[0], inputs[1], order) or _reaches(inputs[1], inputs[0], order)):
             return True
     return False
+
+
+# Autograd nodes that only move, reshape or cast values, and those that add or join them (by class name, digits cut).
+_MOVES = frozenset(
+    f"{name}Backward"
+    for name in ("Expand", "View", "UnsafeView", "Reshape", "Unsqueeze", "Squeeze", "Slice", "Select", "Transpose",
+                 "Permute", "T", "Clone", "Repeat", "AsStrided", "Alias", "ToCopy", "Contiguous")
+)  # fmt: skip
+_JOINS = frozenset({"AddBackward", "SubBackward", "CatBackward", "StackBackward"})
+
+
+def additive_parameters(outputs: Iterable[torch.Tensor], max_nodes: int = 50_000) -> set[int]:
+    """ids of the parameters whose every use, past ops that only move or reshape values, adds or concatenates them
+    (a position table, a class token, a bias). At zero such a parameter holds nothing shut, so it is no gate; and
+    its gradient is the output gradient summed over the samples (and positions), whose size says nothing of how
+    the gradient fares on its way back. Read from the autograd graph behind ``outputs`` before backward; an empty
+    set on a graph of more than ``max_nodes``."""
+    users: dict[Any, list[Any]] = {}
+    stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
+    seen: set[Any] = set(stack)
+    while stack:
+        node = stack.pop()
+        for child, _ in node.next_functions:
+            if child is None:
+                continue
+            users.setdefault(child, []).append(node)
+            if child not in seen:
+                if len(seen) >= max_nodes:
+                    return set()
+                seen.add(child)
+                stack.append(child)
+    found: set[int] = set()
+    for node, direct in users.items():
+        variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf's (parameter's) gradient
+        if not isinstance(variable, torch.Tensor):
+            continue
+        uses, pending, visited = [], list(direct), set()
+        while pending:
+            user = pending.pop()
+            if user in visited:
+                continue
+            visited.add(user)
+            name = type(user).__name__.rstrip("0123456789")
+            if name in _MOVES:
+                pending.extend(users.get(user, []))
+            else:
+                uses.append(name)
+        if uses and all(name in _JOINS for name in uses):
+            found.add(id(variable))
+    return found
 
 
 def _reaches(start: Any, target: Any, order: dict[Any, int]) -> bool:

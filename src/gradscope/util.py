@@ -118,6 +118,13 @@ def displayed(value: T) -> T:
     return _displayed(value, memo)  # type: ignore[no-any-return]
 
 
+def _lines(text: str) -> str:
+    """A text of several lines (a field marked ``metadata={"lines": True}``: code to paste) cleaned line by line,
+    its line breaks kept."""
+    cleaned = "\n".join(clean(line) for line in text.split("\n"))
+    return text if cleaned == text else cleaned
+
+
 def _displayed(value: Any, memo: dict[int, Any]) -> Any:
     if isinstance(value, enum.Enum) or value is None or isinstance(value, (bool, int, float)):
         return value
@@ -128,7 +135,13 @@ def _displayed(value: Any, memo: dict[int, Any]) -> Any:
         return memo[key]
     result: Any = value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {f.name: _displayed(getattr(value, f.name), memo) for f in dataclasses.fields(value) if f.init}
+        changes = {
+            f.name: _lines(getattr(value, f.name))
+            if f.metadata.get("lines")
+            else _displayed(getattr(value, f.name), memo)
+            for f in dataclasses.fields(value)
+            if f.init
+        }
         if any(changes[name] is not getattr(value, name) for name in changes):
             result = dataclasses.replace(value, **changes)
     elif isinstance(value, Mapping):

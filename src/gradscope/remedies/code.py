@@ -6,6 +6,7 @@ it is the attribute path with the two lines to add (one in ``__init__``, one in 
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -117,7 +118,7 @@ def _structural(model: nn.Module, after: dict[str, list[str]], replaced: dict[st
             out += [f"    {text},{_NEW}" for text in after.get(name, [])]
         out.append(")")
     for name in loose:
-        attr = "_".join(name.split(".")) or "root"
+        attr = re.sub(r"\W", "_", "_".join(name.split("."))) or "root"
         for text in after.get(name, []):
             new = f"self.{attr}_{text.split('(')[0].split('.')[-1].lower()}"
             out += [
@@ -134,7 +135,8 @@ def _ctor(module: nn.Module) -> str:
     if next(module.children(), None) is not None:
         return f"{type(module).__name__}(...)"
     prefix = "nn." if type(module).__module__.startswith("torch.nn") else ""
-    return f"{prefix}{type(module).__name__}({module.extra_repr()})"
+    arguments = module.extra_repr()
+    return f"{prefix}{type(module).__name__}({arguments if arguments.isprintable() else '...'})"
 
 
 def _features(model: nn.Module, name: str) -> int | str:
@@ -143,10 +145,16 @@ def _features(model: nn.Module, name: str) -> int | str:
 
 
 def _path(name: str, root: str = "model") -> str:
+    """``model.blocks[0].fc``; a name that is no identifier (``add_module`` takes any string) as a quoted
+    ``get_submodule`` call, so no name can break a line of the code or add one."""
     out = root
     for part in name.split("."):
-        if part:
-            out += f"[{part}]" if part.isdigit() else f".{part}"
+        if part.isdigit():
+            out += f"[{part}]"
+        elif part.isidentifier():
+            out += f".{part}"
+        elif part:
+            out += f".get_submodule({part!r})"
     return out
 
 

@@ -45,6 +45,7 @@ STATUS_STYLE: dict[Status, str] = {
     Status.FROZEN: "dim",
     Status.DISCONNECTED: "dim",
     Status.ZERO: "dim",
+    Status.GATED: "dim",  # closed by design at init: opens when training
 }
 
 SEVERITY_STYLE: dict[Severity, str] = {

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from .. import probes
 from ..errors import GradscopeError, ProbeError
 from ..loading import ModelFileHooks
-from ..torchutil import device_of, float_dtype
+from ..torchutil import device_of, float_dtype, set_training
 from ..util import describe
 from .results import TOKEN_LAG
 
@@ -103,7 +103,7 @@ def synthetic_task(model: nn.Module, example: Any, *, seed: int, samples: int) -
         )
     try:
         with torch.no_grad(), kept_mode(model):
-            model.eval()
+            set_training(model, False)
             out = output_tensor(probes.call_model(model, batch))
     except ProbeError:
         raise

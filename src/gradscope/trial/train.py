@@ -17,7 +17,7 @@ from ..errors import ConfigError, GradscopeError, ProbeError
 from ..remedies.apply import Options, Patched, apply
 from ..remedies.pseudonorm import reference_scale
 from ..results import Suggestion
-from ..torchutil import copy_model, device_of, seeded, threads
+from ..torchutil import copy_model, device_of, seeded, set_training, threads
 from ..util import describe
 from ..vocab import Optimizer, Remedy
 from .data import (
@@ -273,7 +273,7 @@ def _pseudo_norm_scale(
     )
     if layer is None:
         return None
-    probe = copy_model(model).train()
+    probe = set_training(copy_model(model), True)
     with seeded(seed, device_of(model)):
         return reference_scale(probe, layer, lambda: _loss(_forward(probe, x, UNTREATED, 0, source), y, task, source))
 
@@ -298,7 +298,7 @@ def _train(
         if opt is Optimizer.SGD
         else torch.optim.Adam(params, lr=lr, foreach=True)
     )
-    patched.train()
+    set_training(patched, True)
     pending: list[Tensor] = []
     losses: list[float] = []
     steps = int(order.shape[0])
@@ -368,7 +368,7 @@ def _loss(output: Tensor, y: Tensor, task: Task, source: str) -> Tensor:
 def _evaluate(
     model: nn.Module, inputs: Tensor, targets: Tensor, idx: Tensor, task: Task
 ) -> tuple[float | None, float | None]:
-    model.eval()
+    set_training(model, False)
     loss_sum = torch.zeros((), dtype=torch.float64, device=inputs.device)
     correct = torch.zeros((), dtype=torch.float64, device=inputs.device)
     count = 0
@@ -386,7 +386,7 @@ def _evaluate(
                 target = y.reshape(out.shape).float()
                 loss_sum += nn.functional.mse_loss(out.float(), target, reduction="sum").double()
                 count += int(target.numel())
-    model.train()
+    set_training(model, True)
     loss = float(loss_sum.item()) / count
     if not math.isfinite(loss):
         loss = math.nan
@@ -398,7 +398,7 @@ def _classes(model: nn.Module, inputs: Tensor, task: Task) -> int | None:
     if task is not Task.CLASSIFICATION:
         return None
     with torch.no_grad(), kept_mode(model):
-        model.eval()
+        set_training(model, False)
         return int(output_tensor(probes.call_model(model, inputs[:2])).shape[-1])
 
 
