@@ -145,6 +145,24 @@ def test_fail_on_warning(extra: list[str], code: int) -> None:
     assert status["unused"] == "disconnected"
 
 
+def test_a_slow_run_outside_a_terminal_says_where_it_is_now_and_then(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No spinner when stderr is not a terminal (a CI log), and nothing at all for a quick run; a slow one prints
+    one plain line per ``HEARTBEAT_S`` at the next step it reaches."""
+    from gradscope.cli import common
+
+    clock = iter([0.0, 1.0, 31.0, 40.0, 75.0])
+    monkeypatch.setattr(common.time, "monotonic", lambda: next(clock))
+    with common.progress() as tick:
+        for message in ("loading m.py", "probing batch 1/4", "probing batch 2/4", "probing batch 3/4"):
+            tick(message)
+    assert capsys.readouterr().err.splitlines() == [
+        "gradscope: probing batch 1/4 (31 s)",
+        "gradscope: probing batch 3/4 (75 s)",
+    ]
+
+
 def test_fail_on_invalid_value_is_a_usage_error() -> None:
     assert scan_cli(HEALTHY, "--fail-on", "sometimes").code == 2
 

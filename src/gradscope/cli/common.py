@@ -353,16 +353,27 @@ def _color_system() -> Literal["auto"] | None:
     return None if os.environ.get("NO_COLOR") else "auto"
 
 
+# Not in a terminal (a CI log), a slow run says where it is at most once per this many seconds, and only after it.
+HEARTBEAT_S = 30.0
+
+
 @contextmanager
 def progress(after: float = 1.0) -> Iterator[Callable[[str], None]]:
-    """A spinner on stderr, shown only in a terminal and only once the work has taken longer than ``after`` s."""
+    """A spinner on stderr, shown only in a terminal and only once the work has taken longer than ``after`` s.
+    Elsewhere a run that takes longer than ``HEARTBEAT_S`` prints one plain line per such interval, at the next
+    step it reaches (``gradscope: probing batch 2/4 (41 s)``), so a CI log is not silent for minutes."""
     console = stderr_console()
     started = time.monotonic()
+    last_line = started
     status: Any = None
 
     def tick(message: str) -> None:
-        nonlocal status
+        nonlocal status, last_line
         if not console.is_terminal:
+            now = time.monotonic()
+            if now - last_line >= HEARTBEAT_S:
+                console.print(f"gradscope: {clean(message)} ({now - started:.0f} s)", markup=False, soft_wrap=True)
+                last_line = now
             return
         if status is None and time.monotonic() - started > after:
             status = console.status(message)
