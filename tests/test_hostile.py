@@ -775,3 +775,33 @@ def test_a_module_whose_train_method_trains_is_probed_and_trialled_without_calli
     data = (torch.randn(48, 12, generator=g), torch.randint(0, 3, (48,), generator=g))
     trial = gradscope.run_trial(model, candidates={}, data=data, steps=3, seeds=1, batch_size=8)
     assert trial.arms and not any(m.training for m in model.modules())
+
+
+def test_set_training_calls_only_train_methods_that_take_mode() -> None:
+    """A ``train(self, data)`` routine is not called with ``data=False``; where one module's ``train`` is a routine,
+    the other modules' ``train(mode)`` overrides still run (a backbone that keeps its BatchNorm frozen)."""
+    from gradscope.torchutil import set_training
+
+    calls: list[Any] = []
+
+    class Routine(nn.Linear):
+        def train(self, data: Any) -> None:  # type: ignore[override]
+            calls.append(data)
+
+    class FrozenBN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.bn = nn.BatchNorm1d(4)
+
+        def train(self, mode: bool = True) -> FrozenBN:
+            super().train(mode)
+            self.bn.eval()
+            return self
+
+    model = nn.Sequential(FrozenBN(), Routine(4, 2))
+    set_training(model, True)
+    assert calls == [] and model.training and model[1].training
+    assert model[0].training and not model[0].bn.training
+    set_training(model, False)
+    assert calls == [] and not any(m.training for m in model.modules())

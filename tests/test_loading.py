@@ -321,6 +321,40 @@ def test_the_hint_to_pick_a_class_says_what_it_needs(tmp_path: Path) -> None:
     assert "pick one with" in message and """:Generator --model-kwargs '{"ngpu": """ in message
 
 
+def test_a_base_with_its_own_constructor_is_no_mixin(tmp_path: Path) -> None:
+    """Only a class without a constructor of its own is a mixin: ``TracedNet(Net, Hooks)`` leaves ``Net`` (it makes
+    layers) a candidate, and ``Hooks`` none."""
+    source = """
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(16, 2)
+        class Hooks(nn.Module):
+            def extra(self):
+                return 1
+        class TracedNet(Net, Hooks):
+            def __init__(self, path):
+                super().__init__()
+    """
+    assert type(load(write(tmp_path, "m.py", source)).module).__name__ == "Net"
+
+
+def test_a_part_that_builds_is_not_taken_for_the_model_that_needs_arguments(tmp_path: Path) -> None:
+    source = """
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(16, 16)
+        class Net(nn.Module):
+            def __init__(self, depth):
+                super().__init__()
+                self.blocks = nn.Sequential(*[Block() for _ in range(depth)])
+    """
+    path = write(tmp_path, "m.py", source)
+    assert "Net needs argument(s) depth" in load_error(path)
+    assert type(load(path, model_kwargs={"depth": 2}).module).__name__ == "Net"
+
+
 # -- dict keyword arguments become config objects ------------------------------------------------------------
 
 

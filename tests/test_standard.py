@@ -95,9 +95,9 @@ def test_additive_parameters_are_told_from_the_graph() -> None:
 
     table, token, gain = (torch.nn.Parameter(torch.zeros(1, 3, 4)) for _ in range(3))
     weight = torch.nn.Parameter(torch.zeros(4, 4))
-    x = torch.randn(2, 3, 4)
+    x = torch.nn.Linear(4, 4)(torch.randn(2, 3, 4))  # data: computed from the input by a layer
     h = torch.cat([token.expand(2, -1, -1)[:, :1], x], dim=1)[:, 1:] + table
-    out = (gain * h) @ weight.T
+    out = (gain * h) @ (weight + weight.detach()).T  # a weight joined with a constant is still a weight
     assert additive_parameters([out]) == {id(table), id(token)}
 
 
@@ -111,6 +111,18 @@ def test_sgd_vanishing_in_a_normalized_residual_model_gets_gradient_scale_fixes_
     assert Rule.VANISHING_GRADIENT in {f.rule for f in report.findings}
     remedies = {s.remedy.value for s in report.suggestions}
     assert "rescale" in remedies and not remedies & {"normalization", "init", "clip", "residual"}, remedies
+
+
+def test_a_stem_conv_feeding_batchnorm_is_information_under_adam_and_a_warning_under_sgd() -> None:
+    """ResNet's conv1 reads raw pixels over a large image: its weight gradient is far above the head's. It feeds
+    BatchNorm (scale-invariant); under Adam, whose step does not follow the gradient's scale, that is information."""
+    model, inputs = FIXTURES["ResNet18"](), S.fixture_inputs("ResNet18")
+    severity = {}
+    for optimizer in ("adam", "sgd"):
+        config = Config().with_overrides({"diagnose.optimizer": optimizer})
+        report = gradscope.scan(model, [inputs] * 4, config=config)
+        severity[optimizer] = next(f.severity for f in report.findings if f.rule == Rule.EXPLODING_GRADIENT)
+    assert severity == {"adam": Severity.INFO, "sgd": Severity.WARNING}
 
 
 def test_a_broken_stack_is_no_gate() -> None:

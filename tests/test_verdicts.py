@@ -15,7 +15,7 @@ from torch import nn
 import gradscope
 from gradscope.config import Config
 from gradscope.pipeline import TargetSpec, check_target, scan_target
-from gradscope.vocab import Rule, Severity
+from gradscope.vocab import Rule, Severity, Status
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
 
@@ -324,3 +324,44 @@ def test_unread_outputs_of_a_first_recurrent_layer_are_not_vanishing_through_tim
     report = gradscope.scan(RowReader(), [torch.randn(8, 28, 28) for _ in range(2)])
     assert report.positions is not None and report.positions.ratio == 0.0  # only the last step's output is read
     assert _finding(report, Rule.VANISHING_THROUGH_TIME) is None
+
+
+def test_a_norm_layer_that_never_runs_does_not_cut_the_forward_growth() -> None:
+    """Forward growth is measured along chains that norm layers cut, but only norms that ran cut them: each block
+    here defines a LayerNorm it does not call, and the norm-free ReLU stack's growth is still found."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(32, 32)
+            nn.init.normal_(self.fc.weight, std=2.0 / 32**0.5)
+            self.norm = nn.LayerNorm(32)  # defined, never called
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.fc(x))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(*[Block() for _ in range(10)], nn.Linear(32, 4))
+    report = gradscope.scan(model, [torch.randn(16, 32) for _ in range(2)])
+    assert "forward_explosion" in {f.rule.value for f in report.findings}
+
+
+def test_a_weight_built_from_two_parameters_is_still_judged_by_its_gradient() -> None:
+    """``x @ (base + delta).T`` joins two parameters with each other, not with data: they are weights, not additive
+    (a token or position table), so their vanishing gradient is still found."""
+
+    class SumLinear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.base = nn.Parameter(nn.Linear(32, 32).weight.detach().clone())
+            self.delta = nn.Parameter(torch.zeros(32, 32))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x @ (self.base + self.delta).T
+
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for i in range(16):
+        layers += [SumLinear() if i < 4 else nn.Linear(32, 32), nn.Sigmoid()]
+    report = gradscope.scan(nn.Sequential(*layers, nn.Linear(32, 2)), [torch.randn(8, 32) for _ in range(2)])
+    assert report.layer("0").status is Status.VANISHING

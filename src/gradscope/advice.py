@@ -352,7 +352,7 @@ def _backward_fixes(
     backward_only = (Remedy.PSEUDO_NORM, Remedy.RESCALE)
     forward = (
         []
-        if _normalized_residual(facts, shape)
+        if _normalized_residual(layers, facts, shape)
         else _forward_fixes(layers, facts, (Rule.VANISHING_GRADIENT,), config, shape, why=_SHRINKING)
     )
     if len(_weighted(layers, facts)) >= RESIDUAL_FIRST_DEPTH:  # very deep: the identity path leads
@@ -360,12 +360,16 @@ def _backward_fixes(
     return forward + [s for s in out if s.remedy not in backward_only] + [s for s in out if s.remedy in backward_only]
 
 
-def _normalized_residual(facts: Facts, shape: ModelShape) -> bool:
+def _normalized_residual(layers: Sequence[LayerStats], facts: Facts, shape: ModelShape) -> bool:
     """A model with norm layers and skip connections (a pre- or post-norm transformer, a ResNet): its forward
     signal is kept at scale by design, so a gradient that shrinks without a forward collapse (the attention-score
     projections of a transformer under SGD) is not fixed by more norm layers or a re-init for a shrinking signal;
     what is left are the fixes that act on the gradient's scale (rescale, pseudo-norm)."""
-    return shape.skip_connections and any(f.kind is LayerKind.NORM for f in facts.values())
+    return shape.skip_connections and any(
+        f.kind is LayerKind.NORM and layer.output_shape is not None  # a norm layer that ran
+        for layer in layers
+        if (f := _fact(facts, layer.name)) is not None
+    )
 
 
 # benchmarks/repair.py, tuning half (Adam, vanishing without collapse): from 20 weighted layers on, skip connections

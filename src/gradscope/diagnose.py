@@ -426,7 +426,7 @@ def _forward_growth(
 ) -> Growth | None:
     chains: list[list[tuple[LayerStats, float]]] = [[]]
     for s, r in zip(stats, records, strict=True):
-        if r.facts.kind is LayerKind.NORM:
+        if r.facts.kind is LayerKind.NORM and r.order >= 0:  # a norm that ran (one only defined cuts nothing)
             if chains[-1]:
                 chains.append([])
         elif (
@@ -521,6 +521,7 @@ def _attenuation(
             else max(range(len(hit)), key=lambda i: ratios[i])
         )
         worst, worst_ratio = hit[worst_i], ratios[worst_i]
+        harmless = False
         if status is Status.VANISHING:
             failing = worst_ratio < error_at
             self_correcting = False
@@ -528,6 +529,9 @@ def _attenuation(
             free = [r for layer, r in zip(hit, ratios, strict=True) if layer.name not in normalized]
             failing = bool(free) and max(free) > error_at
             self_correcting = worst_ratio > error_at and not failing
+            # Every such layer feeds a norm (scale-invariant) and Adam's step does not follow the gradient's scale:
+            # a large gradient there changes neither the function nor the step (a convnet's stem conv).
+            harmless = not free and c.optimizer == "adam"
         orders = abs(math.log10(worst_ratio))
         cause = (
             " — a consequence of the forward collapse above"
@@ -539,7 +543,7 @@ def _attenuation(
         findings.append(
             Finding(
                 rule=rule,
-                severity=Severity.ERROR if failing else Severity.WARNING,
+                severity=Severity.ERROR if failing else Severity.INFO if harmless else Severity.WARNING,
                 layers=_names(hit),
                 message=(
                     f"gradients {word} toward the input{cause}: {len(hit)} layer(s) are more than "
@@ -552,6 +556,9 @@ def _attenuation(
                         f"{times(c.adam_vanishing_error)} the reference (with SGD it is an error below "
                         f"{times(c.vanishing_error)})"
                         if backward_only_adam and status is Status.VANISHING and not failing
+                        else "; each feeds a normalization layer, which makes it scale-invariant, and Adam's step does "
+                        "not follow the gradient's scale, so this is information (with SGD it is a warning)"
+                        if harmless
                         else "; each feeds a normalization layer, which makes it scale-invariant: the weights grow "
                         "and the steps shrink on their own, so this is a warning"
                         if self_correcting

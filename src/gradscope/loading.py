@@ -295,16 +295,19 @@ def _discover(
     top = _top_level(classes, uses)  # over every class: one used only by a class that needs arguments is no leader
     usable = [cls for cls in classes if _unsatisfied(cls, kwargs) == ([], [])]
     leaders = [cls for cls in usable if cls in top]
-    if len(usable) == 1 or len(leaders) == 1:
-        cls = usable[0] if len(usable) == 1 else leaders[0]
-        return _instantiate(cls, cls.__name__, kwargs, path, label), cls.__name__
-    if usable:
+    chosen: type[nn.Module] | None = None
+    if len(leaders) == 1:
+        chosen = leaders[0]
+    elif not leaders and len(top) == 1:  # the one top-level class needs arguments: say which, and how to pass them
+        chosen = top[0]
+    elif len(usable) == 1:
+        chosen = usable[0]
+    elif usable:
         names = ", ".join(cls.__name__ for cls in usable)
         first = (leaders or usable)[0].__name__
         raise ModelLoadError(f"{path}: several model classes could be built ({names}); pick one with {path}:{first}")
-    if len(top) == 1:  # the one top-level class needs arguments: say which, and how to pass them
-        cls = top[0]
-        return _instantiate(cls, cls.__name__, kwargs, path, label), cls.__name__
+    if chosen is not None:
+        return _instantiate(chosen, chosen.__name__, kwargs, path, label), chosen.__name__
     candidates = _candidates(namespace)
     if candidates:
         example = candidates[0].split(" ")[0]
@@ -368,11 +371,13 @@ def _class_uses(namespace: types.ModuleType) -> Uses:
 
 
 def _defined_classes(namespace: types.ModuleType) -> list[type[nn.Module]]:
-    """The file's own nn.Module classes, less the mixins among them: a class that another one combines with a second
-    base (pytorch/examples SNLI's parameter-free ``Bottle`` in ``class Linear(Bottle, nn.Linear)``) is a part,
-    not a model. A class merely subclassed stays a candidate (``class B(A)`` leaves both)."""
+    """The file's own nn.Module classes, less the mixins among them: a class without a constructor of its own (it
+    makes no layers) that another one combines with a second base (pytorch/examples SNLI's ``Bottle`` in
+    ``class Linear(Bottle, nn.Linear)``) is a part, not a model. A class merely subclassed stays a candidate
+    (``class B(A)`` leaves both), and so does a base with its own ``__init__``."""
     classes = _own_classes(namespace)
-    mixins = {id(base) for cls in classes if len(cls.__bases__) > 1 for base in cls.__bases__}
+    mixed = {id(base) for cls in classes if len(cls.__bases__) > 1 for base in cls.__bases__}
+    mixins = {id(cls) for cls in classes if id(cls) in mixed and "__init__" not in vars(cls)}
     return [cls for cls in classes if id(cls) not in mixins] or classes
 
 

@@ -91,21 +91,27 @@ def copy_model(model: nn.Module) -> nn.Module:
 
 
 def set_training(model: nn.Module, mode: bool) -> nn.Module:
-    """``model.train(mode)``, or, where a module's own ``train`` takes other arguments (a method that trains it, as
-    in the forward-forward example, on which ``model.train()`` fails in torch too), every module's flag set
-    directly, which is what ``nn.Module.train`` does."""
-    if all(_takes_mode(m) for m in model.modules()):
+    """``model.train(mode)``. Where some module's own ``train`` is not ``train(mode)`` (a method that trains it, as
+    in the forward-forward example, on which ``model.train()`` fails in torch too), every flag is set directly, as
+    ``nn.Module.train`` does, and then each module whose own ``train(mode)`` override can run (it and everything below
+    it take ``mode``) is called, outermost first: a backbone that keeps its BatchNorm in eval still does."""
+    modules = list(model.modules())
+    if all(_takes_mode(m) for m in modules):
         return model.train(mode)
-    for m in model.modules():
+    for m in modules:
         m.training = mode
+    for m in modules:
+        if type(m).train is not nn.Module.train and all(_takes_mode(inner) for inner in m.modules()):
+            m.train(mode)
     return model
 
 
 def _takes_mode(module: nn.Module) -> bool:
+    """Whether ``module.train(mode=...)`` is torch's, or an override that takes ``mode`` as torch's does."""
     if type(module).train is nn.Module.train and "train" not in vars(module):
         return True
     try:
-        inspect.signature(module.train).bind(True)
+        inspect.signature(module.train).bind(mode=True)
     except (TypeError, ValueError):  # other parameters, or not a function at all
         return False
     return True
@@ -186,8 +192,9 @@ NORMS: tuple[type[nn.Module], ...] = (
     nn.LocalResponseNorm,
     *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
 )
-# Normalization layers of other code, by class name: LLaMA's RMSNorm, T5LayerNorm, apex's FusedLayerNorm (leaves only).
-_NORM_NAME = re.compile(r"(Layer|RMS|Group|Batch|Instance)Norm")
+# Normalization layers of other code, by how their class name ends: LLaMA's RMSNorm, T5LayerNorm, apex's
+# FusedLayerNorm (leaves only; not a fused LayerNormLinear, which is a weighted layer).
+_NORM_NAME = re.compile(r"(Layer|RMS|Group|Batch|Instance)Norm(\d[dD])?$")
 
 
 def _named_norm(module: nn.Module) -> bool:
@@ -322,7 +329,8 @@ _JOINS = frozenset({"AddBackward", "SubBackward", "CatBackward", "StackBackward"
 
 def additive_parameters(outputs: Iterable[torch.Tensor], max_nodes: int = 50_000) -> set[int]:
     """ids of the parameters whose every use, past ops that only move or reshape values, adds or concatenates them
-    (a position table, a class token, a bias). At zero such a parameter holds nothing shut, so it is no gate; and
+    to data computed from the input (a position table, a class token, a bias; not a weight built as ``base +
+    delta``). At zero such a parameter holds nothing shut, so it is no gate; and
     its gradient is the output gradient summed over the samples (and positions), whose size says nothing of how
     the gradient fares on its way back. Read from the autograd graph behind ``outputs`` before backward; an empty
     set on a graph of more than ``max_nodes``."""
@@ -355,10 +363,28 @@ def additive_parameters(outputs: Iterable[torch.Tensor], max_nodes: int = 50_000
             if name in _MOVES:
                 pending.extend(users.get(user, []))
             else:
-                uses.append(name)
-        if uses and all(name in _JOINS for name in uses):
+                uses.append(name in _JOINS and not _parameters_only(user))
+        if uses and all(uses):
             found.add(id(variable))
     return found
+
+
+def _parameters_only(node: Any) -> bool:
+    """Whether every input of ``node``, past moves, is a parameter or a constant: a weight built as ``base + delta``
+    or ``cat([w1, w2])`` joins parameters with each other, not with the data flowing through the model."""
+    pending, seen = [node], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for child, _ in current.next_functions:
+            if child is None or isinstance(getattr(child, "variable", None), torch.Tensor):
+                continue  # a constant, or a parameter (a leaf's AccumulateGrad)
+            if type(child).__name__.rstrip("0123456789") not in _MOVES:
+                return False  # data: an activation computed from the input
+            pending.append(child)
+    return True
 
 
 def _reaches(start: Any, target: Any, order: dict[Any, int]) -> bool:
