@@ -330,12 +330,12 @@ def run_gradients_floor(model: nn.Module, batches: list[torch.Tensor]) -> None:
             out = probes.call_model(model, batch)
             loss = probes.default_loss(probes.select_output(out), seed, i)
             grads = torch.autograd.grad(loss, kept + params, allow_unused=True)
+            outputs, weights = grads[: len(kept)], grads[len(kept) :]
             kept.clear()
-            for p, g in zip(params, grads[-len(params) :], strict=True):
+            for p, g in zip(params, weights, strict=True):
                 p.grad = g
-            signal = [g for g in grads[: -len(params)] if g is not None]
-            weights = [g for g in grads[-len(params) :] if g is not None]
-            torch.cat([torch.stack(torch._foreach_norm(g)) for g in (signal, weights) if g]).cpu()
+            norms = [[g for g in part if g is not None] for part in (outputs, weights)]
+            torch.cat([torch.stack(torch._foreach_norm(part)) for part in norms if part]).cpu()
     finally:
         for handle in handles:
             handle.remove()

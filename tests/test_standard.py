@@ -91,14 +91,14 @@ def test_a_zero_parameter_that_only_adds_or_joins_is_no_gate() -> None:
 
 
 def test_additive_parameters_are_told_from_the_graph() -> None:
-    from gradscope.torchutil import additive_parameters
+    from gradscope.torchutil import AutogradGraph
 
     table, token, gain = (torch.nn.Parameter(torch.zeros(1, 3, 4)) for _ in range(3))
     weight = torch.nn.Parameter(torch.zeros(4, 4))
     x = torch.nn.Linear(4, 4)(torch.randn(2, 3, 4))  # data: computed from the input by a layer
     h = torch.cat([token.expand(2, -1, -1)[:, :1], x], dim=1)[:, 1:] + table
     out = (gain * h) @ (weight + weight.detach()).T  # a weight joined with a constant is still a weight
-    assert additive_parameters([out]) == {id(table), id(token)}
+    assert AutogradGraph([out]).additive_parameters() == {id(table), id(token)}
 
 
 def test_sgd_vanishing_in_a_normalized_residual_model_gets_gradient_scale_fixes_only() -> None:

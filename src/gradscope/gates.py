@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,11 +39,16 @@ def worth_checking(diagnosis: Diagnosis) -> bool:
 
 
 def find(
-    model: nn.Module, reference: float | None, config: DiagnoseConfig, grad_norms: Mapping[int, float]
+    model: nn.Module,
+    reference: float | None,
+    config: DiagnoseConfig,
+    grad_norms: Mapping[int, float],
+    additive: Collection[int] = (),
 ) -> list[Candidate]:
     """Parameters closed next to their nominal scale whose gradient is alive: ``grad_norms`` (id(parameter) → its
-    largest gradient norm over the probe batches, as the recorder keeps it), else ``.grad`` (the last batch's). One
-    fused norm call and one host read for all parameters."""
+    largest gradient norm over the probe batches, as the recorder keeps it), else ``.grad`` (the last batch's).
+    Neither a bias nor a parameter in ``additive`` (ids of those that are only added or joined: a class token, a
+    position table) holds anything shut. One fused norm call and one host read for all parameters."""
     if reference is None or not math.isfinite(reference) or reference <= 0:
         return []
     named = [
@@ -53,6 +58,7 @@ def find(
         and (id(p) in grad_norms or p.grad is not None)
         and p.is_floating_point()
         and not _is_bias(name)
+        and id(p) not in additive
     ]
     if not named:
         return []

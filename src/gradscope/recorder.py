@@ -511,25 +511,23 @@ class Recorder:
         self._grad_params = []
         for index, tap in self._trainable:
             layer = self.layers[index]
-            present = [p.grad for p in tap.trainable if p.grad is not None]
+            present = [(p, p.grad) for p in tap.trainable if p.grad is not None]
             if len(present) < len(tap.trainable):
                 layer.grad_missing += 1
             if not present:
                 continue
+            weight_grad = present[0][1]
             if layer.grad_dtype is None:
-                layer.grad_dtype = dtype_name(present[0].dtype)
+                layer.grad_dtype = dtype_name(weight_grad.dtype)
             if len(self._calls[index]) > 1 and _per_call(tap.module):
                 continue  # measured per call (_append_call_grads): the total is the sum of the calls
-            for p in tap.trainable:
-                g = p.grad
-                if g is not None:
-                    grads.append(g.coalesce().values() if g.is_sparse else g)
-                    owners.append(index)
-                    self._grad_params.append(p)
-            if isinstance(tap.module, EMBEDDINGS) and not present[0].is_sparse:
+            for p, g in present:
+                grads.append(g.coalesce().values() if g.is_sparse else g)
+                owners.append(index)
+                self._grad_params.append(p)
+            if isinstance(tap.module, EMBEDDINGS) and not weight_grad.is_sparse:
                 # Rows of tokens absent from the batch get no gradient: count only touched rows, so a large
                 # vocabulary does not read as "vanishing" (README, "Embeddings").
-                weight_grad = present[0]
                 touched = torch.count_nonzero(torch.linalg.vector_norm(weight_grad, dim=1))
                 self._append("grad_rows", index, touched.float(), float(weight_grad.shape[1]))
         if grads:

@@ -131,7 +131,7 @@ class LayerRecord:
     grad_missing: int = 0  # batches where trainable parameters had no .grad after backward
     signal_missing: int = 0  # batches where the output needed a gradient and none arrived
     # every own parameter that got a gradient in batch 0 is only added or joined (a class token, a position table:
-    # torchutil.additive_parameters): its gradient's size is no evidence of vanishing or exploding
+    # torchutil.AutogradGraph.additive_parameters): its gradient's size is no evidence of vanishing or exploding
     additive: bool = False
 
     @property

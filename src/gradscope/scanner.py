@@ -28,11 +28,10 @@ from .recorder import Recorder
 from .records import Gating, LayerRecord, ModelShape, PositionProfile
 from .results import ModelInfo, ProbeInfo, Report
 from .torchutil import (
-    additive_parameters,
+    AutogradGraph,
     device_of,
     dtype_name,
     float_dtype,
-    has_skip_connection,
     iter_tensors,
     seeded,
     set_training,
@@ -205,9 +204,8 @@ def _with_gates(
     """The diagnosis with the layers that gates closed at init explain set apart (``gates``): the batches are
     probed again with the gates opened, and what no longer shows was the gates' doing. Gates behind gates (CaiT's
     trunk behind its class-attention gates) come alive once the outer ones are open: up to ``GATE_LEVELS`` rounds."""
-    found = gates.find(model, diagnosis.summary.reference_grad_rms, config.diagnose, probe.largest_grad_norm)
-    additive = probe.shape.additive  # a parameter that only adds or joins holds nothing shut
-    found = [c for c in found if id(c.param) not in additive]
+    additive = probe.shape.additive
+    found = gates.find(model, diagnosis.summary.reference_grad_rms, config.diagnose, probe.largest_grad_norm, additive)
     after = diagnosis
     opened: list[gates.Candidate] = []
     for _ in range(GATE_LEVELS):
@@ -218,8 +216,10 @@ def _with_gates(
             reprobe = _probe(model, batches, loss_fn, config, device, None)
             after = reprobe.diagnosed(config)
             known = {c.gate.parameter for c in opened}
-            found = gates.find(model, after.summary.reference_grad_rms, config.diagnose, reprobe.largest_grad_norm)
-            found = [c for c in found if c.gate.parameter not in known and id(c.param) not in additive]
+            found = gates.find(
+                model, after.summary.reference_grad_rms, config.diagnose, reprobe.largest_grad_norm, additive
+            )
+            found = [c for c in found if c.gate.parameter not in known]
     gating = gates.explained(opened, _parameter_owners(model), diagnosis, after) if opened else None
     return diagnosis if gating is None else probe.diagnosed(config, gating)
 
@@ -307,7 +307,8 @@ def _forward_backward(
     recorder.add_loss(loss)
     shape = ModelShape(ignored_outputs=ignored)
     if index == 0:  # the graph, before backward frees it
-        shape = ModelShape(has_skip_connection(loss), ignored, frozenset(additive_parameters([loss])))
+        graph = AutogradGraph([loss])
+        shape = ModelShape(graph.has_skip_connection(), ignored, frozenset(graph.additive_parameters()))
     try:
         loss.backward()  # type: ignore[no-untyped-call]
     except Exception as exc:

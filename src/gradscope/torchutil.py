@@ -87,9 +87,6 @@ def copy_model(model: nn.Module) -> nn.Module:
         raise ProbeError(f"the model cannot be copied in memory ({describe(exc)})") from exc
 
 
-# -- randomness ------------------------------------------------------------------------------------------------
-
-
 def set_training(model: nn.Module, mode: bool) -> nn.Module:
     """``model.train(mode)``. Where some module's own ``train`` is not ``train(mode)`` (a method that trains it, as
     in the forward-forward example, on which ``model.train()`` fails in torch too), every flag is set directly, as
@@ -115,6 +112,9 @@ def _takes_mode(module: nn.Module) -> bool:
     except (TypeError, ValueError):  # other parameters, or not a function at all
         return False
     return True
+
+
+# -- randomness ------------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -287,37 +287,6 @@ def _gain(activation: str | None, module: nn.Module) -> float | None:
 _WEIGHT_OPS = ("Mm", "Addmm", "Bmm", "Convolution", "Linear", "Embedding", "Mv")
 
 
-def has_skip_connection(output: torch.Tensor, max_nodes: int = 50_000) -> bool:
-    """Whether the autograd graph behind ``output`` adds a tensor to a transform of itself that passes through a
-    weighted op (``x + f(x)``: a residual connection). Walks the graph once, before backward; gives up (False)
-    on a graph of more than ``max_nodes`` nodes."""
-    root = output.grad_fn
-    if root is None:
-        return False
-    order: dict[Any, int] = {}  # post-order index: every node comes after the nodes it reads
-    stack: list[tuple[Any, bool]] = [(root, False)]
-    seen: set[Any] = set()
-    while stack:
-        node, done = stack.pop()
-        if done:
-            order[node] = len(order)
-            continue
-        if node in seen:
-            continue
-        seen.add(node)
-        if len(seen) > max_nodes:
-            return False
-        stack.append((node, True))
-        stack.extend((child, False) for child, _ in node.next_functions if child is not None and child not in seen)
-    for node in order:
-        if not type(node).__name__.startswith("AddBackward"):
-            continue
-        inputs = [child for child, _ in node.next_functions if child is not None]
-        if len(inputs) == 2 and (_reaches(inputs[0], inputs[1], order) or _reaches(inputs[1], inputs[0], order)):
-            return True
-    return False
-
-
 # Autograd nodes that only move, reshape or cast values, and those that add or join them (by class name, digits cut).
 _MOVES = frozenset(
     f"{name}Backward"
@@ -327,46 +296,76 @@ _MOVES = frozenset(
 _JOINS = frozenset({"AddBackward", "SubBackward", "CatBackward", "StackBackward"})
 
 
-def additive_parameters(outputs: Iterable[torch.Tensor], max_nodes: int = 50_000) -> set[int]:
-    """ids of the parameters whose every use, past ops that only move or reshape values, adds or concatenates them
-    to data computed from the input (a position table, a class token, a bias; not a weight built as ``base +
-    delta``). At zero such a parameter holds nothing shut, so it is no gate; and
-    its gradient is the output gradient summed over the samples (and positions), whose size says nothing of how
-    the gradient fares on its way back. Read from the autograd graph behind ``outputs`` before backward; an empty
-    set on a graph of more than ``max_nodes``."""
-    users: dict[Any, list[Any]] = {}
-    stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
-    seen: set[Any] = set(stack)
-    while stack:
-        node = stack.pop()
-        for child, _ in node.next_functions:
-            if child is None:
+class AutogradGraph:
+    """The autograd graph behind ``outputs``, walked once before backward: every node in post-order (a node after
+    the nodes it reads) and, for each, the nodes that read it. A graph of more than ``max_nodes`` nodes is given up
+    on: it has no skip connection and no additive parameter."""
+
+    def __init__(self, outputs: Iterable[torch.Tensor], max_nodes: int = 50_000) -> None:
+        self.order: dict[Any, int] = {}
+        self.users: dict[Any, list[Any]] = {}
+        stack: list[tuple[Any, bool]] = [(t.grad_fn, False) for t in outputs if t.grad_fn is not None]
+        seen: set[Any] = set()
+        while stack:
+            node, done = stack.pop()
+            if done:
+                self.order[node] = len(self.order)
                 continue
-            users.setdefault(child, []).append(node)
-            if child not in seen:
-                if len(seen) >= max_nodes:
-                    return set()
-                seen.add(child)
-                stack.append(child)
-    found: set[int] = set()
-    for node, direct in users.items():
-        variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf's (parameter's) gradient
-        if not isinstance(variable, torch.Tensor):
-            continue
-        uses, pending, visited = [], list(direct), set()
-        while pending:
-            user = pending.pop()
-            if user in visited:
+            if node in seen:
                 continue
-            visited.add(user)
-            name = type(user).__name__.rstrip("0123456789")
-            if name in _MOVES:
-                pending.extend(users.get(user, []))
-            else:
-                uses.append(name in _JOINS and not _parameters_only(user))
-        if uses and all(uses):
-            found.add(id(variable))
-    return found
+            seen.add(node)
+            if len(seen) > max_nodes:
+                self.order, self.users = {}, {}
+                return
+            stack.append((node, True))
+            for child, _ in node.next_functions:
+                if child is not None:
+                    self.users.setdefault(child, []).append(node)
+                    if child not in seen:
+                        stack.append((child, False))
+
+    def has_skip_connection(self) -> bool:
+        """Whether the graph adds a tensor to a transform of itself that passes through a weighted op (``x + f(x)``:
+        a residual connection)."""
+        for node in self.order:
+            if _op(node) != "AddBackward":
+                continue
+            inputs = [child for child, _ in node.next_functions if child is not None]
+            if len(inputs) == 2 and (
+                _reaches(inputs[0], inputs[1], self.order) or _reaches(inputs[1], inputs[0], self.order)
+            ):
+                return True
+        return False
+
+    def additive_parameters(self) -> set[int]:
+        """ids of the parameters whose every use, past ops that only move or reshape values, adds or concatenates
+        them to data computed from the input (a position table, a class token, a bias; not a weight built as ``base
+        + delta``). At zero such a parameter holds nothing shut, so it is no gate; and its gradient is the output
+        gradient summed over the samples (and positions), whose size says nothing of how the gradient fares on its
+        way back."""
+        found: set[int] = set()
+        for node, direct in self.users.items():
+            variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf's (parameter's) gradient
+            if not isinstance(variable, torch.Tensor):
+                continue
+            uses, pending, visited = [], list(direct), set()
+            while pending:
+                user = pending.pop()
+                if user in visited:
+                    continue
+                visited.add(user)
+                if _op(user) in _MOVES:
+                    pending.extend(self.users.get(user, []))
+                else:
+                    uses.append(_op(user) in _JOINS and not _parameters_only(user))
+            if uses and all(uses):
+                found.add(id(variable))
+        return found
+
+
+def _op(node: Any) -> str:
+    """An autograd node's kind: its class name without the version digits (``AddBackward0`` → ``AddBackward``)."""
+    return type(node).__name__.rstrip("0123456789")
 
 
 def _parameters_only(node: Any) -> bool:
@@ -381,7 +380,7 @@ def _parameters_only(node: Any) -> bool:
         for child, _ in current.next_functions:
             if child is None or isinstance(getattr(child, "variable", None), torch.Tensor):
                 continue  # a constant, or a parameter (a leaf's AccumulateGrad)
-            if type(child).__name__.rstrip("0123456789") not in _MOVES:
+            if _op(child) not in _MOVES:
                 return False  # data: an activation computed from the input
             pending.append(child)
     return True
